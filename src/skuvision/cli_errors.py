@@ -1,0 +1,27 @@
+"""One clear line and exit status 2 for errors the user can fix, instead of a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from skuvision.errors import UserError
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    from omegaconf.errors import MissingMandatoryValue
+
+    return (UserError, MissingMandatoryValue)
+
+
+def exit_on_user_error(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except user_error_types() as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"skuvision: error: {message}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapper

@@ -1,0 +1,110 @@
+"""Config schemas and checks that turn a bad value into one line naming the key.
+
+The YAML tree under ``conf/`` stays the source of truth (lightning-hydra-template
+style); these dataclasses are registered in Hydra's ConfigStore under
+``schema/*`` and merged over the composed groups to type-check them, and
+``validate`` adds the range checks a type cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from skuvision.errors import ConfigError
+
+
+@dataclass
+class HeadConfig:
+    hidden_dims: list[int] = field(default_factory=lambda: [512])
+    dropout: float = 0.2
+    norm: str = "none"
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = "skuvision.model.module.SKUClassifier"
+    num_classes: Optional[int] = None
+    backbone: str = "resnet152"
+    pretrained: bool = False
+    pretrained_file: Optional[str] = None
+    freeze_depth: int = 4
+    head: HeadConfig = field(default_factory=HeadConfig)
+    aux_heads: bool = True
+    aux_weight: float = 0.2
+    label_smoothing: float = 0.1
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    compile: bool = False
+
+
+@dataclass
+class DataConfig:
+    _target_: str = "skuvision.data.datamodule.SKUDataModule"
+    root: Optional[str] = None
+    image_size: int = 224
+    batch_size: int = 64
+    eval_batch_size: Optional[int] = None
+    num_workers: int = 4
+    pin_memory: bool = True
+    prefetch_factor: Optional[int] = 2
+    persistent_workers: bool = True
+    cache_dir: Optional[str] = None
+    max_cache_size: str = "50GB"
+    seed: int = 42
+    augment: dict[str, float] = field(default_factory=dict)
+    synthetic: Optional[dict[str, Any]] = None
+
+
+cs = ConfigStore.instance()
+cs.store(group="schema/model", name="sku_classifier", node=ModelConfig)
+cs.store(group="schema/data", name="shards", node=DataConfig)
+
+FREEZE_HELP = "0 trains everything, 1 stem, 2 +layer1, 3 +layer2, 4 +layer3, 5 the whole backbone"
+
+
+def _typed(schema: type, node: DictConfig, key: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), node)
+    except MissingMandatoryValue:
+        raise
+    except OmegaConfBaseException as exc:
+        full_key = f"{key}.{exc.full_key}" if getattr(exc, "full_key", None) else key
+        raise ConfigError(f"{full_key}: {str(exc).splitlines()[0]}") from None
+
+
+def validate(cfg: DictConfig, need_data: bool = True) -> None:
+    """Raise ConfigError naming the first bad key; cheap (no model is built)."""
+    import os
+
+    model = _typed(ModelConfig, cfg.model, "model")
+    data = _typed(DataConfig, cfg.data, "data") if need_data else None
+    if not 0 <= model.freeze_depth <= 5:
+        raise ConfigError(f"model.freeze_depth={model.freeze_depth}: must be 0..5 ({FREEZE_HELP})")
+    import timm
+
+    if not timm.is_model(model.backbone):
+        raise ConfigError(f"model.backbone={model.backbone}: not a timm model; e.g. resnet18, resnet50, resnet152 (timm.list_models())")
+    if model.pretrained_file and not os.path.isfile(model.pretrained_file):
+        raise ConfigError(f"model.pretrained_file={model.pretrained_file}: file not found; pass a local .safetensors/.pth")
+    if not 0.0 <= model.label_smoothing < 1.0:
+        raise ConfigError(f"model.label_smoothing={model.label_smoothing}: must be in [0, 1)")
+    if data is None:
+        return
+    try:
+        root = cfg.data.root
+    except MissingMandatoryValue:
+        root = None
+    if not root and not os.environ.get("SM_CHANNEL_TRAIN"):
+        raise ConfigError("data.root is required: pass data.root=DIR (from `skuvision shards build`), an FSx path or s3://bucket/prefix")
+    for key in ("image_size", "batch_size"):
+        if getattr(data, key) < 1:
+            raise ConfigError(f"data.{key}={getattr(data, key)}: must be positive")
+    if data.image_size < 32:
+        raise ConfigError(f"data.image_size={data.image_size}: must be at least 32 pixels")
+    if data.num_workers < 0:
+        raise ConfigError(f"data.num_workers={data.num_workers}: must be >= 0")

@@ -1,0 +1,1 @@
+"""Data: synthetic catalogue, litdata shards, label map, transforms, DataModule."""

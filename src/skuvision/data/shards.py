@@ -1,0 +1,253 @@
+"""Build and verify litdata shards from product images.
+
+One pass over the originals: each worker takes one SKU, decodes and checks every
+image, downscales and re-encodes it, groups near-duplicate frames and assigns
+splits; the main process appends the results to one litdata writer per split.
+Work is per SKU so memory stays bounded (one SKU's ~300 small JPEGs in flight
+per worker) and nothing is quadratic in the catalogue size.
+"""
+
+from __future__ import annotations
+
+from skuvision.errors import DataError
+
+import csv
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+
+from skuvision import __version__
+from skuvision.data.imageio import RejectedImage, prepare_image
+from skuvision.data.labels import LabelMap
+from skuvision.data.sources import SourceImage, list_sources
+from skuvision.data.splits import SPLITS, assign_splits, group_near_duplicates
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REJECTS = "rejects.csv"
+
+
+@dataclass
+class BuildSettings:
+    size: int = 320
+    quality: int = 90
+    val: float = 0.1
+    test: float = 0.1
+    dedup_distance: int = 4  # phash bits; -1 disables near-duplicate grouping
+    chunk_bytes: str = "64MB"
+    workers: int = 1
+
+    def validate(self) -> None:
+        """Raises DataError naming the bad option."""
+        if self.size < 16:
+            raise DataError(f"--size {self.size}: must be at least 16 pixels")
+        if not 1 <= self.quality <= 100:
+            raise DataError(f"--quality {self.quality}: must be in 1..100")
+        for name, frac in (("--val", self.val), ("--test", self.test)):
+            if not 0.0 <= frac < 1.0:
+                raise DataError(f"{name} {frac}: must be a fraction in [0, 1)")
+        if self.val + self.test >= 1.0:
+            raise DataError(f"--val {self.val} + --test {self.test} leave nothing to train on; keep their sum below 1")
+
+
+@dataclass
+class SKUResult:
+    sku_id: str
+    samples: list[tuple[str, bytes, str]] = field(default_factory=list)  # (split, jpeg, content hash)
+    rejects: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    groups: list[list[str]] = field(default_factory=list)  # near-duplicate groups (paths), size > 1
+    new_pins: dict[str, str] = field(default_factory=dict)
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise RejectedImage(f"unreadable: {exc.strerror or exc}") from None
+
+
+def process_sku(images: list[SourceImage], settings: BuildSettings, pinned: dict[str, str]) -> SKUResult:
+    """Decode, check, resize, dedup and split all images of one SKU (runs in a worker)."""
+    result = SKUResult(images[0].sku_id)
+    prepared, paths = [], []
+    for src in images:
+        try:
+            prepared.append(prepare_image(_read_bytes(src.path), settings.size, settings.quality))
+            paths.append(src.path)
+        except RejectedImage as exc:
+            result.rejects.append((src.path, str(exc)))
+    if not prepared:
+        return result
+    groups = group_near_duplicates([p.phash for p in prepared], settings.dedup_distance)
+    hashes = [p.content_hash for p in prepared]
+    splits, result.new_pins = assign_splits(hashes, groups, settings.val, settings.test, pinned)
+    result.samples = [(s, p.jpeg, p.content_hash) for s, p in zip(splits, prepared)]
+    result.groups = [[paths[i] for i in g] for g in groups if len(g) > 1]
+    return result
+
+
+def _process_sku_star(args):
+    return process_sku(*args)
+
+
+class _SplitWriters:
+    """One litdata BinaryWriter per split, created on first use."""
+
+    def __init__(self, out: Path, chunk_bytes: str):
+        self.out, self.chunk_bytes = out, chunk_bytes
+        self.writers: dict = {}
+        self.counts: Counter = Counter()
+
+    def add(self, split: str, sample: dict) -> None:
+        if split not in self.writers:
+            from litdata.streaming.writer import BinaryWriter
+
+            (self.out / split).mkdir(parents=True, exist_ok=True)
+            self.writers[split] = BinaryWriter(str(self.out / split), chunk_bytes=self.chunk_bytes)
+        self.writers[split].add_item(self.counts[split], sample)
+        self.counts[split] += 1
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.done()
+            writer.merge()
+
+
+def _previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str]]:
+    if not label_map_path:
+        return LabelMap(), {}
+    label_map = LabelMap.load(label_map_path)
+    pins = {}
+    data = json.loads(Path(label_map_path).read_text())
+    if isinstance(data, dict):
+        pins = dict(data.get("pinned_splits", {}))
+    return label_map, pins
+
+
+def build_shards(
+    input_path: str | Path,
+    out: str | Path,
+    settings: BuildSettings | None = None,
+    label_map_path: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build ``out/{train,val,test}`` litdata shards, ``out/manifest.json`` and ``out/rejects.csv``."""
+    settings = settings or BuildSettings()
+    settings.validate()
+    out = Path(out)
+    sources = list_sources(input_path)
+    label_map, pinned = _previous_state(label_map_path)
+    if out.exists() and any(out.iterdir()):
+        if not (out / MANIFEST).exists():
+            raise DataError(f"--out {out}: exists, is not empty and holds no {MANIFEST}; choose an empty or new directory")
+        for split in SPLITS:  # a rebuild replaces an earlier build of ours, nothing else
+            shutil.rmtree(out / split, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+    per_sku_sources = [list(g) for _, g in groupby(sources, key=lambda s: s.sku_id)]
+    attrs = {imgs[0].sku_id: (imgs[0].brand, imgs[0].category) for imgs in per_sku_sources}
+    label_map.extend(attrs)  # sorted order; existing SKUs keep their index
+    for sku_id, (brand, category) in attrs.items():
+        label_map.set_attributes(sku_id, brand, category)
+
+    tasks = [(imgs, settings, pinned) for imgs in per_sku_sources]
+    writers = _SplitWriters(out, settings.chunk_bytes)
+    rejects: list[tuple[str, str]] = []
+    per_sku: dict[str, dict[str, int]] = {}
+    groups: dict[str, list[list[str]]] = {}
+    start = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(sources), desc="shards build", unit="img", disable=not progress)
+    pool = ProcessPoolExecutor(settings.workers) if settings.workers > 1 else None
+    try:
+        results = pool.map(_process_sku_star, tasks, chunksize=1) if pool else map(_process_sku_star, tasks)
+        for res in results:
+            label = label_map.index(res.sku_id)
+            for split, jpeg, key in res.samples:
+                writers.add(split, {"image": jpeg, "label": label, "key": key})
+            per_sku[res.sku_id] = dict(Counter(s for s, _, _ in res.samples))
+            rejects.extend(res.rejects)
+            pinned.update(res.new_pins)
+            if res.groups:
+                groups[res.sku_id] = res.groups
+            bar.update(len(res.samples) + len(res.rejects))
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown()
+    writers.close()
+    elapsed = time.perf_counter() - start
+
+    with (out / REJECTS).open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "reason"])
+        w.writerows(rejects)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created_by": f"skuvision {__version__}",
+        "input": str(input_path),
+        "settings": {k: v for k, v in vars(settings).items() if k != "workers"},
+        "num_classes": len(label_map),
+        "label_map": label_map.to_dict(),
+        "splits": {s: {"dir": s, "count": writers.counts[s]} for s in SPLITS},
+        "per_sku": per_sku,
+        "rejects": len(rejects),
+        "near_duplicate_groups": groups,
+        "pinned_splits": pinned,
+        "build_seconds": round(elapsed, 2),
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / MANIFEST)  # a crash never leaves a half-written manifest
+    return manifest
+
+
+def load_manifest(root: str | Path) -> dict:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: no shard manifest; build shards with `skuvision shards build --input ... --out {root}`")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{path}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}; rebuild the shards")
+    return manifest
+
+
+def verify_shards(root: str | Path, progress: bool = True) -> list[str]:
+    """Read and decode every sample; returns a list of problems (empty when the shards match the manifest)."""
+    import torch
+    from litdata import StreamingDataset
+    from torchvision.io import decode_jpeg
+    from tqdm.auto import tqdm
+
+    manifest = load_manifest(root)
+    skus = LabelMap.from_dict(manifest["label_map"]).skus
+    problems = []
+    for split, info in manifest["splits"].items():
+        if info["count"] == 0:
+            continue
+        ds = StreamingDataset(os.path.join(str(root), info["dir"]))
+        if len(ds) != info["count"]:
+            problems.append(f"{split}: {len(ds)} samples in shards, manifest says {info['count']}")
+        seen: Counter = Counter()
+        for i in tqdm(range(len(ds)), desc=f"verify {split}", unit="img", disable=not progress):
+            sample = ds[i]
+            try:
+                decode_jpeg(torch.frombuffer(bytearray(sample["image"]), dtype=torch.uint8))
+            except RuntimeError as exc:
+                problems.append(f"{split}[{i}]: image does not decode ({exc})")
+            if not 0 <= sample["label"] < len(skus):
+                problems.append(f"{split}[{i}]: label {sample['label']} outside 0..{len(skus) - 1}")
+                continue
+            seen[skus[sample["label"]]] += 1
+        for sku_id, counts in manifest["per_sku"].items():
+            if seen[sku_id] != counts.get(split, 0):
+                problems.append(f"{split}: SKU {sku_id} has {seen[sku_id]} samples, manifest says {counts.get(split, 0)}")
+    return problems

@@ -1,0 +1,1 @@
+"""Model: timm backbone split into freezable stages, MLP heads, LightningModule."""

@@ -1,0 +1,240 @@
+"""SKUClassifier: frozen-prefix timm backbone + MLP head (+ brand/category heads).
+
+Hyperparameters and the label map are stored as plain Python data so a
+checkpoint loads with ``torch.load(..., weights_only=True)`` and an exported
+model always knows which output is which SKU.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from skuvision.errors import ConfigError
+from skuvision.model.backbone import build_backbone
+from skuvision.model.heads import mlp_head
+
+REFERENCE_BATCH = 256  # the learning rate in configs is the one for a global batch of 256
+
+
+def plain(value: Any) -> Any:
+    """DictConfig/ListConfig -> dict/list, so hparams pickle-free."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+class SKUClassifier(L.LightningModule):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet152",
+        pretrained: bool = False,
+        pretrained_file: str | None = None,
+        freeze_depth: int = 4,
+        head: dict | None = None,
+        aux_heads: bool = True,
+        aux_weight: float = 0.2,
+        label_smoothing: float = 0.1,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        label_map: dict | None = None,
+        compile: bool = False,
+    ):
+        super().__init__()
+        head, optimizer, scheduler, label_map = (plain(x) or {} for x in (head, optimizer, scheduler, label_map))
+        if int(num_classes) < 2:
+            raise ConfigError(f"model.num_classes={num_classes}: need at least 2 SKUs")
+        self.save_hyperparameters({
+            "num_classes": int(num_classes), "backbone": backbone, "pretrained": bool(pretrained),
+            "pretrained_file": pretrained_file, "freeze_depth": int(freeze_depth), "head": head,
+            "aux_heads": bool(aux_heads), "aux_weight": float(aux_weight), "label_smoothing": float(label_smoothing),
+            "optimizer": optimizer, "scheduler": scheduler,
+        })
+        self.label_map = label_map
+        self.backbone = build_backbone(backbone, int(freeze_depth), pretrained, pretrained_file)
+        self.head = mlp_head(self.backbone.num_features, int(num_classes), **head)
+        self.aux = nn.ModuleDict()
+        for kind in ("brand", "category"):
+            targets = self._attribute_targets(kind) if aux_heads else None
+            if targets is not None and max(targets) >= 1:
+                self.register_buffer(f"{kind}_of_class", torch.tensor(targets), persistent=False)
+                self.aux[kind] = nn.Linear(self.backbone.num_features, max(targets) + 1)
+        top5 = min(5, int(num_classes))
+        for split in ("train", "val", "test"):
+            setattr(self, f"{split}_top1", MulticlassAccuracy(int(num_classes), top_k=1, average="micro"))
+            setattr(self, f"{split}_top5", MulticlassAccuracy(int(num_classes), top_k=top5, average="micro"))
+        self.register_buffer("test_correct", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
+        self.register_buffer("test_total", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
+        self.compile_model = compile
+        self.report_dir: str | None = None
+
+    def _attribute_targets(self, kind: str) -> list[int] | None:
+        if not self.label_map:
+            return None
+        from skuvision.data.labels import LabelMap
+
+        return LabelMap.from_dict(self.label_map).attribute_targets(kind)
+
+    # -- parameters -----------------------------------------------------------------
+    def parameter_table(self) -> dict:
+        total, trainable = count_parameters(self)
+        head_total = sum(p.numel() for m in (self.head, self.aux) for p in m.parameters())
+        stages = [{"name": n, "params": c, "trainable": t} for n, c, t in self.backbone.stage_parameters()]
+        stages.append({"name": "heads", "params": head_total, "trainable": True})
+        return {"total": total, "trainable": trainable, "frozen": total - trainable,
+                "freeze_depth": self.backbone.freeze_depth, "stages": stages}
+
+    # -- forward / steps ------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def _step(self, batch: dict, split: str) -> torch.Tensor:
+        images, labels = batch["image"], batch["label"]
+        features = self.backbone(images)
+        logits = self.head(features)
+        smoothing = self.hparams.label_smoothing if split == "train" else 0.0
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        for kind, head in self.aux.items():
+            aux_targets = getattr(self, f"{kind}_of_class")[labels]
+            loss = loss + self.hparams.aux_weight * F.cross_entropy(head(features), aux_targets)
+        top1, top5 = getattr(self, f"{split}_top1"), getattr(self, f"{split}_top5")
+        top1(logits, labels)
+        top5(logits, labels)
+        on_step = split == "train"
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step,
+                 batch_size=labels.shape[0])
+        self.log(f"{split}/top1", top1, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=labels.shape[0])
+        self.log(f"{split}/top5", top5, on_step=False, on_epoch=True, batch_size=labels.shape[0])
+        if split == "test":
+            hit = logits.argmax(dim=1) == labels
+            self.test_total.index_add_(0, labels, torch.ones_like(labels))
+            self.test_correct.index_add_(0, labels, hit.long())
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_correct.zero_()
+        self.test_total.zero_()
+
+    def on_test_epoch_end(self) -> None:
+        correct = self.trainer.strategy.reduce(self.test_correct.float(), reduce_op="sum")
+        total = self.trainer.strategy.reduce(self.test_total.float(), reduce_op="sum")
+        if self.trainer.is_global_zero and self.report_dir:
+            write_per_sku_report(Path(self.report_dir) / "per_sku.csv", correct.cpu(), total.cpu(), self.label_map)
+
+    # -- optimisation -----------------------------------------------------------------------
+    def global_batch_size(self) -> int:
+        per_device = getattr(self.trainer.datamodule, "batch_size", None) if self.trainer.datamodule else None
+        per_device = per_device or 1
+        return int(self.trainer.num_nodes * self.trainer.num_devices * per_device)
+
+    def scaled_lr(self) -> float:
+        return float(self.hparams.optimizer.get("lr", 1e-3)) * self.global_batch_size() / REFERENCE_BATCH
+
+    def configure_optimizers(self):
+        opt_cfg = dict(self.hparams.optimizer)
+        name = opt_cfg.pop("name", "adamw").lower()
+        opt_cfg.pop("lr", None)
+        lr = self.scaled_lr()
+        decay, no_decay = [], []
+        for n, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        weight_decay = float(opt_cfg.pop("weight_decay", 0.05))
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if name == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(opt_cfg.get("betas", (0.9, 0.999))))
+        elif name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=float(opt_cfg.get("momentum", 0.9)),
+                                        nesterov=bool(opt_cfg.get("nesterov", True)))
+        else:
+            raise ConfigError(f"model.optimizer.name={name}: use adamw or sgd")
+        sched = self.hparams.scheduler or {}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(sched.get("warmup_fraction", 0.05) * total)
+        floor = float(sched.get("min_lr_ratio", 0.01))
+
+        def lr_lambda(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """Parameter counts, global batch and scaled lr go to every logger once (Lightning forbids self.log here)."""
+        table = self.parameter_table()
+        values = {"params/total": float(table["total"]), "params/trainable": float(table["trainable"]),
+                  "global_batch": float(self.global_batch_size()), "lr/scaled": self.scaled_lr()}
+        for stage in table["stages"]:
+            values[f"params/{stage['name'].split(' ')[0]}"] = float(stage["params"])
+        for logger in self.loggers:
+            logger.log_metrics(values, step=0)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["label_map"] = self.label_map
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("label_map"):
+            self.label_map = checkpoint["label_map"]
+
+
+def write_per_sku_report(path: Path, correct: torch.Tensor, total: torch.Tensor, label_map: dict | None) -> Path:
+    """Per-SKU test accuracy, worst first: the SKUs to re-photograph or merge."""
+    from skuvision.data.labels import LabelMap
+
+    lm = LabelMap.from_dict(label_map) if label_map else None
+    skus = lm.skus if lm else [str(i) for i in range(len(total))]
+    rows = []
+    for i in range(len(total)):
+        n = int(total[i])
+        if n:
+            sku = skus[i]
+            rows.append((sku, i, n, int(correct[i]), float(correct[i]) / n,
+                         lm.brands.get(sku, "") if lm else "", lm.categories.get(sku, "") if lm else ""))
+    rows.sort(key=lambda r: (r[4], -r[2], r[0]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sku_id", "class_index", "test_images", "correct", "accuracy", "brand", "category"])
+        w.writerows([(r[0], r[1], r[2], r[3], f"{r[4]:.4f}", r[5], r[6]) for r in rows])
+    return path
+
+
+def load_classifier(checkpoint_path: str, map_location: str = "cpu") -> SKUClassifier:
+    """Rebuild a trained classifier (label map included) from a Lightning checkpoint."""
+    ckpt = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
+    hparams = dict(ckpt["hyper_parameters"])
+    hparams.update(pretrained=False, pretrained_file=None)  # weights come from the checkpoint
+    model = SKUClassifier(label_map=ckpt.get("label_map"), **hparams)
+    model.load_state_dict(ckpt["state_dict"])
+    return model

@@ -1,0 +1,164 @@
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from skuvision.data.shards import BuildSettings, build_shards, load_manifest, verify_shards
+from skuvision.data.splits import assign_splits, group_near_duplicates
+
+
+def split_of_each_image(root: Path) -> dict[str, str]:
+    """content hash -> split, read back from the litdata chunks."""
+    from litdata import StreamingDataset
+
+    manifest = load_manifest(root)
+    out = {}
+    for split, info in manifest["splits"].items():
+        if info["count"]:
+            ds = StreamingDataset(str(root / info["dir"]))
+            for i in range(len(ds)):
+                out[ds[i]["key"]] = split
+    return out
+
+
+def test_manifest_counts_labels_and_settings(tiny_shards, tiny_catalogue):
+    m = load_manifest(tiny_shards)
+    rows = list(csv.DictReader((tiny_catalogue / "catalogue.csv").open()))
+    assert m["num_classes"] == len({r["sku_id"] for r in rows})
+    assert sum(i["count"] for i in m["splits"].values()) == len(rows)
+    assert m["settings"]["size"] == 64 and m["settings"]["quality"] == 90
+    # brand/category from catalogue.csv travel in the label map
+    assert set(m["label_map"]["brands"]) == set(m["label_map"]["sku_to_index"])
+    for sku, counts in m["per_sku"].items():
+        assert counts.get("train", 0) and counts.get("val", 0) and counts.get("test", 0), sku
+    assert verify_shards(tiny_shards, progress=False) == []
+
+
+def test_images_are_downscaled_never_upscaled(tiny_catalogue, tmp_path):
+    from litdata import StreamingDataset
+    import io
+
+    big = build_shards(tiny_catalogue, tmp_path / "big", BuildSettings(size=500, val=0.2, test=0.2), progress=False)
+    small = build_shards(tiny_catalogue, tmp_path / "small", BuildSettings(size=40, val=0.2, test=0.2), progress=False)
+    assert big["splits"]["train"]["count"] == small["splits"]["train"]["count"]
+    img_big = Image.open(io.BytesIO(StreamingDataset(str(tmp_path / "big/train"))[0]["image"]))
+    img_small = Image.open(io.BytesIO(StreamingDataset(str(tmp_path / "small/train"))[0]["image"]))
+    assert img_big.size == (72, 72)  # originals are 72 px: kept, not blown up to 500
+    assert min(img_small.size) == 40 and img_small.format == "JPEG"
+
+
+def test_corrupt_zero_byte_and_text_files_are_rejected_and_build_goes_on(tiny_catalogue, tmp_path):
+    src = tmp_path / "tree"
+    shutil.copytree(tiny_catalogue, src, ignore=shutil.ignore_patterns("catalogue.csv"))
+    sku_dirs = sorted(p for p in src.iterdir() if p.is_dir())
+    good = (sku_dirs[0] / "0.jpg").read_bytes()
+    (sku_dirs[0] / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (sku_dirs[1] / "empty.jpg").write_bytes(b"")
+    (sku_dirs[2] / "notes.jpg").write_text("this is not a picture\n")
+    out = tmp_path / "shards"
+    result = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(src), "--out", str(out),
+                     "--size", "64", "--workers", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    rejects = list(csv.DictReader((out / "rejects.csv").open()))
+    assert sorted(Path(r["path"]).name for r in rejects) == ["empty.jpg", "notes.jpg", "truncated.jpg"]
+    reasons = {Path(r["path"]).name: r["reason"] for r in rejects}
+    assert reasons["empty.jpg"] == "zero bytes"
+    assert reasons["notes.jpg"] == "not an image"
+    assert reasons["truncated.jpg"] in ("truncated",) or reasons["truncated.jpg"].startswith("corrupt")
+    m = load_manifest(out)
+    assert m["rejects"] == 3
+    assert sum(i["count"] for i in m["splits"].values()) == sum(1 for _ in src.rglob("*.jpg")) - 3
+
+
+def test_adding_images_never_moves_existing_ones(tmp_path):
+    from skuvision.data.synthetic import write_catalogue
+
+    first = tmp_path / "first"
+    write_catalogue(first, 5, 10, size=64, seed=11, progress=False)
+    build_shards(first, tmp_path / "a", BuildSettings(size=64), progress=False)
+    grown = tmp_path / "grown"
+    write_catalogue(grown, 5, 30, size=64, seed=11, progress=False)  # same first 10 images + 20 new per SKU
+    for f in first.rglob("*.jpg"):
+        assert f.read_bytes() == (grown / f.relative_to(first)).read_bytes()
+    build_shards(grown, tmp_path / "b", BuildSettings(size=64), label_map_path=str(tmp_path / "a/manifest.json"),
+                 progress=False)
+    before, after = split_of_each_image(tmp_path / "a"), split_of_each_image(tmp_path / "b")
+    assert len(after) == 150 and len(before) == 50
+    moved = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert moved == {}
+
+
+def test_label_map_keeps_old_indices_and_appends_new_skus(tmp_path):
+    from skuvision.data.synthetic import write_catalogue
+
+    write_catalogue(tmp_path / "old", 4, 6, size=48, seed=1, progress=False)
+    write_catalogue(tmp_path / "new", 3, 6, size=48, seed=2, progress=False)
+    old = build_shards(tmp_path / "old", tmp_path / "old_shards", BuildSettings(size=48), progress=False)
+    # next month: the old SKUs plus three new ones, listed in one CSV
+    rows = []
+    for d in ("old", "new"):
+        for r in csv.DictReader((tmp_path / d / "catalogue.csv").open()):
+            rows.append({**r, "path": str(tmp_path / d / r["path"])})
+    listing = tmp_path / "month2.csv"
+    with listing.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(reversed(rows))
+    result = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(listing), "--out", str(tmp_path / "m2"),
+                     "--size", "48", "--label-map", str(tmp_path / "old_shards/manifest.json"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    new = load_manifest(tmp_path / "m2")["label_map"]["sku_to_index"]
+    old_map = old["label_map"]["sku_to_index"]
+    assert all(new[s] == i for s, i in old_map.items())
+    assert sorted(i for s, i in new.items() if s not in old_map) == [4, 5, 6]
+
+
+def test_verify_fails_when_counts_do_not_match(tiny_shards, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_shards, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["splits"]["train"]["count"] += 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = run_cli("-m", "skuvision.cli", "shards", "verify", str(copy), "--quiet")
+    assert result.returncode == 1
+    assert "train:" in result.stderr and "manifest says" in result.stderr
+    ok = run_cli("-m", "skuvision.cli", "shards", "verify", str(tiny_shards), "--quiet")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_bad_inputs_fail_with_one_clear_line(tmp_path):
+    missing = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip().count("\n") == 0 and "nope" in missing.stderr
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("file,label\na.jpg,x\n")
+    r = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(bad_csv), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "missing column(s) path, sku_id" in r.stderr
+    r = run_cli("-m", "skuvision.cli", "shards", "verify", str(tmp_path))
+    assert r.returncode == 2 and "no shard manifest" in r.stderr
+
+
+def test_split_assignment_keeps_groups_together_and_covers_every_split():
+    hashes = [f"{i:040x}" for i in range(1, 40)]
+    hashes = [h[::-1] for h in hashes]  # spread over [0, 1)
+    groups = [[0, 1, 2]] + [[i] for i in range(3, len(hashes))]
+    splits, _ = assign_splits(hashes, groups, 0.1, 0.1)
+    assert len({splits[0], splits[1], splits[2]}) == 1
+    assert {"train", "val", "test"} <= set(splits)
+    # three singletons: coverage forces one of each
+    splits3, pins = assign_splits(["f" * 40, "e" * 40, "d" * 40], [[0], [1], [2]], 0.1, 0.1)
+    assert sorted(splits3) == ["test", "train", "val"] and len(pins) == 2
+    # honoured later even when more images arrive
+    more = ["f" * 40, "e" * 40, "d" * 40] + [c * 40 for c in "abc98765"]
+    again, _ = assign_splits(more, [[i] for i in range(len(more))], 0.1, 0.1, pinned=pins)
+    assert again[:3] == splits3
+
+
+def test_near_duplicate_grouping_is_by_hamming_distance():
+    groups = group_near_duplicates([0b0, 0b1, 0b111 << 40, 0xFFFF], max_distance=2)
+    assert sorted(map(sorted, groups)) == [[0, 1], [2], [3]]
+    assert len(group_near_duplicates([0, 1], max_distance=-1)) == 2
