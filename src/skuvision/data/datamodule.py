@@ -116,11 +116,19 @@ class SKUDataModule(L.LightningDataModule):
         return int(self.manifest["num_classes"])
 
     def prepare_data(self) -> None:
-        """Generate and shard the synthetic catalogue on first use (quickstart)."""
-        if self.synthetic and not (Path(self.root) / MANIFEST).exists():
+        """Generate and shard the synthetic catalogue on first use (quickstart).
+
+        Only into ``synthetic.root`` itself: a mistyped ``data.root`` must fail with "no manifest",
+        never fill the wrong directory with synthetic images.
+        """
+        if not self.synthetic or (Path(self.root) / MANIFEST).exists():
+            return
+        settings = dict(self.synthetic)
+        target = settings.pop("root", None)
+        if target and Path(target).resolve() == Path(self.root).resolve():
             from skuvision.data.quickstart_data import ensure_synthetic_shards
 
-            ensure_synthetic_shards(self.root, **self.synthetic)
+            ensure_synthetic_shards(self.root, **settings)
 
     # -- datasets ------------------------------------------------------------------
     def _split_dir(self, split: str) -> str:
