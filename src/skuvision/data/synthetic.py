@@ -77,7 +77,11 @@ def _brand(rng: np.random.Generator) -> str:
 
 
 def make_catalogue(num_skus: int, seed: int = 0) -> list[SKUSpec]:
-    """SKUs grouped in families of 2-4 sharing brand, category, shape, palette and logo."""
+    """SKUs in families of 2-4 sharing brand, category, shape, palette and logo.
+
+    make_catalogue(n, seed) is a prefix of make_catalogue(m, seed) for n < m, so a SKU id
+    always denotes the same product; only the last family may be cut short.
+    """
     _check("num_skus", num_skus, 1, "ask for at least one SKU")
     specs: list[SKUSpec] = []
     brands: set[str] = set()
@@ -90,17 +94,14 @@ def make_catalogue(num_skus: int, seed: int = 0) -> list[SKUSpec]:
         brands.add(brand)
         category = list(CATEGORIES)[int(rng.integers(len(CATEGORIES)))]
         shapes, variants = CATEGORIES[category]
-        left = num_skus - len(specs)
-        n = min(int(rng.integers(2, 5)), left)
-        if left - n == 1:  # never leave a lonely SKU for the next family
-            n = n + 1 if n < 4 else n - 1
+        n = int(rng.integers(2, 5))
         hue = rng.random()
         base = _hsv(hue, rng.uniform(0.5, 0.95), rng.uniform(0.3, 0.85))
         shape = str(rng.choice(shapes))
         logo = LOGOS[int(rng.integers(len(LOGOS)))]
         logo_rgb = _hsv(hue + rng.uniform(0.35, 0.65), 0.85, 0.95)
         picks = rng.choice(len(variants), size=n, replace=False)
-        for k in range(n):  # accent hues far from the base hue, evenly spread, alternating value
+        for k in range(min(n, num_skus - len(specs))):  # accent hues far from the base hue, evenly spread, alternating value
             accent = _hsv(hue + 0.2 + 0.6 * (k + 0.5) / n, 0.9, 0.95 if k % 2 == 0 else 0.55)
             sku_id = f"SKU-{_h('sku', seed, len(specs)):016x}"[:12]
             specs.append(SKUSpec(sku_id, brand, category, shape, variants[picks[k]], fam,
