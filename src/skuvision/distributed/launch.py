@@ -1,0 +1,106 @@
+"""Start DDP ranks as fresh processes and run the training task in each under Hydra.
+
+Two callers need the same thing: a Hydra multirun job that trains with local
+DDP (``python train.py -m trainer=ddp ...``) and the SageMaker entry on a
+multi-GPU host that no launcher started ranks on. Both start the ranks with
+torchrun and have every rank run ``skuvision.train.run`` through ``@hydra.main``
+in *run* mode, with the job's overrides and one pinned ``hydra.run.dir``.
+
+Why not Lightning's own launcher: it re-executes ``sys.argv`` for ranks 1..N-1,
+which under ``-m`` re-runs the whole sweep in every child (Lightning #11300),
+and it keeps rank 0 inside the sweep process, where the process group, the
+MASTER_PORT/LOCAL_RANK variables it exports and dead children leak into the
+next sweep job. Why not ``ddp_spawn``: it pickles the trainer, model and
+datamodule into each rank, re-runs fit/test spawns per call, and breaks with
+unpicklable callbacks or loggers. Fresh torchrun ranks per job are what a
+single ``torchrun train.py`` run does, so a sweep job behaves exactly like one
+run; torchrun also kills the surviving ranks when one fails, so a broken job
+fails instead of hanging the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Iterable
+
+log = logging.getLogger(__name__)
+
+
+def quote(value: str) -> str:
+    """A Hydra override value in single quotes (paths may hold characters the grammar reserves)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def rank_overrides(run_dir: str, rank: int, job_files: bool) -> list[str]:
+    """Hydra overrides pinning every rank to ``run_dir``; only rank 0 writes ``.hydra/`` and the log file."""
+    overrides = [f"hydra.run.dir={quote(run_dir)}"]
+    if rank != 0 or not job_files:
+        overrides.append("hydra.output_subdir=null")
+    if rank != 0:  # console only: the run dir's log file is rank 0's
+        overrides.append("hydra.job_logging.root.handlers=[console]")
+    return overrides
+
+
+def run_hydra_task(overrides: Iterable[str], config_dir: str, config_name: str = "train") -> None:
+    """Run the training task as ``python train.py <overrides>`` would: @hydra.main, run mode, user errors exit 2."""
+    import hydra
+    from omegaconf import DictConfig
+
+    from skuvision.cli_errors import exit_on_user_error
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)
+    @exit_on_user_error
+    def task(cfg: DictConfig) -> float | None:
+        from skuvision.train import run
+
+        return run(cfg)
+
+    saved = sys.argv
+    sys.argv = [saved[0], *overrides]
+    try:
+        task()
+    finally:
+        sys.argv = saved
+
+
+def torchrun_command(nproc: int, module: str, args: Iterable[str]) -> list[str]:
+    """One host, ``nproc`` ranks, a free rendezvous port (``--standalone``); torch 2.4's torchrun has all of these."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+            f"--nproc_per_node={nproc}", "-m", module, *args]
+
+
+def run_ranks(command: list[str], env: dict | None = None) -> int:
+    """Run the launcher in the foreground, passing SIGTERM/SIGINT on (spot interruptions reach every rank)."""
+    proc = subprocess.Popen(command, env=env)
+    forwarded = {}
+
+    def forward(signum, _frame):
+        proc.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            forwarded[signum] = signal.signal(signum, forward)
+        except ValueError:  # not the main thread: nothing to forward from
+            pass
+    try:
+        return proc.wait()
+    finally:
+        for signum, handler in forwarded.items():
+            signal.signal(signum, handler)
+
+
+def config_source(hydra_cfg) -> tuple[str, str]:
+    """(config dir, config name) the current Hydra job was composed from."""
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "main":
+            path = source.path
+            if source.schema == "file":
+                return path, hydra_cfg.job.config_name
+            return f"{source.schema}://{path}", hydra_cfg.job.config_name
+    from skuvision.compose import config_dir
+
+    return str(config_dir()), hydra_cfg.job.config_name

@@ -1,0 +1,165 @@
+"""What a SageMaker training job runs on every rank: ``python -m skuvision.sagemaker.entry --overrides '<json>'``.
+
+The job's only hyperparameter is ``overrides``, the JSON list of Hydra override
+strings of one sweep job (from ``--overrides`` or, failing that, ``SM_HPS``).
+Every rank runs the same task as ``python train.py <overrides>`` — the same
+``@hydra.main``, config tree and ``skuvision.train.run`` — with exactly those
+overrides plus ``paths=sagemaker`` (channel data, checkpoints in
+``/opt/ml/checkpoints`` with resume, ``auto`` devices/nodes; see
+``conf/paths/sagemaker.yaml``) and Hydra pins that are not task config: one
+``hydra.run.dir`` for all ranks, and only rank 0 writing ``.hydra/`` and the log
+file. So a sweep job resolves to the same config locally and on SageMaker
+except for ``paths`` and the cluster layout.
+
+After training, rank 0 copies the model artefacts into ``SM_MODEL_DIR`` (uploaded
+as model.tar.gz): ``model.ckpt`` (the best checkpoint, the one tested),
+``label_map.json`` and ``metrics.json``.
+
+On one multi-GPU host with no launcher (a job without ``distribution``) the
+entry starts torchrun over ``SM_NUM_GPUS`` ranks itself, rather than let
+Lightning re-execute ``sys.argv``. A SIGTERM (spot interruption) ends the
+process with status 143 after the preemption checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from skuvision.cli_errors import exit_on_user_error
+from skuvision.errors import ConfigError, UserError
+
+log = logging.getLogger("skuvision.sagemaker.entry")
+
+MODULE = "skuvision.sagemaker.entry"
+EXAMPLE = '\'["experiment=resnet152_fmcg", "model.freeze_depth=3"]\''
+SIGTERM_STATUS = 143
+
+
+def decode_overrides(raw) -> list[str]:
+    """A JSON list of strings; tolerates the value being JSON-encoded once more (SDK + toolkit encodings)."""
+    value = raw
+    for _ in range(2):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise UserError(f"overrides={str(raw)[:200]!r}: not JSON; pass a JSON list of Hydra overrides, e.g. {EXAMPLE}") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"overrides={str(raw)[:200]!r}: expected a JSON list of Hydra override strings, e.g. {EXAMPLE}")
+    return value
+
+
+def read_overrides(argv: list[str] | None = None) -> list[str]:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
+    parser.add_argument("--overrides", default=None, help=f"JSON list of Hydra overrides, e.g. {EXAMPLE}")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        log.warning("ignoring arguments other than --overrides: %s", " ".join(unknown))
+    raw = args.overrides
+    if raw is None:
+        hps = os.environ.get("SM_HPS", "")
+        try:
+            raw = json.loads(hps).get("overrides") if hps else None
+        except (json.JSONDecodeError, AttributeError):
+            raise UserError(f"SM_HPS={hps[:200]!r}: not a JSON object of hyperparameters") from None
+    overrides = decode_overrides(raw) if raw is not None else []
+    for override in overrides:
+        if override.split("=", 1)[0].lstrip("+~") == "paths":
+            raise ConfigError(f"overrides: {override!r}: the container selects paths=sagemaker itself; override single "
+                              "keys instead (e.g. paths.checkpoint_dir=...)")
+    return overrides
+
+
+def run_dir() -> str:
+    """One directory all ranks of the job agree on without talking to each other."""
+    base = os.environ.get("SM_OUTPUT_DATA_DIR") or "/opt/ml/output/data"
+    return os.environ.get("SKUVISION_RUN_DIR") or str(Path(base) / "run")
+
+
+def export_wandb_key() -> None:
+    """The W&B key from Secrets Manager into this process's environment, where that module exists."""
+    try:
+        from skuvision.sagemaker.secrets import export_wandb_key as export
+    except ImportError:
+        return
+    export()
+
+
+def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> list[Path]:
+    """Best checkpoint, label map and metrics into ``model_dir`` (rank 0, once, after the run)."""
+    import torch
+
+    run_directory, model_dir = Path(run_directory), Path(model_dir)
+    metrics_path = run_directory / "metrics.json"
+    if not metrics_path.is_file():
+        raise UserError(f"{metrics_path}: the run wrote no metrics.json; nothing to export to {model_dir}")
+    metrics = json.loads(metrics_path.read_text())
+    best = metrics.get("best_checkpoint")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if best and Path(best).is_file():
+        shutil.copyfile(best, model_dir / "model.ckpt")
+        written.append(model_dir / "model.ckpt")
+        label_map = torch.load(best, map_location="cpu", weights_only=True).get("label_map")
+        if label_map:
+            (model_dir / "label_map.json").write_text(json.dumps(label_map, indent=2, sort_keys=True))
+            written.append(model_dir / "label_map.json")
+        metrics["best_checkpoint"] = "model.ckpt"
+    else:
+        log.warning("no best checkpoint (%s); model.tar.gz holds metrics only", best)
+    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    written.append(model_dir / "metrics.json")
+    return written
+
+
+def _start_own_ranks(overrides: list[str]) -> int | None:
+    """Exit status of a torchrun over this host's GPUs, when no launcher started the ranks; else None."""
+    from skuvision.distributed.environment import SageMakerEnvironment
+    from skuvision.distributed.launch import run_ranks, torchrun_command
+
+    gpus = int(os.environ.get("SM_NUM_GPUS", "0") or 0)
+    if not SageMakerEnvironment.detect() or SageMakerEnvironment.launched() or gpus <= 1:
+        return None
+    if SageMakerEnvironment().num_hosts > 1:
+        return None  # SageMakerEnvironment.validate_settings says what to do
+    log.info("no launcher: starting %d ranks with torchrun", gpus)
+    return run_ranks(torchrun_command(gpus, MODULE, ["--overrides", json.dumps(overrides)]))
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    overrides = read_overrides(argv)  # bad input fails before the heavy imports
+    from skuvision.compose import config_dir
+    from skuvision.distributed.environment import launcher_rank
+    from skuvision.distributed.launch import rank_overrides, run_hydra_task
+
+    status = _start_own_ranks(overrides)
+    if status is not None:
+        sys.exit(status)
+    export_wandb_key()
+    rank, directory = launcher_rank(), run_dir()
+    if rank == 0:
+        log.info("overrides: %s + paths=sagemaker; run dir %s", json.dumps(overrides), directory)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        run_hydra_task([*overrides, "paths=sagemaker", *rank_overrides(directory, rank, job_files=True)], str(config_dir()))
+    except SIGTERMException:
+        log.info("rank %d stopped by SIGTERM", rank)
+        sys.exit(SIGTERM_STATUS)
+    if rank == 0:
+        model_dir = os.environ.get("SM_MODEL_DIR") or "/opt/ml/model"
+        for path in export_model_artifacts(directory, model_dir):
+            log.info("model artefact: %s", path)
+
+
+if __name__ == "__main__":
+    main()
