@@ -35,6 +35,8 @@ class TrainingReport(L.Callback):
         self._start, self._images = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._images and not self._start:  # resumed mid-epoch: no epoch-start hook ran
+            self._start = time.perf_counter()
         self._images += int(batch["label"].shape[0])
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -49,7 +51,7 @@ class TrainingReport(L.Callback):
             self.images_per_sec.append(rate)
             pl_module.log_dict({"train/images_per_sec": rate, "train/epoch_seconds": seconds}, rank_zero_only=True)
             self._rate = rate
-            self._images = 0
+            self._images, self._start = 0, 0.0
 
     def on_validation_end(self, trainer, pl_module) -> None:
         """After epoch metrics are computed: the summary line."""
