@@ -1,0 +1,208 @@
+"""The ``sagemaker`` launcher: one SageMaker training job per sweep job, optionally waiting for results.
+
+Built like Hydra's submitit launcher: ``setup`` keeps the sweep's config and context,
+``launch`` composes every job's config locally (so a bad override or setting fails here,
+before anything is uploaded), then submits. Each job dir under the sweep dir gets the job's
+``.hydra/config.yaml`` and ``overrides.yaml`` as a local run would, plus ``sagemaker_job.json``,
+and with ``wait: true`` the job's ``metrics.json``, so sweep reports read SageMaker sweeps like
+local ones. ``sagemaker_jobs.json`` in the sweep dir lists every job with its console link.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.errors import CompactHydraException
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+class SageMakerJobFailed(CompactHydraException):
+    """A job ended Failed or Stopped; Hydra prints this one line (the FailureReason) without a traceback."""
+
+
+class SageMakerLauncher(Launcher):
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+        # one timestamp per sweep: job names stay unique across the launch() batches of a sweeper
+        self.started = datetime.now()
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from skuvision.errors import UserError
+
+        try:
+            return self._launch(job_overrides, initial_job_idx)
+        except UserError as exc:  # one line, exit 2, like every skuvision entry point
+            print(f"skuvision: error: {str(exc).splitlines()[0]}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    # ------------------------------------------------------------------------------------------------
+    def settings(self):
+        from skuvision.sagemaker.settings import from_params
+
+        plain = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                 for k, v in self.params.items()}
+        return from_params(plain)
+
+    def _config_dir(self) -> str:
+        for source in self.config.hydra.runtime.config_sources:
+            if source.provider == "main" and source.schema == "file":
+                return source.path
+        return str(Path(self.config.hydra.runtime.cwd) / "conf")
+
+    def _job_config(self, settings, overrides: list[str], num: int, name: str) -> tuple[DictConfig, dict[str, str]]:
+        """The job's config as Hydra's local launcher composes it, checked, and the job's W&B group/name."""
+        from hydra.core.hydra_config import HydraConfig
+
+        from skuvision import config as config_checks
+        from skuvision.logging_wandb import job_env
+        from skuvision.sagemaker.settings import check_job_data
+
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = name
+            sweep_config.hydra.job.num = num
+        saved = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(sweep_config)  # as run_job does: ${hydra:...} resolves, job_env sees the job
+        try:
+            config_checks.validate(sweep_config, need_data=False)  # bad model settings fail before paying for a cluster
+            check_job_data(settings, filter_overrides(overrides), OmegaConf.is_missing(sweep_config.data, "root"))
+            env = job_env()  # the container's W&B run joins this sweep's group under the job's name
+        finally:
+            HydraConfig.instance().cfg = saved
+        return sweep_config, env
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        from skuvision.sagemaker import settings as sm
+        from skuvision.sagemaker.job import JobSpec, Submitter
+        from skuvision.sagemaker.source import build_archive, project_root
+
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        settings = self.settings()
+        sm.check(settings)
+        region = sm.resolve_region(settings)
+        sweep_id = sm.sweep_stamp(self.started)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+
+        jobs, configs = [], []
+        for offset, overrides in enumerate(job_overrides):
+            num = initial_job_idx + offset
+            name = sm.job_name(settings.base_job_name, self.started, num)
+            task_overrides = [o for o in filter_overrides(overrides) if not o.startswith("hydra/")]
+            cfg, env = self._job_config(settings, list(overrides), num, name)
+            configs.append(cfg)
+            jobs.append(JobSpec(num=num, name=name, overrides=tuple(task_overrides), environment=env))
+
+        archive = build_archive(project_root(self._config_dir()))
+        submitter = Submitter(settings, region, sweep_id, dry_run=settings.dry_run)
+        if settings.dry_run:
+            log.info("SageMaker dry run: %d CreateTrainingJob request(s), nothing sent; source: %s",
+                     len(jobs), archive.describe())
+            requests = [submitter.request(job) for job in jobs]
+            for request in requests:
+                print(json.dumps(request, indent=2, sort_keys=True, default=str), flush=True)
+            return [self._job_return(job, cfg, sweep_dir, JobStatus.COMPLETED, request)
+                    for job, cfg, request in zip(jobs, configs, requests)]
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        source_uri = submitter.upload_source(archive)
+        log.info("SageMaker sweep %s: %d job(s) on %d x %s (%s), source %s (%s)", sweep_id, len(jobs),
+                 settings.instance_count, settings.instance_type, settings.distribution, source_uri, archive.describe())
+        records = []
+        for job, cfg in zip(jobs, configs):
+            submitter.submit(job)
+            record = {"num": job.num, "name": job.name, "overrides": list(job.overrides),
+                      "console_url": sm.console_url(region, job.name), "model_uri": submitter.model_uri(job.name),
+                      "checkpoint_uri": submitter.checkpoint_uri(job.name), "status": "InProgress"}
+            records.append(record)
+            self._write_job_dir(cfg, sweep_dir, job, record)
+            # after every job, so the record survives a later job's failure
+            self._write_index(sweep_dir, region, sweep_id, source_uri, archive.sha256, records)
+            log.info("\t#%d : %s -> %s", job.num, " ".join(job.overrides), record["console_url"])
+        if not settings.wait:
+            return [self._job_return(job, cfg, sweep_dir, JobStatus.COMPLETED,
+                                     {"job_name": job.name, "console_url": record["console_url"]})
+                    for job, cfg, record in zip(jobs, configs, records)]
+        return self._wait(submitter, settings, jobs, configs, records, sweep_dir, region, sweep_id, source_uri,
+                          archive.sha256)
+
+    def _wait(self, submitter, settings, jobs, configs, records, sweep_dir, region, sweep_id, source_uri, sha):
+        log.info("waiting for %d job(s), polling every %ss (Ctrl-C stops waiting, not the jobs)",
+                 len(jobs), settings.poll_seconds)
+        results = submitter.collect([job.name for job in jobs], settings.poll_seconds, on_status=lambda name, status, d:
+                                    log.info("%s: %s (%s)", name, status, d.get("SecondaryStatus", "")))
+        returns = []
+        for job, cfg, record in zip(jobs, configs, records):
+            result = results[job.name]
+            record["status"] = result.status
+            job_dir = self._job_dir(cfg, sweep_dir)
+            if result.status == "Completed":
+                metric_name = cfg.get("optimized_metric") or "val/top1"
+                value = (result.metrics or {}).get(metric_name)
+                record["metric"] = {metric_name: value}
+                if result.metrics is not None:
+                    (job_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
+                log.info("#%d %s: %s=%s", job.num, job.name, metric_name, value)
+                returns.append(self._job_return(job, cfg, sweep_dir, JobStatus.COMPLETED, value))
+            else:
+                record["failure_reason"] = result.failure_reason
+                log.error("#%d %s %s: %s (%s)", job.num, job.name, result.status, result.failure_reason,
+                          record["console_url"])
+                error = SageMakerJobFailed(f"SageMaker job {job.name} ({' '.join(job.overrides)}) {result.status}: "
+                                           f"{result.failure_reason}")
+                returns.append(self._job_return(job, cfg, sweep_dir, JobStatus.FAILED, error))
+            (job_dir / "sagemaker_job.json").write_text(json.dumps(record, indent=2))
+        self._write_index(sweep_dir, region, sweep_id, source_uri, sha, records)
+        return returns
+
+    # ---- files and returns -------------------------------------------------------------------------
+    @staticmethod
+    def _job_dir(cfg: DictConfig, sweep_dir: Path) -> Path:
+        return sweep_dir / str(cfg.hydra.sweep.subdir)
+
+    def _write_job_dir(self, cfg: DictConfig, sweep_dir: Path, job, record: dict) -> None:
+        """What a local run leaves in its job dir (config, overrides), so the sweep dir reads the same."""
+        job_dir = self._job_dir(cfg, sweep_dir)
+        (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+        OmegaConf.save(task_cfg, job_dir / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create(list(job.overrides)), job_dir / ".hydra" / "overrides.yaml")
+        (job_dir / "sagemaker_job.json").write_text(json.dumps(record, indent=2))
+
+    @staticmethod
+    def _write_index(sweep_dir: Path, region: str, sweep_id: str, source_uri: str, sha: str, records: list) -> None:
+        """``sagemaker_jobs.json``, merged with earlier batches of the same sweep (optimising sweepers)."""
+        path = sweep_dir / "sagemaker_jobs.json"
+        known = json.loads(path.read_text()).get("jobs", []) if path.is_file() else []
+        by_num = {job["num"]: job for job in known} | {job["num"]: job for job in records}
+        index = {"sweep_id": sweep_id, "region": region, "source_uri": source_uri, "source_sha256": sha,
+                 "jobs": [by_num[n] for n in sorted(by_num)]}
+        path.write_text(json.dumps(index, indent=2))
+
+    def _job_return(self, job, cfg: DictConfig, sweep_dir: Path, status: JobStatus, value: Any) -> JobReturn:
+        ret = JobReturn()
+        ret.overrides = list(job.overrides)
+        ret.cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+        ret.hydra_cfg = OmegaConf.create({"hydra": cfg.hydra})
+        ret.working_dir = str(self._job_dir(cfg, sweep_dir))
+        ret.task_name = str(cfg.hydra.job.name)
+        ret.status = status
+        ret.return_value = value
+        return ret
