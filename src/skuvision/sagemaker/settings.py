@@ -115,7 +115,7 @@ def check(s: SageMakerLauncherConf) -> None:
     """Raise ConfigError naming the first setting SageMaker would reject or that cannot work."""
     if not s.role:
         raise ConfigError(f"{PREFIX}.role is missing: pass {PREFIX}.role=arn:aws:iam::<account>:role/<name> "
-                          "(or set SKUVISION_SAGEMAKER_ROLE); see docs/sagemaker.md, step 1")
+                          "(or set SKUVISION_SAGEMAKER_ROLE); see README, Run on SageMaker, step 1")
     if not ROLE_ARN.match(s.role):
         raise _bad("role", s.role, "not an IAM role ARN; expected arn:aws:iam::<12-digit account>:role/<name>")
     if not s.image_uri:
@@ -202,7 +202,7 @@ def check_job_data(s: SageMakerLauncherConf, overrides: list[str], data_root_mis
     if not s.fsx.file_system_id and data_root_missing:
         raise ConfigError(f"data.root is not set and the job mounts no FSx channel: pass "
                           f"{PREFIX}.fsx.file_system_id=... and {PREFIX}.fsx.directory_path=... "
-                          "(docs/sagemaker.md, step 2) or data.root=s3://<bucket>/<shards>")
+                          "(README, Run on SageMaker, step 2) or data.root=s3://<bucket>/<shards>")
 
 
 def sweep_stamp(started: datetime) -> str:
