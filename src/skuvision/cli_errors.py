@@ -19,8 +19,12 @@ def exit_on_user_error(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except user_error_types() as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except Exception as exc:
+            # hydra.utils.instantiate wraps what a _target_ raises (InstantiationException ... from exc)
+            cause = exc.__cause__ if type(exc).__name__ == "InstantiationException" else exc
+            if not isinstance(cause, user_error_types()):
+                raise
+            message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
             print(f"skuvision: error: {message}", file=sys.stderr, flush=True)
             sys.exit(2)
 

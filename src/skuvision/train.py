@@ -29,13 +29,17 @@ def instantiate_collection(node: DictConfig | None) -> list[Any]:
     return [instantiate(v) for v in node.values() if v is not None and "_target_" in v]
 
 
-def resolve_checkpoint(ckpt_path: str | None, output_dir: Path) -> str | None:
+def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, checkpoint_dir: str | None = None) -> str | None:
+    """None, a path, ``last`` (must exist) or ``auto`` (``last.ckpt`` if a previous attempt left one: spot restarts)."""
     if not ckpt_path:
         return None
     from skuvision.errors import ConfigError
 
-    if ckpt_path == "last":
-        path = output_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path in ("last", "auto"):
+        path = Path(checkpoint_dir) if checkpoint_dir else output_dir / "checkpoints"
+        path = path / "last.ckpt"
+        if ckpt_path == "auto":
+            return str(path) if path.is_file() else None
         if not path.is_file():
             raise ConfigError(f"ckpt_path=last: no {path}; pin the run dir of the run to resume (hydra.run.dir=...) or pass a checkpoint path")
         return str(path)
@@ -90,7 +94,10 @@ def run(cfg: DictConfig) -> float | None:
     from hydra.utils import instantiate
 
     from skuvision import config as config_checks
+    from skuvision.distributed import layout, sweep
 
+    if sweep.needs_own_launch(cfg):  # Hydra multirun + local DDP: this job starts its own ranks
+        return sweep.launch_sweep_job(cfg)
     config_checks.validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -102,11 +109,16 @@ def run(cfg: DictConfig) -> float | None:
                             label_map=datamodule.label_map.to_dict(), _convert_="all")
         model.report_dir = str(output_dir)
         trainer = instantiate(cfg.trainer, callbacks=instantiate_collection(cfg.get("callbacks")),
-                              logger=instantiate_collection(cfg.get("logger")) or False, _convert_="all")
+                              logger=instantiate_collection(cfg.get("logger")) or False, _convert_="all",
+                              **layout.cluster_layout(cfg.trainer))  # devices/num_nodes "auto" -> the cluster's
         table = model.parameter_table()
         log.info("model: %s freeze_depth=%d, %s params, %s trainable", cfg.model.backbone, table["freeze_depth"],
                  f"{table['total']:,}", f"{table['trainable']:,}")
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), output_dir))
+        from skuvision import wandb_report
+
+        wandb_report.start_run(trainer, model, cfg)  # resolved config + per-stage params; no-op without W&B
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), output_dir,
+                                                                       cfg.paths.get("checkpoint_dir")))
         test_results = None
         if cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -116,6 +128,11 @@ def run(cfg: DictConfig) -> float | None:
             path = write_metrics(metrics, output_dir)
             log.info("metrics: %s", path)
             log.info("outputs: %s (checkpoints/, per_sku.csv, metrics.json, csv/)", output_dir)
+            if cfg.get("export_backbone"):  # the tested (best) weights after test, else the last
+                from skuvision.model.export_backbone import export_backbone
+
+                export_backbone(model, cfg.export_backbone, {"run_dir": output_dir, "val/top1": metrics.get("val/top1")})
+        wandb_report.finish_run(trainer, model, metrics, output_dir)  # summary, worst SKUs, model artifact
         return metrics.get(cfg.get("optimized_metric") or "val/top1")
     finally:
         if "wandb" in sys.modules:
