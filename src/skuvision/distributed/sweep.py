@@ -82,7 +82,10 @@ def launch_sweep_job(cfg: DictConfig) -> float | None:
     args = ["--config-dir", config_dir, "--config-name", config_name, "--run-dir", run_dir, "--", *_job_overrides(hc)]
     command = torchrun_command(nproc, WORKER_MODULE, args)
     log.info("sweep job %s: starting %d DDP ranks in %s", hc.job.num, nproc, run_dir)
-    status = run_ranks(command)
+    from skuvision.logging_wandb import job_env
+
+    # the ranks compose the job in run mode: hand them the sweep's W&B group and this job's run name
+    status = run_ranks(command, env={**os.environ, **job_env(cfg.get("task_name"))})
     if status != 0:
         raise UserError(f"sweep job {hc.job.num} ({' '.join(hc.overrides.task)}): its DDP ranks failed (torchrun exit {status}); "
                         f"see their output above and {run_dir}")
