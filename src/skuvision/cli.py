@@ -55,6 +55,18 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from skuvision.errors import UserError
+    from skuvision.report.compare import compare
+
+    if bool(args.wandb) == bool(args.dirs):
+        raise UserError("compare: pass run/multirun DIRs, or --wandb ENTITY/PROJECT --group G (not both)")
+    if args.wandb and not args.group:
+        raise UserError("compare --wandb needs --group G: the sweep's W&B group, logged by train.py as `group=...`")
+    compare(args.dirs, out=args.out, wandb_path=args.wandb, group=args.group, plot=not args.no_plot)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skuvision", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -80,15 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
                                       "and write litdata chunks per split, manifest.json and rejects.csv.",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--input", required=True, help="ImageFolder DIR/<sku_id>/*.jpg, or a CSV with path,sku_id[,brand,category]")
-    b.add_argument("--out", required=True, help="output shard directory")
+    b.add_argument("--out", required=True,
+                   help="output shard directory, or s3://BUCKET/PREFIX (chunks upload as they are written; endpoint "
+                        "and credentials from the usual AWS settings)")
     b.add_argument("--size", type=int, default=320, help="shorter side after resizing (never upscales)")
     b.add_argument("--quality", type=int, default=90, help="JPEG quality of the re-encoded images")
     b.add_argument("--val", type=float, default=0.1, help="validation fraction")
     b.add_argument("--test", type=float, default=0.1, help="test fraction")
     b.add_argument("--label-map", default=None,
-                   help="previous label_map.json or manifest.json: existing SKUs keep their index, new ones are appended")
-    b.add_argument("--dedup-distance", type=int, default=4,
-                   help="perceptual-hash bits under which two images of a SKU are near-duplicates (-1 disables)")
+                   help="previous label_map.json or manifest.json (local or s3://): existing SKUs keep their index, "
+                        "new ones are appended")
+    b.add_argument("--dedup-distance", type=int, default=8,
+                   help="two images of a SKU whose perceptual hashes differ by at most this many bits (of 64) are "
+                        "near-duplicates and share a split (-1 disables)")
     b.add_argument("--workers", type=int, default=max(1, (__import__("os").cpu_count() or 1)), help="parallel processes")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(fn=_cmd_shards_build)
@@ -102,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
     s.add_argument("--json", action="store_true", help="print one JSON object (keys total, trainable, stages, ...)")
     s.set_defaults(fn=_cmd_summary)
+
+    c = sub.add_parser("compare", help="table + plot of a sweep's runs (accuracy vs training cost)",
+                       description="Compare the jobs of a sweep: the overrides that differ, val/test top-1/top-5, "
+                                   "trainable parameters, training time and images/s. Prints a table and writes "
+                                   "compare.md, compare.csv and compare.png (accuracy and seconds/epoch against the "
+                                   "varying key, one labelled point per job).",
+                       epilog="examples:\n"
+                              "  skuvision compare logs/finetune_synthetic/multiruns/2026-11-27_10-00-00\n"
+                              "  skuvision compare logs/train/runs/A logs/train/runs/B --out reports/\n"
+                              "  skuvision compare --wandb my-team/skuvision --group finetune_synthetic-2026-11-27_10-00-00",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("dirs", nargs="*", metavar="DIR", help="a multirun dir (its job dirs are found) or run dirs")
+    c.add_argument("--out", default=None, help="where to write compare.{md,csv,png} (default: the one DIR given, else the current dir)")
+    c.add_argument("--wandb", default=None, metavar="ENTITY/PROJECT",
+                   help="read the runs from the W&B API instead of dirs (online; needs WANDB_API_KEY)")
+    c.add_argument("--group", default=None, help="with --wandb: the sweep's W&B group")
+    c.add_argument("--no-plot", action="store_true", help="skip compare.png")
+    c.set_defaults(fn=_cmd_compare)
     return parser
 
 

@@ -57,6 +57,7 @@ class DataConfig:
     max_cache_size: str = "50GB"
     seed: int = 42
     augment: dict[str, float] = field(default_factory=dict)
+    augment_on_device: bool = False
     synthetic: Optional[dict[str, Any]] = None
 
 
@@ -69,7 +70,9 @@ FREEZE_HELP = "0 trains everything, 1 stem, 2 +layer1, 3 +layer2, 4 +layer3, 5 t
 
 def _typed(schema: type, node: DictConfig, key: str) -> DictConfig:
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema), node)
+        # resolve in place first: `${paths.data_dir}/...` inside model/data only resolves against the whole config
+        resolved = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+        return OmegaConf.merge(OmegaConf.structured(schema), resolved)
     except MissingMandatoryValue:
         raise
     except OmegaConfBaseException as exc:
@@ -90,7 +93,9 @@ def validate(cfg: DictConfig, need_data: bool = True) -> None:
     if not timm.is_model(model.backbone):
         raise ConfigError(f"model.backbone={model.backbone}: not a timm model; e.g. resnet18, resnet50, resnet152 (timm.list_models())")
     if model.pretrained_file and not os.path.isfile(model.pretrained_file):
-        raise ConfigError(f"model.pretrained_file={model.pretrained_file}: file not found; pass a local .safetensors/.pth")
+        hint = " (experiment=finetune_synthetic: run `python train.py experiment=pretrain_synthetic` first)" \
+            if cfg.get("task_name") == "finetune_synthetic" else ""
+        raise ConfigError(f"model.pretrained_file={model.pretrained_file}: file not found; pass a local .safetensors/.pth{hint}")
     if not 0.0 <= model.label_smoothing < 1.0:
         raise ConfigError(f"model.label_smoothing={model.label_smoothing}: must be in [0, 1)")
     if data is None:

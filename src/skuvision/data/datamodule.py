@@ -5,6 +5,13 @@
 channel directory (``SM_CHANNEL_TRAIN``) is used. litdata gives every rank the
 same number of training batches (``drop_last``), so DDP never hangs on a rank
 that ran out of data, and its loader state resumes mid-epoch.
+
+Where the input time goes (scripts/benchmark_input.py, BENCHMARKS.md): a worker
+decodes the ~20 KB shard JPEG with libjpeg-turbo straight into a uint8 tensor
+(~0.5 ms) and runs the fused train transform (one warp, one colour matrix, ~1 ms);
+batches are collated in shared memory. ``augment_on_device=True`` leaves the
+worker only the decode and moves the augmentation to the GPU, batched, in
+``on_after_batch_transfer`` -- for GPU nodes short of CPU cores.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from typing import Any
 import lightning as L
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
-from torchvision.io import decode_jpeg
 
+from skuvision.data.device_augment import DeviceAugment, pad_collate
+from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.labels import LabelMap
+from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
 from skuvision.data.shards import MANIFEST, load_manifest
 from skuvision.data.transforms import AugmentConfig, eval_transform, train_transform
 
@@ -35,17 +44,15 @@ class SKUShardDataset(StreamingDataset):
 
     def __getitem__(self, index: Any) -> dict:
         sample = super().__getitem__(index)
-        data = torch.frombuffer(bytearray(sample["image"]), dtype=torch.uint8)
-        image = decode_jpeg(data, mode=_RGB)
+        image = decode_to_tensor(sample["image"])
         return {"image": self.image_transform(image), "label": int(sample["label"])}
 
 
-try:
-    from torchvision.io import ImageReadMode
+allow_http_endpoint_for_litdata()  # again in spawn-started workers, which re-import this module
 
-    _RGB = ImageReadMode.RGB
-except ImportError:  # pragma: no cover
-    _RGB = None
+
+def _uint8_as_is(image: torch.Tensor) -> torch.Tensor:
+    return image
 
 
 def resolve_root(root: str | None) -> str:
@@ -59,7 +66,7 @@ def resolve_root(root: str | None) -> str:
 
 
 def read_manifest(root: str) -> dict:
-    if root.startswith("s3://"):
+    if is_s3(root):
         from skuvision.data.remote import read_remote_manifest
 
         return read_remote_manifest(root)
@@ -82,6 +89,7 @@ class SKUDataModule(L.LightningDataModule):
         augment: dict | None = None,
         seed: int = 42,
         synthetic: dict | None = None,
+        augment_on_device: bool = False,
     ):
         super().__init__()
         self.root = resolve_root(root)
@@ -95,9 +103,12 @@ class SKUDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.max_cache_size = max_cache_size
         self.augment = AugmentConfig(**(augment or {}))
+        self.augment_on_device = augment_on_device
+        self._device_augment = None
         self.seed = seed
         self.synthetic = synthetic
         self._manifest: dict | None = None
+        self._label_map: LabelMap | None = None
         self.datasets: dict[str, SKUShardDataset] = {}
 
     # -- what the model needs before any data is read --------------------------------
@@ -109,7 +120,9 @@ class SKUDataModule(L.LightningDataModule):
 
     @property
     def label_map(self) -> LabelMap:
-        return LabelMap.from_dict(self.manifest["label_map"])
+        if self._label_map is None:  # built once: at 12k+ SKUs it is not free
+            self._label_map = LabelMap.from_dict(self.manifest["label_map"])
+        return self._label_map
 
     @property
     def num_classes(self) -> int:
@@ -143,9 +156,15 @@ class SKUDataModule(L.LightningDataModule):
             kwargs: dict[str, Any] = dict(shuffle=train, drop_last=train, seed=self.seed)
             if self.cache_dir:
                 kwargs["cache_dir"] = os.path.join(self.cache_dir, split)
-            if self.root.startswith("s3://"):
+            if is_s3(self.root):
                 kwargs["max_cache_size"] = self.max_cache_size
-            transform = train_transform(self.image_size, self.augment) if train else eval_transform(self.image_size)
+                allow_http_endpoint_for_litdata()
+            if not train:
+                transform = eval_transform(self.image_size)
+            elif self.augment_on_device:  # the worker only decodes; see on_after_batch_transfer
+                transform = _uint8_as_is
+            else:
+                transform = train_transform(self.image_size, self.augment)
             self.datasets[split] = SKUShardDataset(self._split_dir(split), transform, **kwargs)
         return self.datasets[split]
 
@@ -159,6 +178,7 @@ class SKUDataModule(L.LightningDataModule):
             self._dataset("test")
 
     def _loader(self, split: str, batch_size: int) -> StreamingDataLoader:
+        device_batch = split == "train" and self.augment_on_device
         return StreamingDataLoader(
             self._dataset(split),
             batch_size=batch_size,
@@ -167,7 +187,17 @@ class SKUDataModule(L.LightningDataModule):
             prefetch_factor=self.prefetch_factor,
             persistent_workers=self.persistent_workers,
             drop_last=split == "train",
+            collate_fn=pad_collate if device_batch else None,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``augment_on_device``: augment the uint8 training batch where it now lives (the GPU)."""
+        if isinstance(batch, dict) and "sizes" in batch:
+            if self._device_augment is None:
+                self._device_augment = DeviceAugment(self.image_size, self.augment)
+            batch = dict(batch)
+            batch["image"] = self._device_augment(batch["image"], batch.pop("sizes"))
+        return batch
 
     def train_dataloader(self) -> StreamingDataLoader:
         return self._loader("train", self.batch_size)

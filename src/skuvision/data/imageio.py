@@ -41,8 +41,11 @@ def _target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def decode_resized(data: bytes, short_side: int) -> Image.Image:
-    """Fully decode ``data`` into an RGB image with shorter side ``short_side`` (or smaller)."""
+def decode_resized(data: bytes, short_side: int, draft: bool = True) -> Image.Image:
+    """Fully decode ``data`` into an RGB image with shorter side ``short_side`` (or smaller).
+
+    ``draft=False`` skips the DCT-domain downscale (only for measuring what it saves).
+    """
     if not data:
         raise RejectedImage("zero bytes")
     try:
@@ -53,7 +56,7 @@ def decode_resized(data: bytes, short_side: int) -> Image.Image:
         raise RejectedImage(f"corrupt: {exc}") from None
     try:
         target = _target_size(img.width, img.height, short_side)
-        if img.format == "JPEG" and target != img.size:
+        if draft and img.format == "JPEG" and target != img.size:
             img.draft("RGB", target)
         img.load()
     except OSError as exc:
@@ -76,8 +79,48 @@ def perceptual_hash(img: Image.Image) -> int:
     return int(str(imagehash.phash(img)), 16)
 
 
-def prepare_image(data: bytes, short_side: int, quality: int = 90) -> PreparedImage:
-    img = decode_resized(data, short_side)
+def prepare_image(data: bytes, short_side: int, quality: int = 90, draft: bool = True) -> PreparedImage:
+    img = decode_resized(data, short_side, draft)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality, optimize=False)
     return PreparedImage(buf.getvalue(), img.width, img.height, content_hash(data), perceptual_hash(img))
+
+
+_TENSOR_DECODER = None
+
+
+def decode_to_tensor(data: bytes):
+    """JPEG bytes -> uint8 RGB tensor (3, H, W), for the data loader.
+
+    torchvision's libjpeg-turbo decoder writes straight into a CHW tensor, 1.5-2x faster here
+    than PIL plus the copies into numpy and torch. torchvision 0.29 deprecates it in favour of
+    TorchCodec; where it is gone, PIL takes over.
+    """
+    global _TENSOR_DECODER
+    if _TENSOR_DECODER is None:
+        _TENSOR_DECODER = _pick_tensor_decoder()
+    return _TENSOR_DECODER(data)
+
+
+def _pick_tensor_decoder():
+    import warnings
+
+    import torch
+
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # pragma: no cover - a torchvision without its decoders
+        import numpy as np
+
+        def decode_pil(data: bytes):
+            img = Image.open(io.BytesIO(data)).convert("RGB")
+            return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+
+        return decode_pil
+
+    def decode_tv(data: bytes):
+        with warnings.catch_warnings():  # the deprecation notice, once per image otherwise
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+    return decode_tv

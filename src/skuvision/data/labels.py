@@ -23,6 +23,8 @@ class LabelMap:
     sku_to_index: dict[str, int] = field(default_factory=dict)
     brands: dict[str, str] = field(default_factory=dict)
     categories: dict[str, str] = field(default_factory=dict)
+    # index -> SKU id, rebuilt only when the map has grown: lookups stay O(1) at 12k+ SKUs
+    _order: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         indices = sorted(self.sku_to_index.values())
@@ -38,10 +40,18 @@ class LabelMap:
     def __contains__(self, sku_id: str) -> bool:
         return sku_id in self.sku_to_index
 
+    def _by_index(self) -> list[str]:
+        if len(self._order) != len(self.sku_to_index):  # append-only, so a length change is the only change
+            order = [""] * len(self.sku_to_index)
+            for sku_id, i in self.sku_to_index.items():
+                order[i] = sku_id
+            self._order = order
+        return self._order
+
     @property
     def skus(self) -> list[str]:
-        """SKU ids ordered by class index."""
-        return sorted(self.sku_to_index, key=self.sku_to_index.__getitem__)
+        """SKU ids ordered by class index (a copy: O(N), no sort)."""
+        return list(self._by_index())
 
     def index(self, sku_id: str) -> int:
         try:
@@ -50,7 +60,7 @@ class LabelMap:
             raise KeyError(f"unknown SKU '{sku_id}': it is not in the label map; rebuild shards with it") from None
 
     def sku(self, index: int) -> str:
-        return self.skus[index]
+        return self._by_index()[index]
 
     def extend(self, sku_ids: Iterable[str]) -> list[str]:
         """Append unseen SKUs in the given order; returns the ones added."""
@@ -78,7 +88,7 @@ class LabelMap:
         if not values or len(values) != len(self):
             return None
         vocab = {v: i for i, v in enumerate(self.attribute_vocab(kind))}
-        return [vocab[values[s]] for s in self.skus]
+        return [vocab[values[s]] for s in self._by_index()]
 
     def to_dict(self) -> dict:
         return {

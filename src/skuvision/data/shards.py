@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +26,7 @@ from pathlib import Path
 from skuvision import __version__
 from skuvision.data.imageio import RejectedImage, prepare_image
 from skuvision.data.labels import LabelMap
+from skuvision.data.remote import is_s3
 from skuvision.data.sources import SourceImage, list_sources
 from skuvision.data.splits import SPLITS, assign_splits, group_near_duplicates
 
@@ -39,7 +41,7 @@ class BuildSettings:
     quality: int = 90
     val: float = 0.1
     test: float = 0.1
-    dedup_distance: int = 4  # phash bits; -1 disables near-duplicate grouping
+    dedup_distance: int = 8  # phash bits; -1 disables near-duplicate grouping (see scripts/benchmark_dedup.py)
     chunk_bytes: str = "64MB"
     workers: int = 1
 
@@ -93,15 +95,25 @@ def process_sku(images: list[SourceImage], settings: BuildSettings, pinned: dict
     return result
 
 
+_WORKER_PINS: dict[str, str] = {}
+
+
+def _init_worker(pinned: dict[str, str]) -> None:
+    """Hand the pins to a worker once: sent with every task they would cost O(SKUs x pins)."""
+    global _WORKER_PINS
+    _WORKER_PINS = pinned
+
+
 def _process_sku_star(args):
-    return process_sku(*args)
+    images, settings = args
+    return process_sku(images, settings, _WORKER_PINS)
 
 
 class _SplitWriters:
     """One litdata BinaryWriter per split, created on first use."""
 
-    def __init__(self, out: Path, chunk_bytes: str):
-        self.out, self.chunk_bytes = out, chunk_bytes
+    def __init__(self, out: Path, chunk_bytes: str, on_chunk=None):
+        self.out, self.chunk_bytes, self.on_chunk = out, chunk_bytes, on_chunk
         self.writers: dict = {}
         self.counts: Counter = Counter()
 
@@ -111,8 +123,10 @@ class _SplitWriters:
 
             (self.out / split).mkdir(parents=True, exist_ok=True)
             self.writers[split] = BinaryWriter(str(self.out / split), chunk_bytes=self.chunk_bytes)
-        self.writers[split].add_item(self.counts[split], sample)
+        chunk = self.writers[split].add_item(self.counts[split], sample)
         self.counts[split] += 1
+        if chunk and self.on_chunk:  # a finished chunk file: e.g. upload it now
+            self.on_chunk(chunk, f"{split}/{Path(chunk).name}")
 
     def close(self) -> None:
         for writer in self.writers.values():
@@ -121,13 +135,18 @@ class _SplitWriters:
 
 
 def _previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str]]:
+    """The label map and pinned splits of an earlier build (its manifest.json, local or s3://)."""
     if not label_map_path:
         return LabelMap(), {}
-    label_map = LabelMap.load(label_map_path)
-    pins = {}
-    data = json.loads(Path(label_map_path).read_text())
-    if isinstance(data, dict):
-        pins = dict(data.get("pinned_splits", {}))
+    if is_s3(label_map_path):
+        from skuvision.data.remote import read_json
+
+        data = read_json(label_map_path)
+        label_map = LabelMap.from_dict(data.get("label_map", data))
+    else:
+        label_map = LabelMap.load(label_map_path)
+        data = json.loads(Path(label_map_path).read_text())
+    pins = dict(data.get("pinned_splits", {})) if isinstance(data, dict) else {}
     return label_map, pins
 
 
@@ -138,18 +157,47 @@ def build_shards(
     label_map_path: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Build ``out/{train,val,test}`` litdata shards, ``out/manifest.json`` and ``out/rejects.csv``."""
+    """Build ``out/{train,val,test}`` litdata shards, ``out/manifest.json`` and ``out/rejects.csv``.
+
+    ``out`` may be ``s3://bucket/prefix``: the build then runs in a local scratch directory and
+    every chunk is uploaded (and deleted locally) as soon as it is complete; the manifest last.
+    """
     settings = settings or BuildSettings()
     settings.validate()
-    out = Path(out)
     sources = list_sources(input_path)
-    label_map, pinned = _previous_state(label_map_path)
+    previous = _previous_state(label_map_path)  # before the output is cleared: it may live there
+    if not is_s3(out):
+        return _build(sources, input_path, _local_out(Path(out)), settings, previous, progress)
+    from skuvision.data.remote import S3ShardUploader
+
+    uploader = S3ShardUploader(str(out))
+    uploader.prepare()  # bucket, credentials and prefix checked before any image is read
+    with tempfile.TemporaryDirectory(prefix="skuvision-shards-") as scratch:
+        local = Path(scratch) / "build"
+        local.mkdir()
+        try:
+            manifest = _build(sources, input_path, local, settings, previous, progress, uploader.submit)
+            uploader.upload_tree(local)
+            uploader.finish(local / MANIFEST)
+        finally:
+            uploader.close()  # no upload outlives the scratch directory
+    manifest["output"] = str(out)
+    return manifest
+
+
+def _local_out(out: Path) -> Path:
     if out.exists() and any(out.iterdir()):
         if not (out / MANIFEST).exists():
             raise DataError(f"--out {out}: exists, is not empty and holds no {MANIFEST}; choose an empty or new directory")
         for split in SPLITS:  # a rebuild replaces an earlier build of ours, nothing else
             shutil.rmtree(out / split, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSettings,
+           previous: tuple[LabelMap, dict[str, str]], progress: bool, on_chunk=None) -> dict:
+    label_map, pinned = previous
 
     per_sku_sources = [list(g) for _, g in groupby(sources, key=lambda s: s.sku_id)]
     attrs = {imgs[0].sku_id: (imgs[0].brand, imgs[0].category) for imgs in per_sku_sources}
@@ -157,8 +205,8 @@ def build_shards(
     for sku_id, (brand, category) in attrs.items():
         label_map.set_attributes(sku_id, brand, category)
 
-    tasks = [(imgs, settings, pinned) for imgs in per_sku_sources]
-    writers = _SplitWriters(out, settings.chunk_bytes)
+    tasks = ((imgs, settings) for imgs in per_sku_sources)
+    writers = _SplitWriters(out, settings.chunk_bytes, on_chunk)
     rejects: list[tuple[str, str]] = []
     per_sku: dict[str, dict[str, int]] = {}
     groups: dict[str, list[list[str]]] = {}
@@ -166,7 +214,11 @@ def build_shards(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sources), desc="shards build", unit="img", disable=not progress)
-    pool = ProcessPoolExecutor(settings.workers) if settings.workers > 1 else None
+    pool = None
+    if settings.workers > 1:
+        pool = ProcessPoolExecutor(settings.workers, initializer=_init_worker, initargs=(dict(pinned),))
+    else:
+        _init_worker(dict(pinned))
     try:
         results = pool.map(_process_sku_star, tasks, chunksize=1) if pool else map(_process_sku_star, tasks)
         for res in results:
@@ -222,10 +274,10 @@ def load_manifest(root: str | Path) -> dict:
 
 def verify_shards(root: str | Path, progress: bool = True) -> list[str]:
     """Read and decode every sample; returns a list of problems (empty when the shards match the manifest)."""
-    import torch
     from litdata import StreamingDataset
-    from torchvision.io import decode_jpeg
     from tqdm.auto import tqdm
+
+    from skuvision.data.imageio import decode_to_tensor
 
     manifest = load_manifest(root)
     skus = LabelMap.from_dict(manifest["label_map"]).skus
@@ -240,8 +292,8 @@ def verify_shards(root: str | Path, progress: bool = True) -> list[str]:
         for i in tqdm(range(len(ds)), desc=f"verify {split}", unit="img", disable=not progress):
             sample = ds[i]
             try:
-                decode_jpeg(torch.frombuffer(bytearray(sample["image"]), dtype=torch.uint8))
-            except RuntimeError as exc:
+                decode_to_tensor(sample["image"])
+            except (RuntimeError, OSError) as exc:  # torchvision's / PIL's decoder
                 problems.append(f"{split}[{i}]: image does not decode ({exc})")
             if not 0 <= sample["label"] < len(skus):
                 problems.append(f"{split}[{i}]: label {sample['label']} outside 0..{len(skus) - 1}")

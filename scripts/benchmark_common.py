@@ -1,0 +1,54 @@
+"""Helpers shared by the benchmark scripts: timing statistics, sizes, and BENCHMARKS.md sections.
+
+Every benchmark writes its own section of BENCHMARKS.md between
+``<!-- BEGIN name -->`` and ``<!-- END name -->`` and leaves the rest of the file
+alone, so several benchmarks (and people) can share the file.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+
+
+def spread(values: list[float]) -> dict:
+    """Median and range of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": list(values)}
+
+
+def fmt_spread(s: dict, digits: int = 0) -> str:
+    return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}–{s['max']:,.{digits}f})"
+
+
+def dir_bytes(path: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def rss_mb() -> float:
+    """Resident set size of this process now, in MiB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
+
+
+def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> Path:
+    """Replace (or append) the ``name`` section of BENCHMARKS.md, keeping every other section."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by `scripts/benchmark_*.py`; rerun them to refresh.\n\n"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+    path.write_text(text)
+    return path

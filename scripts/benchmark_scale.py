@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Catalogue-scale check: build and load a synthetic catalogue of 2,000 SKUs x 20 images.
+
+Renders the catalogue once (small images; cached under --data-dir), then for a
+subset (the first --subset SKUs) and the whole catalogue: builds shards (time,
+originals/s, manifest and shard sizes), and starts a fresh process that opens
+the shards with SKUDataModule and reads the first training batch (start-up time
+and resident memory). Per-image build time and per-SKU start-up cost should be
+flat between the two sizes: nothing may grow quadratically with the catalogue.
+Also times LabelMap lookups at 100,000 SKUs. Writes the ``benchmark_scale``
+section of BENCHMARKS.md; ``--json`` prints the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_common import ROOT, dir_bytes, machine, write_section  # noqa: E402
+
+STARTUP = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+import skuvision
+from skuvision.data.datamodule import SKUDataModule
+from benchmark_common import rss_mb
+imported, rss0 = time.perf_counter(), rss_mb()
+dm = SKUDataModule(sys.argv[1], image_size=64, batch_size=16, num_workers=0)
+n = dm.num_classes
+names = [dm.label_map.sku(i) for i in range(n)]  # every index once: O(N) in total
+dm.setup("fit")
+ready = time.perf_counter()
+batch = next(iter(dm.train_dataloader()))
+first = time.perf_counter()
+print(json.dumps({"import_s": imported - t0, "setup_s": ready - imported, "first_batch_s": first - ready,
+                  "num_classes": n, "rss_imports_mb": rss0, "rss_mb": rss_mb(),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=str(ROOT / "data" / "benchmark"))
+    p.add_argument("--skus", type=int, default=2000)
+    p.add_argument("--images-per-sku", type=int, default=20)
+    p.add_argument("--size", type=int, default=112, help="side of the rendered images (px)")
+    p.add_argument("--subset", type=int, default=500, help="smaller catalogue (first N SKUs) to compare against")
+    p.add_argument("--workers", type=int, default=2, help="render and build processes")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-markdown", action="store_true")
+    return p.parse_args(argv)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ensure_originals(args) -> Path:
+    from skuvision.data.synthetic import write_catalogue
+
+    out = Path(args.data_dir) / f"scale-{args.skus}x{args.images_per_sku}-{args.size}px"
+    if (out / "catalogue.csv").is_file():
+        return out
+    log(f"rendering {args.skus * args.images_per_sku} images into {out} (cached) ...")
+    start = time.perf_counter()
+    shutil.rmtree(out, ignore_errors=True)
+    write_catalogue(out, args.skus, args.images_per_sku, size=args.size, seed=0, workers=args.workers, progress=False)
+    log(f"  {time.perf_counter() - start:.0f} s")
+    return out
+
+
+def listing(originals: Path, skus: int) -> Path:
+    """A CSV of the first ``skus`` SKUs (make_catalogue(n) is a prefix of make_catalogue(m))."""
+    rows = list(csv.DictReader((originals / "catalogue.csv").open()))
+    keep, chosen = set(), []
+    for row in rows:
+        if row["sku_id"] not in keep and len(keep) >= skus:
+            continue
+        keep.add(row["sku_id"])
+        chosen.append({**row, "path": str(originals / row["path"])})
+    path = originals.parent / f"{originals.name}-first{skus}.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(chosen[0]))
+        w.writeheader()
+        w.writerows(chosen)
+    return path
+
+
+def build_and_load(source: Path, out: Path, args) -> dict:
+    from skuvision.data.shards import BuildSettings, build_shards
+
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    manifest = build_shards(source, out, BuildSettings(workers=args.workers), progress=False)
+    seconds = time.perf_counter() - start
+    images = sum(i["count"] for i in manifest["splits"].values())
+    proc = subprocess.run([sys.executable, "-c", STARTUP, str(out)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent, check=True)
+    load = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        "skus": manifest["num_classes"], "images": images, "build_s": seconds, "build_img_s": images / seconds,
+        "manifest_bytes": (out / "manifest.json").stat().st_size, "shard_bytes": dir_bytes(out),
+        "pinned": len(manifest["pinned_splits"]), "groups": sum(len(g) for g in manifest["near_duplicate_groups"].values()),
+        **load,
+    }
+
+
+def label_map_lookups(n: int = 100_000) -> dict:
+    from skuvision.data.labels import LabelMap
+
+    start = time.perf_counter()
+    lm = LabelMap.from_dict({"sku_to_index": {f"SKU-{i:08d}": i for i in range(n)}})
+    built = time.perf_counter()
+    names = [lm.sku(i) for i in range(n)]
+    done = time.perf_counter()
+    assert names[-1] == f"SKU-{n - 1:08d}"
+    return {"skus": n, "from_dict_s": built - start, "all_lookups_s": done - built}
+
+
+def markdown(res: dict, args) -> str:
+    small, big = res["subset"], res["full"]
+    lines = [
+        "## Catalogue scale — `scripts/benchmark_scale.py`", "",
+        f"`python scripts/benchmark_scale.py {' '.join(res['argv'])}`".replace(" `", "`")
+        + f" — {res['date']}, {res['machine']}. Synthetic catalogue, {args.images_per_sku} images per SKU at "
+        f"{args.size} px, built with {args.workers} processes; start-up = a fresh process opening the shards "
+        "with SKUDataModule (manifest, label map, every `sku(i)`, `setup('fit')`) and reading one batch.", "",
+        "| SKUs | images | build s | images/s | manifest | shards | imports s | start-up ms (setup + 1st batch) | RSS MiB (after imports → after 1st batch) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in (small, big):
+        lines.append(
+            f"| {r['skus']:,} | {r['images']:,} | {r['build_s']:.1f} | {r['build_img_s']:.0f} | "
+            f"{r['manifest_bytes'] / 1024:.0f} KiB | {r['shard_bytes'] / 2**20:.1f} MiB | "
+            f"{r['import_s']:.1f} | {r['setup_s'] * 1e3:.0f} + {r['first_batch_s'] * 1e3:.0f} | "
+            f"{r['rss_imports_mb']:.0f} → {r['rss_mb']:.0f} |")
+    k = big["skus"] / small["skus"]
+    lines += [
+        "",
+        f"- {k:.0f}× the SKUs: build time ×{big['build_s'] / small['build_s']:.1f}, manifest ×"
+        f"{big['manifest_bytes'] / small['manifest_bytes']:.1f}, start-up ×{big['setup_s'] / small['setup_s']:.1f}, "
+        f"memory above imports ×{(big['rss_mb'] - big['rss_imports_mb']) / max(1e-9, small['rss_mb'] - small['rss_imports_mb']):.1f}"
+        " — linear or better. (Imports are torch/Lightning/litdata, the same at any catalogue size; the RSS "
+        "after imports is mostly torch's own libraries.)",
+        f"- Manifest per SKU: {big['manifest_bytes'] / big['skus']:.0f} bytes "
+        f"(per-SKU split counts, label map with brand/category, {big['pinned']:,} pinned images); "
+        f"{big['groups']} near-duplicate groups found among the distinct synthetic views.",
+        f"- LabelMap at {res['label_map']['skus']:,} SKUs: from_dict {res['label_map']['from_dict_s'] * 1e3:.0f} ms, "
+        f"all {res['label_map']['skus']:,} `sku(i)` lookups {res['label_map']['all_lookups_s'] * 1e3:.0f} ms.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import skuvision  # noqa: F401
+
+    originals = ensure_originals(args)
+    res = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+           "argv": sys.argv[1:] if argv is None else list(argv)}
+    for key, n in (("subset", args.subset), ("full", args.skus)):
+        log(f"build + load {n} SKUs ...")
+        res[key] = build_and_load(listing(originals, n), Path(args.data_dir) / f"scale-shards-{n}", args)
+        log(f"  {res[key]['build_s']:.1f} s build, {res[key]['setup_s']:.2f} s setup, {res[key]['rss_mb']:.0f} MiB")
+    res["label_map"] = label_map_lookups()
+    table = markdown(res, args)
+    if not args.no_markdown:
+        write_section("benchmark_scale", table)
+    print(json.dumps(res, indent=1) if args.json else table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
