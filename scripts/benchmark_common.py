@@ -52,3 +52,13 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> Path:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     path.write_text(text)
     return path
+
+
+def publish(name: str, table: str, results: dict, args) -> int:
+    """The end of every benchmark: refresh its BENCHMARKS.md section (unless --no-markdown), print JSON or the table."""
+    import json
+
+    if not args.no_markdown:
+        write_section(name, table)
+    print(json.dumps(results, indent=1) if args.json else table)
+    return 0

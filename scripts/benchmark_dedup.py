@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_common import machine, write_section  # noqa: E402
+from benchmark_common import machine, publish  # noqa: E402
 
 CROPS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08)
 THRESHOLDS = (4, 6, 8, 10, 12)
@@ -94,10 +93,7 @@ def main(argv=None) -> int:
               "Default `--dedup-distance 8`: every re-encode and ≤2 % crop is caught, distinct views almost "
               "never chain; raise it for rigs whose twins are shifted more, at the price of some over-grouping."]
     table = "\n".join(lines) + "\n"
-    if not args.no_markdown:
-        write_section("benchmark_dedup", table)
-    print(json.dumps(res, indent=1) if args.json else table)
-    return 0
+    return publish("benchmark_dedup", table, res, args)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ JSON object (keys include imagefolder_img_s, shards_img_s, decode_img_s).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -34,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_common import ROOT, dir_bytes, fmt_spread, machine, spread, write_section  # noqa: E402
+from benchmark_common import ROOT, dir_bytes, fmt_spread, machine, spread, publish  # noqa: E402
 
 VARIANTS = {
     "imagefolder": "(a) ImageFolder + PIL + torchvision transforms",
@@ -348,14 +347,7 @@ def main(argv=None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "no_markdown")},
     }
     table = markdown(res, args)
-    if not args.no_markdown:
-        write_section("benchmark_input", table)
-        log("BENCHMARKS.md updated (section benchmark_input)")
-    if args.json:
-        print(json.dumps(res, indent=1))
-    else:
-        print(table)
-    return 0
+    return publish("benchmark_input", table, res, args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_common import ROOT, dir_bytes, machine, write_section  # noqa: E402
+from benchmark_common import ROOT, dir_bytes, machine, publish  # noqa: E402
 
 STARTUP = r"""
 import json, resource, sys, time
@@ -172,10 +172,7 @@ def main(argv=None) -> int:
         log(f"  {res[key]['build_s']:.1f} s build, {res[key]['setup_s']:.2f} s setup, {res[key]['rss_mb']:.0f} MiB")
     res["label_map"] = label_map_lookups()
     table = markdown(res, args)
-    if not args.no_markdown:
-        write_section("benchmark_scale", table)
-    print(json.dumps(res, indent=1) if args.json else table)
-    return 0
+    return publish("benchmark_scale", table, res, args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from conftest import run_cli

@@ -21,7 +21,6 @@ fails instead of hanging the sweep.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
