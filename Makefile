@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install quickstart test test-slow test-all clean
+.PHONY: install quickstart test test-slow test-all test-torch24 clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,17 @@ test-slow: install
 
 test-all: install
 	$(PY) -m pytest -m "slow or not slow"
+
+# The SageMaker image pins torch 2.4.1: run the core and distributed tests against it in a side venv
+# (downloads ~3 GB from PyPI once; not part of CI).
+VENV24 ?= .venv-torch24
+test-torch24:
+	test -x $(VENV24)/bin/python || $(PYTHON) -m venv $(VENV24)
+	printf 'torch==2.4.1\ntorchvision==0.19.1\n' > $(VENV24)/constraints.txt
+	$(VENV24)/bin/pip install --quiet 'torch==2.4.1' 'torchvision==0.19.1'
+	$(VENV24)/bin/pip install --quiet -e '.[dev]' --config-settings editable_mode=compat -c $(VENV24)/constraints.txt
+	$(VENV24)/bin/python -m pytest tests/test_model.py tests/test_train.py tests/test_datamodule.py tests/test_shards.py \
+		tests/test_input_pipeline.py tests/test_distributed_units.py tests/test_distributed_entry.py tests/test_labels.py
 
 clean:
 	rm -rf logs outputs .pytest_cache
