@@ -70,7 +70,21 @@ def cluster_layout(trainer_cfg) -> dict[str, Any]:
     elif num_nodes in AUTO:
         layout["num_nodes"] = 1
     _check_against_launcher(_count_devices(layout.get("devices", devices)), layout.get("num_nodes", num_nodes))
+    if _is_smddp(layout.get("strategy", trainer_cfg.get("strategy"))):
+        # torch.no_grad for val/test instead of inference_mode: on torch 2.4 (the SageMaker image) a collective
+        # of a backend registered through Backend.register_backend, as SMDDP is, writes into its result
+        # tensors outside inference mode and fails ("Inplace update to inference tensor outside InferenceMode")
+        layout["inference_mode"] = False
     return layout
+
+
+def _is_smddp(strategy: Any) -> bool:
+    from skuvision.distributed.strategy import SMDDPStrategy
+
+    if isinstance(strategy, SMDDPStrategy) or strategy == "smddp":
+        return True
+    target = strategy.get("_target_", "") if hasattr(strategy, "get") else ""
+    return str(target).rsplit(".", 1)[-1] == "SMDDPStrategy"
 
 
 def _check_against_launcher(devices: int | None, num_nodes: Any) -> None:
