@@ -117,8 +117,20 @@ def test_layout_under_smddp_launcher_picks_the_smddp_strategy(two_hosts):
     for var, value in (("OMPI_COMM_WORLD_SIZE", "16"), ("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_LOCAL_RANK", "0")):
         two_hosts.setenv(var, value)
     layout = cluster_layout({"devices": "auto", "num_nodes": "auto", "strategy": "auto"})
-    assert isinstance(layout.pop("strategy"), SMDDPStrategy) and layout == {"devices": 8, "num_nodes": 2}
-    assert "strategy" not in cluster_layout({"devices": "auto", "num_nodes": "auto", "strategy": "ddp"})
+    # SMDDP validates/tests under no_grad: torch 2.4 register_backend collectives fail on inference tensors
+    assert isinstance(layout.pop("strategy"), SMDDPStrategy)
+    assert layout == {"devices": 8, "num_nodes": 2, "inference_mode": False}
+    ddp = cluster_layout({"devices": "auto", "num_nodes": "auto", "strategy": "ddp"})
+    assert "strategy" not in ddp and "inference_mode" not in ddp
+
+
+def test_smddp_trainer_config_turns_inference_mode_off(clean_env):
+    from skuvision.compose import compose
+
+    smddp = compose(["trainer=smddp"]).trainer
+    assert cluster_layout(smddp).get("inference_mode") is False
+    assert cluster_layout({"devices": 1, "num_nodes": 1, "strategy": "smddp"}).get("inference_mode") is False
+    assert "inference_mode" not in cluster_layout(compose(["trainer=ddp"]).trainer)
 
 
 def test_layout_off_sagemaker(clean_env):
