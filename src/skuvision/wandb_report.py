@@ -12,10 +12,11 @@ Every function is a no-op without a WandbLogger, and only rank 0 touches W&B (Li
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from skuvision.data.labels import LabelMap
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ def log_model_artifact(lg, model, metrics: dict, output_dir: Path) -> None:
     if not Path(ckpt).is_file():
         log.warning("W&B log_model: no checkpoint at %s; nothing uploaded", ckpt)
         return
-    label_map = output_dir / "label_map.json"
-    label_map.write_text(json.dumps(model.label_map or {}, indent=1, sort_keys=True))
+    label_map = LabelMap.from_dict(model.label_map or {}).save(output_dir / "label_map.json")
     run = lg.experiment
     keep = ("val/top1", "test/top1", "test/top5", "params/trainable", "freeze_depth")
     artifact = wandb.Artifact(f"model-{run.id}", type="model",

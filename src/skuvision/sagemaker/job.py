@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+from skuvision.data.remote import split_s3_uri
 from skuvision.errors import UserError
 from skuvision.sagemaker.settings import SageMakerLauncherConf
 from skuvision.sagemaker.source import ENTRY_SCRIPT, SourceArchive
@@ -126,11 +127,6 @@ def make_session(region: str):
     return Session(boto_session=boto3.Session(region_name=region), sagemaker_config=config)
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return bucket, key.strip("/")
-
-
 class Submitter:
     """Builds and submits the sweep's training jobs. In dry-run mode it builds the same requests and calls nothing."""
 
@@ -216,7 +212,7 @@ class Submitter:
 
     # ---- calling AWS -----------------------------------------------------------------------------
     def upload_source(self, archive: SourceArchive) -> str:
-        bucket, key = split_s3(self.source_uri)
+        bucket, key = split_s3_uri(self.source_uri)
         with aws_errors(f"uploading the source to {self.source_uri}"):
             self.session.boto_session.client("s3").put_object(Bucket=bucket, Key=key, Body=archive.data,
                                                               Metadata={"sha256": archive.sha256})
@@ -277,7 +273,7 @@ class Submitter:
         """``metrics.json`` from a job's model.tar.gz (the run's outputs, written by the container entry)."""
         from botocore.exceptions import ClientError
 
-        bucket, key = split_s3(model_uri)
+        bucket, key = split_s3_uri(model_uri)
         try:
             body = self.session.boto_session.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
