@@ -32,7 +32,6 @@ import sys
 from pathlib import Path
 
 from skuvision.cli_errors import exit_on_user_error
-from skuvision.data.labels import LabelMap
 from skuvision.errors import ConfigError, UserError
 
 log = logging.getLogger("skuvision.sagemaker.entry")
@@ -110,7 +109,8 @@ def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> 
         written.append(model_dir / "model.ckpt")
         label_map = torch.load(best, map_location="cpu", weights_only=True).get("label_map")
         if label_map:
-            written.append(LabelMap.from_dict(label_map).save(model_dir / "label_map.json"))
+            (model_dir / "label_map.json").write_text(json.dumps(label_map, indent=2, sort_keys=True))
+            written.append(model_dir / "label_map.json")
         metrics["best_checkpoint"] = "model.ckpt"
     else:
         log.warning("no best checkpoint (%s); model.tar.gz holds metrics only", best)
