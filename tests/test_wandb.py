@@ -28,6 +28,8 @@ def wandb_records(path: Path):
             pos += 32768 - pos % 32768
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if pos + 7 + length > len(data):
+            return  # wandb-core is still writing this chunk: the caller reads again
         chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
         if kind in (1, 4):  # FULL, LAST
             record = pb.Record()
@@ -44,8 +46,15 @@ def complete_records(log_file: Path, timeout: float = 60.0) -> list:
     import time
 
     deadline = time.monotonic() + timeout
+    from google.protobuf.message import DecodeError
+
     while True:
-        records = list(wandb_records(log_file))
+        try:
+            records = list(wandb_records(log_file))
+        except DecodeError:  # a record caught mid-write: read again
+            if time.monotonic() > deadline:
+                raise
+            records = []
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             return records
         time.sleep(0.2)
