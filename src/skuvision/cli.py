@@ -1,4 +1,4 @@
-"""``skuvision`` command line: synthetic data, shards, model summary, sweep comparison."""
+"""``skuvision`` command line: synthetic data, shards, model summary, sweep comparison, export/predict/evaluate."""
 
 from __future__ import annotations
 
@@ -65,6 +65,129 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise UserError("compare --wandb needs --group G: the sweep's W&B group, logged by train.py as `group=...`")
     compare(args.dirs, out=args.out, wandb_path=args.wandb, group=args.group, plot=not args.no_plot)
     return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from skuvision.export.bundle import export_checkpoint
+
+    summary = export_checkpoint(args.ckpt, args.out, opset=args.opset, exporter=args.exporter, int8=args.int8,
+                                calibration=args.calibration, image_size=args.image_size,
+                                calibration_images=args.calibration_images, force=args.force)
+    print(f"parity: ONNX Runtime fp32 vs PyTorch max |logit diff| {summary['parity_max_abs_diff']:.2e} "
+          f"on {summary['parity_images']} images ({summary['exporter']} exporter, opset {summary['opset']})")
+    if "int8" in summary:
+        q = summary["int8"]
+        print(f"int8: top-1 agreement with fp32 {q['top1_agreement']:.4f} on {q['agreement_images']} "
+              f"{q['agreement_split']} images ({q['calibration_images']} calibration images)")
+    files = ["model.onnx", *(["model.int8.onnx"] if args.int8 else []), "labels.json", "preprocess.json", "model_card.md"]
+    print(f"{args.out}: {', '.join(files)} written")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from skuvision.export.predict import run_predict
+
+    ok, failed = run_predict(args.model, args.inputs, topk=args.topk, fmt=args.format, out=args.out,
+                             batch_size=args.batch_size, image_size=args.image_size, int8=args.int8,
+                             progress=not args.quiet)
+    where = args.out or "stdout"
+    print(f"predicted {ok} of {ok + failed} images ({failed} failed: see the error column) -> {where}",
+          file=sys.stderr if not args.out else sys.stdout)
+    return 1 if failed else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from skuvision.export.evaluate import evaluate
+
+    metrics, out = evaluate(args.model, args.shards, split=args.split, out=args.out, batch_size=args.batch_size,
+                            image_size=args.image_size, int8=args.int8, progress=not args.quiet)
+    s = args.split
+    print(f"{s}/top1 {metrics[f'{s}/top1']:.4f}  {s}/top5 {metrics[f'{s}/top5']:.4f}  on {metrics['images']} images "
+          f"({metrics['backend']}); {metrics['skipped_unknown_sku']} images of SKUs unknown to the model skipped")
+    for line in metrics["most_confused"]:
+        print(f"  confused: {line}")
+    print(f"{out}: metrics.json, per_sku.csv, confusions.csv, confusions.png written")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _add_deploy_parsers(sub) -> None:
+    """``export``, ``predict``, ``evaluate``: from a checkpoint to the checkout counter (skuvision.export)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    e = sub.add_parser("export", help="checkpoint -> ONNX export dir (model.onnx, labels.json, preprocess.json, model card)",
+                       description="Export a checkpoint for a checkout counter: model.onnx (fp32, dynamic batch; input "
+                                   "'images' float32 NCHW, normalised RGB; outputs 'logits' and 'probabilities'), "
+                                   "labels.json (class index -> SKU id, brand, category), preprocess.json (resize, crop, "
+                                   "interpolation, mean/std: the eval transform's spec) and model_card.md. Checks ONNX "
+                                   "Runtime against PyTorch before it returns. --int8 adds model.int8.onnx (static QDQ, "
+                                   "per-channel, calibrated on shard images) and measures its top-1 agreement with fp32.",
+                       epilog="examples:\n"
+                              "  skuvision export logs/train/runs/<time>/checkpoints/last.ckpt --out export/\n"
+                              "  skuvision export RUN/checkpoints/best.ckpt --out export/ --int8 --calibration data/shards",
+                       formatter_class=fmt)
+    e.add_argument("ckpt", metavar="CKPT", help="a training checkpoint (.ckpt)")
+    e.add_argument("--out", required=True, metavar="DIR", help="export directory")
+    e.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17; the dynamo exporter uses >= 18)")
+    e.add_argument("--exporter", choices=["auto", "legacy", "dynamo"], default="auto",
+                   help="torch.onnx exporter (default auto: the TorchScript one where it exists, as on torch 2.4)")
+    e.add_argument("--int8", action="store_true", help="also write model.int8.onnx (needs --calibration)")
+    e.add_argument("--calibration", metavar="SHARDS_DIR", default=None,
+                   help="shard dir: INT8 calibration (train split) and agreement (test split) images")
+    e.add_argument("--calibration-images", type=_positive_int, default=256, help="images used to calibrate INT8 (default 256)")
+    e.add_argument("--image-size", type=_positive_int, default=None,
+                   help="the run's data.image_size; only needed when the checkpoint is not inside its run dir")
+    e.add_argument("--force", action="store_true", help="overwrite an existing export in --out")
+    e.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("predict", help="top-k SKUs for image files, directories or a CSV",
+                       description="Predict the top-k SKUs of images with an export dir (ONNX Runtime) or a checkpoint "
+                                   "(PyTorch): same preprocessing, same answers. One row per image: path, then for k = "
+                                   "1..topk sku_k, brand_k, prob_k, and error (why an image could not be read). Exit "
+                                   "status 0 when every image was predicted, 1 when some were not, 2 on bad arguments.",
+                       epilog="examples:\n"
+                              "  skuvision predict export/ photos/ --out predictions.csv\n"
+                              "  skuvision predict RUN/checkpoints/last.ckpt a.jpg b.png --format json\n"
+                              "  skuvision predict export/ listing.csv --topk 3   # a CSV with a path column",
+                       formatter_class=fmt)
+    p.add_argument("model", metavar="MODEL", help="export dir (written by `skuvision export`) or a .ckpt")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, directories (recursive) or .csv files with a path column (relative to the CSV)")
+    p.add_argument("--topk", type=_positive_int, default=5, help="SKUs per image (default 5)")
+    p.add_argument("--format", choices=["csv", "json"], default="csv", help="output format (default csv)")
+    p.add_argument("--out", metavar="FILE", default=None, help="output file (default: stdout)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--int8", action="store_true", help="use the export dir's model.int8.onnx")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="a checkpoint outside its run dir: the run's data.image_size")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_cmd_predict)
+
+    v = sub.add_parser("evaluate", help="a model on a shard split -> metrics.json, per_sku.csv, confusions.{csv,png}",
+                       description="Evaluate an export dir or a checkpoint on a split of a shard dir (SKUs matched by id). "
+                                   "Writes metrics.json (top-1/top-5, per-brand and per-category accuracy), per_sku.csv "
+                                   "(worst first), confusions.csv (most frequent true -> predicted SKU pairs with counts, "
+                                   "brands and a same-brand flag) and confusions.png (the worst SKUs' confusion matrix).",
+                       epilog="example:\n  skuvision evaluate export/ data/shards --split test --out reports/eval",
+                       formatter_class=fmt)
+    v.add_argument("model", metavar="MODEL", help="export dir or a .ckpt")
+    v.add_argument("shards", metavar="SHARDS_DIR", help="shard dir (with manifest.json)")
+    v.add_argument("--split", default="test", help="split to evaluate (default test)")
+    v.add_argument("--out", metavar="DIR", default=None, help="output dir (default logs/evaluate/<time>)")
+    v.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass (default 64)")
+    v.add_argument("--int8", action="store_true", help="use the export dir's model.int8.onnx")
+    v.add_argument("--image-size", type=_positive_int, default=None,
+                   help="a checkpoint outside its run dir: the run's data.image_size")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    v.set_defaults(fn=_cmd_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--group", default=None, help="with --wandb: the sweep's W&B group")
     c.add_argument("--no-plot", action="store_true", help="skip compare.png")
     c.set_defaults(fn=_cmd_compare)
+    _add_deploy_parsers(sub)
     return parser
 
 

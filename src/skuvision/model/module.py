@@ -84,6 +84,7 @@ class SKUClassifier(L.LightningModule):
             setattr(self, f"{split}_top5", MulticlassAccuracy(int(num_classes), top_k=top5, average="micro"))
         self.register_buffer("test_correct", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
         self.register_buffer("test_total", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
+        self.test_errors: list[torch.Tensor] = []
         self.compile_model = compile
         self.report_dir: str | None = None
 
@@ -128,6 +129,7 @@ class SKUClassifier(L.LightningModule):
             hit = logits.argmax(dim=1) == labels
             self.test_total.index_add_(0, labels, torch.ones_like(labels))
             self.test_correct.index_add_(0, labels, hit.long())
+            self.test_errors.append(torch.stack([labels[~hit], logits.argmax(dim=1)[~hit]], 1).cpu())
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -142,12 +144,18 @@ class SKUClassifier(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_correct.zero_()
         self.test_total.zero_()
+        self.test_errors = []  # (true, predicted) rows of misclassified test images -> confusions.csv
 
     def on_test_epoch_end(self) -> None:
         correct = self.trainer.strategy.reduce(self.test_correct.float(), reduce_op="sum")
         total = self.trainer.strategy.reduce(self.test_total.float(), reduce_op="sum")
+        from skuvision.export.confusions import gather_pairs, write_from_tensors
+
+        errors = torch.cat(self.test_errors).numpy() if self.test_errors else torch.zeros(0, 2).long().numpy()
+        errors = gather_pairs(self.trainer.strategy, errors, self.trainer.global_rank, self.trainer.world_size, self.device)
         if self.trainer.is_global_zero and self.report_dir:
             write_per_sku_report(Path(self.report_dir) / "per_sku.csv", correct.cpu(), total.cpu(), self.label_map)
+            write_from_tensors(self.report_dir, errors, total.cpu().long().tolist(), self.label_map)
 
     # -- optimisation -----------------------------------------------------------------------
     def global_batch_size(self) -> int:

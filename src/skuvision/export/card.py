@@ -1,0 +1,90 @@
+"""``model_card.md``: what a deployed model is, what it was trained on, and how well it does.
+
+Someone at a counter months later must be able to tell which training data and which checkpoint
+a ``model.onnx`` came from without the training machine: the card names the training data
+manifest with its SHA-256 (the manifest pins every SKU's index and every image's split), the
+checkpoint's SHA-256 and the run's metrics, next to the input contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def training_data(ckpt_path: str | Path) -> dict:
+    """The run's ``data.root`` and its manifest's hash, when the run dir and the shards are reachable."""
+    from skuvision.export.runtime import run_config
+
+    cfg = run_config(ckpt_path)
+    root = str(cfg.data.get("root") or "") if cfg is not None and "data" in cfg else ""
+    if not root:
+        return {"manifest": "unknown (no .hydra/config.yaml of the run next to the checkpoint)", "sha256": ""}
+    manifest = f"{root.rstrip('/')}/manifest.json"
+    if Path(manifest).is_file():
+        return {"manifest": manifest, "sha256": sha256(manifest)}
+    return {"manifest": manifest, "sha256": "not reachable from the exporting machine"}
+
+
+def run_metrics(ckpt_path: str | Path) -> dict:
+    """``metrics.json`` of the run (the run dir, or next to the checkpoint as in SM_MODEL_DIR)."""
+    from skuvision.export.runtime import run_dir_of
+
+    ckpt_path = Path(ckpt_path).resolve()
+    for d in filter(None, [run_dir_of(ckpt_path), ckpt_path.parent]):
+        if (d / "metrics.json").is_file():
+            return json.loads((d / "metrics.json").read_text())
+    return {}
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def render_card(summary: dict, hparams: dict, spec: dict, ckpt_path: str | Path) -> str:
+    data, metrics = training_data(ckpt_path), run_metrics(ckpt_path)
+    shown = {k: metrics[k] for k in ("val/top1", "test/top1", "test/top5", "epochs", "params/total",
+                                      "params/trainable") if k in metrics}
+    s = spec["crop"]
+    lines = [
+        f"# Model card: {hparams['backbone']} SKU classifier ({hparams['num_classes']} SKUs)", "",
+        "## Model", "",
+        f"- backbone `{hparams['backbone']}`, freeze depth {hparams['freeze_depth']}, head {hparams.get('head') or {}}",
+        f"- image size {s} px (eval: shorter side {spec['resize']} px, {spec['interpolation']}, centre crop {s}×{s})",
+        f"- checkpoint `{Path(ckpt_path).resolve()}` (sha256 `{sha256(ckpt_path)}`)",
+        f"- exported with the {summary['exporter']} torch.onnx exporter, opset {summary['opset']}, "
+        f"torch {summary['torch']}, onnxruntime {summary['onnxruntime']}",
+        "", "## Training data", "",
+        f"- manifest `{data['manifest']}`" + (f" (sha256 `{data['sha256']}`)" if data["sha256"] else ""),
+        f"- labels.json sha256 `{summary['labels_sha256']}`",
+        "", "## Metrics (training run)", "",
+    ]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in shown.items()] or ["- no metrics.json found next to the checkpoint"]
+    lines += [
+        "", "## Export checks", "",
+        f"- ONNX Runtime fp32 vs PyTorch, {summary['parity_images']} images: max |logit difference| "
+        f"{summary['parity_max_abs_diff']:.2e}, top-1 identical: {summary['parity_top1_identical']}",
+    ]
+    if "int8" in summary:
+        q = summary["int8"]
+        lines.append(f"- `model.int8.onnx` (static QDQ, per-channel, {q['calibration_images']} calibration images from "
+                     f"`{q['calibration']}` split {q['calibration_split']}): top-1 agreement with fp32 "
+                     f"{q['top1_agreement']:.4f} on {q['agreement_images']} images of split {q['agreement_split']}")
+    mean, std = ", ".join(f"{m:.4f}" for m in spec["mean"]), ", ".join(f"{v:.4f}" for v in spec["std"])
+    lines += [
+        "", "## Input and output", "",
+        f"- input `images`: float32, NCHW (batch, 3, {s}, {s}), RGB; pixel/255, minus mean ({mean}), divided by std ({std})",
+        "- outputs `logits` and `probabilities` (softmax): float32 (batch, classes); class i is `labels.json` classes[i]",
+        "- `preprocess.json` holds every preprocessing value; batch size is dynamic",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""``skuvision evaluate``: a model (export dir or checkpoint) on a shard split -> a run-like directory.
+
+Writes what a training run writes about its test split, for any model and any shards:
+``metrics.json`` (top-1/top-5, per-brand and per-category accuracy), ``per_sku.csv`` (worst first),
+``confusions.csv`` and ``confusions.png``. A checkpoint and its export give the same numbers:
+both see the same decoded shard images through the same eval transform.
+
+Shard labels are matched to the model's classes by SKU id, not by index, so a model can be
+evaluated on newer shards: images of SKUs the model has never seen are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from skuvision.data.labels import LabelMap
+
+
+def _class_mapping(shard_label_map: dict, model_labels: LabelMap) -> list[int]:
+    """Shard class index -> model class index (-1: a SKU the model does not know)."""
+    shard = LabelMap.from_dict(shard_label_map)
+    return [model_labels.sku_to_index.get(s, -1) for s in shard.skus]
+
+
+def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress: bool = True):
+    """(logits (N, C), true model class indices (N,), images of unknown SKUs)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from skuvision.export.shard_reader import iter_split, manifest_label_map, split_dir
+
+    _, count = split_dir(shards_dir, split)
+    mapping = _class_mapping(manifest_label_map(shards_dir), predictor.labels)
+    logits, labels, batch, unknown = [], [], [], 0
+
+    def flush() -> None:
+        if batch:
+            logits.append(predictor.logits(torch.stack(batch)))
+            batch.clear()
+
+    for image, shard_label in tqdm(iter_split(shards_dir, split), total=count, unit="img", desc=f"evaluate {split}",
+                                   disable=not progress):
+        target = mapping[shard_label]
+        if target < 0:
+            unknown += 1
+            continue
+        batch.append(predictor.transform(image))
+        labels.append(target)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    num_classes = len(predictor.labels)
+    return (np.concatenate(logits) if logits else np.zeros((0, num_classes), np.float32)), np.asarray(labels, np.int64), unknown
+
+
+def _group_accuracy(labels: np.ndarray, pred: np.ndarray, group_of: dict[str, str], skus: list[str]) -> dict:
+    """Per brand (or category): images, SKU top-1 among them, and how often the predicted SKU has the right group."""
+    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for t, p in zip(labels, pred):
+        group = group_of.get(skus[t], "")
+        if not group:
+            continue
+        s = stats[group]
+        s[0] += 1
+        s[1] += int(t == p)
+        s[2] += int(group_of.get(skus[p], "") == group)
+    return {g: {"images": n, "top1": round(c / n, 4), "group_correct": round(gc / n, 4)}
+            for g, (n, c, gc) in sorted(stats.items())}
+
+
+def compute_metrics(logits: np.ndarray, labels: np.ndarray, model_labels: LabelMap, split: str) -> dict:
+    n, num_classes = len(labels), logits.shape[1]
+    k = min(5, num_classes)
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    pred = top[:, 0] if n else np.zeros(0, np.int64)
+    skus = model_labels.skus
+    return {
+        f"{split}/top1": float(np.mean(pred == labels)) if n else float("nan"),
+        f"{split}/top5": float(np.mean((top == labels[:, None]).any(1))) if n else float("nan"),
+        "images": int(n),
+        "per_brand": _group_accuracy(labels, pred, model_labels.brands, skus),
+        "per_category": _group_accuracy(labels, pred, model_labels.categories, skus),
+    }
+
+
+def default_out_dir() -> Path:
+    return Path("logs") / "evaluate" / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def evaluate(model: str, shards_dir: str, split: str = "test", out: str | None = None, batch_size: int = 64,
+             image_size: int | None = None, int8: bool = False, progress: bool = True) -> tuple[dict, Path]:
+    """Score ``model`` on ``split`` and write the report files; returns (metrics, output dir)."""
+    import torch
+
+    from skuvision.export.confusions import confusion_pairs, plot_confusions, write_confusions_csv
+    from skuvision.export.runtime import load_predictor
+    from skuvision.export.shard_reader import split_dir
+    from skuvision.model.module import write_per_sku_report
+
+    split_dir(shards_dir, split)  # bad shard dir or split: one line before the model loads
+    predictor = load_predictor(model, image_size=image_size, int8=int8)
+    started = time.perf_counter()
+    logits, labels, unknown = score(predictor, shards_dir, split, batch_size, progress)
+    seconds = time.perf_counter() - started
+    metrics = compute_metrics(logits, labels, predictor.labels, split)
+    metrics.update(model=str(model), backend=predictor.backend, shards=str(shards_dir), split=split,
+                   skipped_unknown_sku=unknown, seconds=round(seconds, 2))
+    out_dir = Path(out) if out else default_out_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_classes = len(predictor.labels)
+    pred = logits.argmax(1) if len(labels) else np.zeros(0, np.int64)
+    totals = np.bincount(labels, minlength=num_classes)
+    correct = np.bincount(labels[pred == labels], minlength=num_classes)
+    label_map = predictor.labels.to_dict()
+    write_per_sku_report(out_dir / "per_sku.csv", torch.from_numpy(correct), torch.from_numpy(totals), label_map)
+    pairs = confusion_pairs(labels, pred)
+    write_confusions_csv(out_dir / "confusions.csv", pairs, totals.tolist(), label_map)
+    plot_confusions(out_dir / "confusions.png", pairs, totals.tolist(), label_map)
+    metrics["confused_pairs"] = len(pairs)
+    metrics["most_confused"] = [f"{predictor.labels.sku(t)} -> {predictor.labels.sku(p)}: {c}"
+                                for (t, p), c in Counter(pairs).most_common(3)]
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics, out_dir

@@ -1,0 +1,57 @@
+"""A split of a shard dir as decoded uint8 images and labels, in shard order.
+
+Evaluation, INT8 calibration, the parity test and the benchmark all read shards this way: the
+same decoder as the training data loader (``decode_to_tensor``), no augmentation, no workers,
+deterministic order, so two runs over one split see the same images in the same order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from skuvision.errors import DataError
+
+
+def split_dir(shards_dir: str | Path, split: str) -> tuple[str, int]:
+    """(directory of ``split``'s chunks, its image count); one clear line when it is missing or empty."""
+    from skuvision.data.shards import load_manifest
+
+    manifest = load_manifest(shards_dir)
+    splits = manifest.get("splits", {})
+    if split not in splits:
+        raise DataError(f"--split {split}: {shards_dir} has splits {', '.join(sorted(splits))}; pass one of them")
+    info = splits[split]
+    if not info.get("count"):
+        raise DataError(f"{shards_dir}: the '{split}' split is empty; pick another --split or rebuild the shards")
+    return str(Path(shards_dir) / info["dir"]), int(info["count"])
+
+
+def manifest_label_map(shards_dir: str | Path) -> dict:
+    from skuvision.data.shards import load_manifest
+
+    return load_manifest(shards_dir)["label_map"]
+
+
+def iter_split(shards_dir: str | Path, split: str, limit: int | None = None) -> Iterator[tuple[object, int]]:
+    """(uint8 tensor (3, H, W), class index) for every image of ``split`` (or the first ``limit``)."""
+    from litdata import StreamingDataset
+
+    from skuvision.data.imageio import decode_to_tensor
+
+    directory, count = split_dir(shards_dir, split)
+    dataset = StreamingDataset(directory, shuffle=False)
+    for i in range(min(count, len(dataset)) if limit is None else min(limit, count, len(dataset))):
+        sample = dataset[i]
+        yield decode_to_tensor(sample["image"]), int(sample["label"])
+
+
+def load_batch(shards_dir: str | Path, split: str, transform, limit: int | None = None):
+    """(float32 (N, 3, S, S) batch, labels list): ``transform`` (the eval transform) applied to a split."""
+    import torch
+
+    images, labels = [], []
+    for image, label in iter_split(shards_dir, split, limit):
+        images.append(transform(image))
+        labels.append(label)
+    return torch.stack(images), labels
