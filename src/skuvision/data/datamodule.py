@@ -32,7 +32,7 @@ from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.labels import LabelMap
 from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
 from skuvision.data.shards import MANIFEST, load_manifest
-from skuvision.data.transforms import AugmentConfig, eval_transform, train_transform
+from skuvision.data.transforms import AugmentConfig, eval_transform, preprocess_spec, train_transform
 
 
 class SKUShardDataset(StreamingDataset):
@@ -90,10 +90,13 @@ class SKUDataModule(L.LightningDataModule):
         seed: int = 42,
         synthetic: dict | None = None,
         augment_on_device: bool = False,
+        backbone: str = "resnet152",
     ):
         super().__init__()
         self.root = resolve_root(root)
         self.image_size = image_size
+        self.backbone = backbone  # conf: ${model.backbone}; preprocessing follows its weights
+        self._preprocess: dict | None = None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -123,6 +126,13 @@ class SKUDataModule(L.LightningDataModule):
         if self._label_map is None:  # built once: at 12k+ SKUs it is not free
             self._label_map = LabelMap.from_dict(self.manifest["label_map"])
         return self._label_map
+
+    @property
+    def preprocess(self) -> dict:
+        """Mean/std, interpolation and eval resize/crop of the backbone's weights (``preprocess_spec``)."""
+        if self._preprocess is None:
+            self._preprocess = preprocess_spec(self.backbone, self.image_size)
+        return self._preprocess
 
     @property
     def num_classes(self) -> int:
@@ -160,11 +170,11 @@ class SKUDataModule(L.LightningDataModule):
                 kwargs["max_cache_size"] = self.max_cache_size
                 allow_http_endpoint_for_litdata()
             if not train:
-                transform = eval_transform(self.image_size)
+                transform = eval_transform(self.preprocess)
             elif self.augment_on_device:  # the worker only decodes; see on_after_batch_transfer
                 transform = _uint8_as_is
             else:
-                transform = train_transform(self.image_size, self.augment)
+                transform = train_transform(self.image_size, self.augment, self.preprocess)
             self.datasets[split] = SKUShardDataset(self._split_dir(split), transform, **kwargs)
         return self.datasets[split]
 
@@ -194,7 +204,8 @@ class SKUDataModule(L.LightningDataModule):
         """With ``augment_on_device``: augment the uint8 training batch where it now lives (the GPU)."""
         if isinstance(batch, dict) and "sizes" in batch:
             if self._device_augment is None:
-                self._device_augment = DeviceAugment(self.image_size, self.augment)
+                self._device_augment = DeviceAugment(self.image_size, self.augment, mean=tuple(self.preprocess["mean"]),
+                                                     std=tuple(self.preprocess["std"]))
             batch = dict(batch)
             batch["image"] = self._device_augment(batch["image"], batch.pop("sizes"))
         return batch

