@@ -79,7 +79,9 @@ def test_torchrun_two_ranks_train_over_smddp_and_export_the_model_once(tiny_shar
     assert ranks[0]["end_digest"] == ranks[1]["end_digest"] != ranks[0]["start_digest"]  # trained, and in sync
 
     model_dir = tmp_path / "model"
-    assert sorted(p.name for p in model_dir.iterdir()) == ["label_map.json", "metrics.json", "model.ckpt"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [  # + the fp32 ONNX export (issue 12): deployable as is
+        "export.json", "label_map.json", "labels.json", "metrics.json", "model.ckpt", "model.onnx", "model_card.md",
+        "preprocess.json"]
     metrics = json.loads((model_dir / "metrics.json").read_text())
     lr = compose(["trainer=smddp"]).model.optimizer.lr
     assert metrics["world_size"] == 2 and metrics["global_batch"] == 2 * 4  # 1 node x 2 ranks x per-rank batch

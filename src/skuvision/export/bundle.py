@@ -64,8 +64,13 @@ def _check_out_dir(out: Path, force: bool) -> None:
 
 def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = 17, exporter: str = "auto",
                       int8: bool = False, calibration: str | None = None, image_size: int | None = None,
-                      calibration_images: int = CALIBRATION_IMAGES, force: bool = False) -> dict:
-    """Write the export dir; returns the summary (also in ``export.json``)."""
+                      calibration_images: int = CALIBRATION_IMAGES, force: bool = False,
+                      run_dir: str | Path | None = None) -> dict:
+    """Write the export dir; returns the summary (also in ``export.json``).
+
+    ``run_dir``: the training run (its ``.hydra/config.yaml`` gives the image size and the training
+    data, its ``metrics.json`` the metrics) when the checkpoint does not live inside it.
+    """
     import onnxruntime as ort
 
     from skuvision.export.card import render_card, sha256
@@ -80,7 +85,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = 17, export
         load_manifest(calibration)  # one clear line before any work when it is not a shard dir
     out = Path(out)
     _check_out_dir(out, force)
-    torch_model = TorchPredictor(Path(ckpt), image_size)
+    torch_model = TorchPredictor(Path(ckpt), image_size, run_dir)
     spec = torch_model.spec
     out.mkdir(parents=True, exist_ok=True)
     summary = export_onnx(torch_model.model, out / "model.onnx", int(spec["crop"]), opset, exporter)
@@ -100,7 +105,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = 17, export
     if int8:
         summary["int8"] = _quantize(out, spec, calibration, calibration_images, onnx_model)
     hparams = dict(torch_model.model.hparams)
-    (out / "model_card.md").write_text(render_card(summary, hparams, spec, ckpt))
+    (out / "model_card.md").write_text(render_card(summary, hparams, spec, ckpt, run_dir))
     (out / "export.json").write_text(json.dumps(summary, indent=1))
     return summary
 

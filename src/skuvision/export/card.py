@@ -21,11 +21,11 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def training_data(ckpt_path: str | Path) -> dict:
+def training_data(ckpt_path: str | Path, run_dir: str | Path | None = None) -> dict:
     """The run's ``data.root`` and its manifest's hash, when the run dir and the shards are reachable."""
     from skuvision.export.runtime import run_config
 
-    cfg = run_config(ckpt_path)
+    cfg = run_config(ckpt_path, run_dir)
     root = str(cfg.data.get("root") or "") if cfg is not None and "data" in cfg else ""
     if not root:
         return {"manifest": "unknown (no .hydra/config.yaml of the run next to the checkpoint)", "sha256": ""}
@@ -35,12 +35,12 @@ def training_data(ckpt_path: str | Path) -> dict:
     return {"manifest": manifest, "sha256": "not reachable from the exporting machine"}
 
 
-def run_metrics(ckpt_path: str | Path) -> dict:
+def run_metrics(ckpt_path: str | Path, run_dir: str | Path | None = None) -> dict:
     """``metrics.json`` of the run (the run dir, or next to the checkpoint as in SM_MODEL_DIR)."""
     from skuvision.export.runtime import run_dir_of
 
     ckpt_path = Path(ckpt_path).resolve()
-    for d in filter(None, [run_dir_of(ckpt_path), ckpt_path.parent]):
+    for d in filter(None, [Path(run_dir) if run_dir else None, run_dir_of(ckpt_path), ckpt_path.parent]):
         if (d / "metrics.json").is_file():
             return json.loads((d / "metrics.json").read_text())
     return {}
@@ -50,8 +50,8 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def render_card(summary: dict, hparams: dict, spec: dict, ckpt_path: str | Path) -> str:
-    data, metrics = training_data(ckpt_path), run_metrics(ckpt_path)
+def render_card(summary: dict, hparams: dict, spec: dict, ckpt_path: str | Path, run_dir: str | Path | None = None) -> str:
+    data, metrics = training_data(ckpt_path, run_dir), run_metrics(ckpt_path, run_dir)
     shown = {k: metrics[k] for k in ("val/top1", "test/top1", "test/top5", "epochs", "params/total",
                                       "params/trainable") if k in metrics}
     s = spec["crop"]

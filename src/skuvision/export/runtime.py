@@ -74,24 +74,26 @@ def run_dir_of(ckpt_path: str | Path) -> Path | None:
     return None
 
 
-def run_config(ckpt_path: str | Path):
-    """The resolved Hydra config of the run that wrote the checkpoint, or None."""
+def run_config(ckpt_path: str | Path, run_dir: str | Path | None = None):
+    """The resolved Hydra config of the run that wrote the checkpoint (or of ``run_dir``), or None."""
     from omegaconf import OmegaConf
 
-    d = run_dir_of(ckpt_path)
-    return OmegaConf.load(d / ".hydra" / "config.yaml") if d else None
+    d = Path(run_dir) if run_dir else run_dir_of(ckpt_path)
+    config = d / ".hydra" / "config.yaml" if d else None
+    return OmegaConf.load(config) if config and config.is_file() else None
 
 
-def checkpoint_spec(ckpt_path: str | Path, hparams: dict, image_size: int | None = None) -> dict:
+def checkpoint_spec(ckpt_path: str | Path, hparams: dict, image_size: int | None = None,
+                    run_dir: str | Path | None = None) -> dict:
     """The eval preprocessing a checkpoint was tested with: ``preprocess_spec(backbone, data.image_size)``.
 
     The image size is not a model hyperparameter, so it comes from ``image_size`` (``--image-size``)
-    or the run's ``.hydra/config.yaml`` next to the checkpoint.
+    or the run's ``.hydra/config.yaml`` (``run_dir``, else the checkpoint's own run dir).
     """
     from skuvision.data.transforms import preprocess_spec
 
     if image_size is None:
-        cfg = run_config(ckpt_path)
+        cfg = run_config(ckpt_path, run_dir)
         image_size = cfg.data.get("image_size") if cfg is not None and "data" in cfg else None
     if image_size is None:
         raise UserError(f"{ckpt_path}: no .hydra/config.yaml of its run next to it, so the image size is unknown; "
@@ -133,7 +135,7 @@ class Predictor:
 class TorchPredictor(Predictor):
     backend = "pytorch"
 
-    def __init__(self, ckpt_path: Path, image_size: int | None = None):
+    def __init__(self, ckpt_path: Path, image_size: int | None = None, run_dir: str | Path | None = None):
         import torch
 
         from skuvision.model.module import load_classifier
@@ -147,7 +149,7 @@ class TorchPredictor(Predictor):
                             f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); pass a .ckpt from a run's "
                             "checkpoints/ or an export dir") from None
         hparams = dict(self.model.hparams)
-        super().__init__(ckpt_path, checkpoint_spec(ckpt_path, hparams, image_size),
+        super().__init__(ckpt_path, checkpoint_spec(ckpt_path, hparams, image_size, run_dir),
                          LabelMap.from_dict(self.model.label_map or {str(i): i for i in range(hparams["num_classes"])}))
         self._torch = torch
 

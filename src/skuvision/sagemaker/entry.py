@@ -13,7 +13,9 @@ except for ``paths`` and the cluster layout.
 
 After training, rank 0 copies the model artefacts into ``SM_MODEL_DIR`` (uploaded
 as model.tar.gz): ``model.ckpt`` (the best checkpoint, the one tested),
-``label_map.json`` and ``metrics.json``.
+``label_map.json`` and ``metrics.json``, plus its fp32 ONNX export (``model.onnx``,
+``labels.json``, ``preprocess.json``, ``model_card.md``, ``export.json``: what
+``skuvision export`` writes), so model.tar.gz is deployable as it is.
 
 On one multi-GPU host with no launcher (a job without ``distribution``) the
 entry starts torchrun over ``SM_NUM_GPUS`` ranks itself, rather than let
@@ -93,7 +95,7 @@ def export_wandb_key() -> None:
 
 
 def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> list[Path]:
-    """Best checkpoint, label map and metrics into ``model_dir`` (rank 0, once, after the run)."""
+    """Best checkpoint, label map, metrics and the fp32 ONNX export into ``model_dir`` (rank 0, once)."""
     import torch
 
     run_directory, model_dir = Path(run_directory), Path(model_dir)
@@ -112,11 +114,27 @@ def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> 
             (model_dir / "label_map.json").write_text(json.dumps(label_map, indent=2, sort_keys=True))
             written.append(model_dir / "label_map.json")
         metrics["best_checkpoint"] = "model.ckpt"
+        written += _export_onnx(model_dir / "model.ckpt", model_dir, run_directory)
     else:
         log.warning("no best checkpoint (%s); model.tar.gz holds metrics only", best)
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
     written.append(model_dir / "metrics.json")
     return written
+
+
+def _export_onnx(ckpt: Path, model_dir: Path, run_directory: Path) -> list[Path]:
+    """The counter-side files next to the checkpoint. A failed export is logged, not fatal: the trained
+    checkpoint is uploaded either way and ``skuvision export`` can be run on it later."""
+    from skuvision.export.bundle import export_checkpoint
+
+    try:
+        summary = export_checkpoint(ckpt, model_dir, force=True, run_dir=run_directory)
+    except Exception as exc:  # noqa: BLE001 - keep the job's model.ckpt whatever the exporter does
+        log.error("ONNX export into %s failed (%s: %s); model.tar.gz holds the checkpoint only; run "
+                  "`skuvision export model.ckpt --out DIR --image-size PX` on it", model_dir, type(exc).__name__, exc)
+        return []
+    log.info("ONNX export: max |logit diff| vs PyTorch %.1e (%s exporter)", summary["parity_max_abs_diff"], summary["exporter"])
+    return [model_dir / name for name in ("model.onnx", "labels.json", "preprocess.json", "model_card.md", "export.json")]
 
 
 def _start_own_ranks(overrides: list[str]) -> int | None:
