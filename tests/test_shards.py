@@ -1,4 +1,5 @@
 import csv
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -145,19 +146,45 @@ def test_split_assignment_keeps_groups_together_and_covers_every_split():
     hashes = [f"{i:040x}" for i in range(1, 40)]
     hashes = [h[::-1] for h in hashes]  # spread over [0, 1)
     groups = [[0, 1, 2]] + [[i] for i in range(3, len(hashes))]
-    splits, _ = assign_splits(hashes, groups, 0.1, 0.1)
+    splits = assign_splits(hashes, groups, 0.1, 0.1).splits
     assert len({splits[0], splits[1], splits[2]}) == 1
-    assert {"train", "val", "test"} <= set(splits)
-    # three singletons: coverage forces one of each
-    splits3, pins = assign_splits(["f" * 40, "e" * 40, "d" * 40], [[0], [1], [2]], 0.1, 0.1)
-    assert sorted(splits3) == ["test", "train", "val"] and len(pins) == 2
-    # honoured later even when more images arrive
+    assert {s: splits.count(s) for s in ("train", "val", "test")} == {"train": 31, "val": 4, "test": 4}
+    # three singletons: coverage gives one of each, by hash order, without pins
+    first = assign_splits(["f" * 40, "e" * 40, "d" * 40], [[0], [1], [2]], 0.1, 0.1)
+    assert first.splits == ["train", "val", "test"] and first.new_pins == {}
+    # honoured later even when more images arrive, all below them in hash order: the recorded cuts hold
     more = ["f" * 40, "e" * 40, "d" * 40] + [c * 40 for c in "abc98765"]
-    again, _ = assign_splits(more, [[i] for i in range(len(more))], 0.1, 0.1, pinned=pins)
-    assert again[:3] == splits3
+    again = assign_splits(more, [[i] for i in range(len(more))], 0.1, 0.1, cuts=first.cuts)
+    assert again.splits[:3] == first.splits
+    # without the earlier cuts the same images would move: the cuts are what keeps them
+    assert assign_splits(more, [[i] for i in range(len(more))], 0.1, 0.1).splits[:3] != first.splits
 
 
 def test_near_duplicate_grouping_is_by_hamming_distance():
     groups = group_near_duplicates([0b0, 0b1, 0b111 << 40, 0xFFFF], max_distance=2)
     assert sorted(map(sorted, groups)) == [[0, 1], [2], [3]]
     assert len(group_near_duplicates([0, 1], max_distance=-1)) == 2
+
+
+def test_exif_orientation_is_applied_so_phone_photos_are_stored_upright(tmp_path):
+    """A phone stores the sensor's pixels plus an Orientation tag; the shard must hold the photo upright."""
+    import io
+
+    from litdata import StreamingDataset
+
+    upright = Image.new("RGB", (60, 90), (200, 30, 30))  # portrait: red top half, blue bottom half
+    upright.paste((30, 30, 200), (0, 45, 60, 90))
+    sensor = upright.transpose(Image.Transpose.ROTATE_90)  # landscape pixels as the sensor read them
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    (tmp_path / "in" / "sku-a").mkdir(parents=True)
+    photo = tmp_path / "in" / "sku-a" / "phone.jpg"
+    sensor.save(photo, "JPEG", quality=95, exif=exif)
+    assert Image.open(photo).size == (90, 60)  # stored sideways, as a phone writes it
+    build_shards(tmp_path / "in", tmp_path / "out", BuildSettings(size=48), progress=False)
+    stored = Image.open(io.BytesIO(StreamingDataset(str(tmp_path / "out/train"))[0]["image"])).convert("RGB")
+    assert stored.size == (48, 72)  # upright portrait, short side 48
+    red, blue = stored.getpixel((24, 8)), stored.getpixel((24, 64))
+    assert red[0] > 150 and red[2] < 100 and blue[2] > 150 and blue[0] < 100, (red, blue)
+    # the split still follows the original file's bytes
+    assert split_of_each_image(tmp_path / "out") == {hashlib.sha1(photo.read_bytes()).hexdigest(): "train"}

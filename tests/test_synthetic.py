@@ -59,6 +59,21 @@ def test_views_of_one_sku_differ():
             assert np.abs(views[i] - views[j]).mean() > 10
 
 
+def test_studio_views_of_one_sku_are_alike_and_shelf_views_are_not():
+    """--views studio: one rig shot per SKU, slightly varied; far closer to each other than shelf views."""
+    spec = make_catalogue(2, seed=0)[0]
+
+    def spread(views: str) -> float:
+        imgs = [np.asarray(render_view(spec, 0, i, size=96, views=views), dtype=np.float32) for i in range(6)]
+        return float(np.mean([np.abs(a - b).mean() for k, a in enumerate(imgs) for b in imgs[k + 1:]]))
+
+    studio, shelf = spread("studio"), spread("shelf")
+    assert 0 < studio < 16 < shelf and studio < shelf / 4, (studio, shelf)
+    assert _jpeg(render_view(spec, 0, 3, 64, "studio")) == _jpeg(render_view(spec, 0, 3, 64, "studio"))
+    with pytest.raises(ValueError, match="views must be one of shelf, studio"):
+        render_view(spec, 0, 0, 64, views="turntable")
+
+
 def test_renders_large_images():
     img = render_view(make_catalogue(1, seed=0)[0], 0, 0, size=1000)
     assert img.size == (1000, 1000) and img.mode == "RGB"

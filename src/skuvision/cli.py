@@ -14,7 +14,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from skuvision.data.synthetic import write_catalogue
 
     csv_path = write_catalogue(args.out, args.skus, args.images_per_sku, size=args.size, seed=args.seed,
-                               workers=args.workers, quality=args.quality)
+                               workers=args.workers, quality=args.quality, views=args.views)
     print(f"wrote {args.skus * args.images_per_sku} images and {csv_path}")
     return 0
 
@@ -28,6 +28,12 @@ def _cmd_shards_build(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{s} {i['count']}" for s, i in manifest["splits"].items())
     print(f"{args.out}: {manifest['num_classes']} SKUs; {counts}; {manifest['rejects']} rejected "
           f"(see rejects.csv); manifest.json written")
+    fr = manifest["split_fractions"]
+    given = sum(fr["given"].values())
+    print("split fractions: requested " + " / ".join(f"{s} {fr['requested'][s]:.2f}" for s in fr["requested"])
+          + "; achieved " + " / ".join(f"{s} {v:.3f}" for s, v in fr["achieved"].items())
+          + f" (of the {fr['images_split']} images the build split"
+          + (f"; {given} more had their split given in the CSV)" if given else ")"))
     return 0
 
 
@@ -206,15 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="catalogue seed; different seeds give disjoint SKUs and brands")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    p.add_argument("--views", choices=("shelf", "studio"), default="shelf",
+                   help="shelf: in-store camera views (pose, light, clutter vary); studio: one rig shot per SKU on "
+                        "a plain backdrop, views differing by ~1-2 %% (all images of a SKU look alike)")
     p.set_defaults(fn=_cmd_synth)
 
     shards = sub.add_parser("shards", help="build or verify litdata shards").add_subparsers(dest="shards_cmd", required=True)
     b = shards.add_parser("build", help="images -> litdata shards + manifest.json",
-                          description="Check, downscale and re-encode every image, split train/val/test per SKU by "
-                                      "content hash (stable when images are added; near-duplicates kept together), "
+                          description="Check, downscale and re-encode every image, split train/val/test per SKU at "
+                                      "the requested fractions in content-hash order (stable when images are added "
+                                      "with --label-map; near-duplicates kept together), "
                                       "and write litdata chunks per split, manifest.json and rejects.csv.",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("--input", required=True, help="ImageFolder DIR/<sku_id>/*.jpg, or a CSV with path,sku_id[,brand,category]")
+    b.add_argument("--input", required=True,
+                   help="ImageFolder DIR/<sku_id>/*.jpg, or a CSV with path,sku_id[,brand,category,split]; "
+                        "split (train|val|test) is honoured, an empty one is decided by the build")
     b.add_argument("--out", required=True,
                    help="output shard directory, or s3://BUCKET/PREFIX (chunks upload as they are written; endpoint "
                         "and credentials from the usual AWS settings)")

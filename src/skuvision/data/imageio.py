@@ -4,6 +4,11 @@ Originals average ~375 KB and decoding them is what starves GPUs, so shards hold
 images pre-resized to a short side of ``size`` (JPEG q90, ~40 KB). JPEG draft
 mode lets libjpeg downscale in the DCT domain (1/2, 1/4, 1/8) while decoding,
 which is several times cheaper than a full decode followed by a resize.
+
+Phone photos store pixels as the sensor read them plus an EXIF Orientation tag; the shards
+hold them upright (the tag applied at decode, before the resize and the perceptual hash) because
+the stored JPEG carries no EXIF and training must see what a person sees. The content hash stays
+the sha1 of the original bytes: it only identifies the file, and splits stay where they were.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # real camera frames are large; decompression bombs are not
 
@@ -27,7 +32,7 @@ class PreparedImage:
     width: int
     height: int
     content_hash: str  # sha1 of the original bytes: drives the split, stable forever
-    phash: int  # 64-bit perceptual hash, groups near-duplicate frames
+    phash: int  # 64-bit perceptual hash of the upright image, groups near-duplicate frames
 
 
 def content_hash(data: bytes) -> str:
@@ -42,7 +47,7 @@ def _target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def decode_resized(data: bytes, short_side: int, draft: bool = True) -> Image.Image:
-    """Fully decode ``data`` into an RGB image with shorter side ``short_side`` (or smaller).
+    """Fully decode ``data`` into an upright RGB image with shorter side ``short_side`` (or smaller).
 
     ``draft=False`` skips the DCT-domain downscale (only for measuring what it saves).
     """
@@ -66,6 +71,10 @@ def decode_resized(data: bytes, short_side: int, draft: bool = True) -> Image.Im
         raise RejectedImage(f"corrupt: {exc}") from None
     if img.width < 8 or img.height < 8:
         raise RejectedImage(f"too small: {img.width}x{img.height}")
+    try:  # the short side is the same either way, so the draft size above still holds
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the pixels as stored
+        pass
     img = img.convert("RGB")
     target = _target_size(img.width, img.height, short_side)
     if target != img.size:

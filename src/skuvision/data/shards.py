@@ -3,6 +3,8 @@
 One pass over the originals: each worker takes one SKU, decodes and checks every
 image, downscales and re-encodes it, groups near-duplicate frames and assigns
 splits; the main process appends the results to one litdata writer per split.
+A local build writes into a staging folder inside ``--out`` and swaps it in only when it
+succeeded, so a failed build never costs the previous one.
 Work is per SKU so memory stays bounded (one SKU's ~300 small JPEGs in flight
 per worker) and nothing is quadratic in the catalogue size.
 """
@@ -15,6 +17,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -28,7 +31,8 @@ from skuvision.data.imageio import RejectedImage, prepare_image
 from skuvision.data.labels import LabelMap
 from skuvision.data.remote import is_s3
 from skuvision.data.sources import SourceImage, list_sources
-from skuvision.data.splits import SPLITS, assign_splits, group_near_duplicates
+from skuvision.data.split_report import split_report
+from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -65,6 +69,9 @@ class SKUResult:
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     groups: list[list[str]] = field(default_factory=list)  # near-duplicate groups (paths), size > 1
     new_pins: dict[str, str] = field(default_factory=dict)
+    cuts: dict[str, list[float]] = field(default_factory=dict)  # this SKU's split cuts (hash units)
+    free: Counter = field(default_factory=Counter)  # images per split that the build split (no given split)
+    dedup_distance: int = 0  # the near-duplicate distance used: lower than asked where views look alike
 
 
 def _read_bytes(path: str) -> bytes:
@@ -75,22 +82,26 @@ def _read_bytes(path: str) -> bytes:
         raise RejectedImage(f"unreadable: {exc.strerror or exc}") from None
 
 
-def process_sku(images: list[SourceImage], settings: BuildSettings, pinned: dict[str, str]) -> SKUResult:
+def process_sku(images: list[SourceImage], settings: BuildSettings, pinned: dict[str, str],
+                cuts: dict | None = None) -> SKUResult:
     """Decode, check, resize, dedup and split all images of one SKU (runs in a worker)."""
     result = SKUResult(images[0].sku_id)
-    prepared, paths = [], []
+    prepared, paths, given = [], [], []
     for src in images:
         try:
             prepared.append(prepare_image(_read_bytes(src.path), settings.size, settings.quality))
             paths.append(src.path)
+            given.append(src.split)
         except RejectedImage as exc:
             result.rejects.append((src.path, str(exc)))
     if not prepared:
         return result
-    groups = group_near_duplicates([p.phash for p in prepared], settings.dedup_distance)
+    groups, result.dedup_distance = near_duplicate_groups([p.phash for p in prepared], settings.dedup_distance)
     hashes = [p.content_hash for p in prepared]
-    splits, result.new_pins = assign_splits(hashes, groups, settings.val, settings.test, pinned)
-    result.samples = [(s, p.jpeg, p.content_hash) for s, p in zip(splits, prepared)]
+    split = assign_splits(hashes, groups, settings.val, settings.test, pinned, given, cuts)
+    result.new_pins, result.cuts = split.new_pins, split.cuts
+    result.free = Counter(s for s, g in zip(split.splits, given) if not g)
+    result.samples = [(s, p.jpeg, p.content_hash) for s, p in zip(split.splits, prepared)]
     result.groups = [[paths[i] for i in g] for g in groups if len(g) > 1]
     return result
 
@@ -105,8 +116,8 @@ def _init_worker(pinned: dict[str, str]) -> None:
 
 
 def _process_sku_star(args):
-    images, settings = args
-    return process_sku(images, settings, _WORKER_PINS)
+    images, settings, cuts = args
+    return process_sku(images, settings, _WORKER_PINS, cuts)
 
 
 class _SplitWriters:
@@ -134,10 +145,10 @@ class _SplitWriters:
             writer.merge()
 
 
-def _previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str]]:
-    """The label map and pinned splits of an earlier build (its manifest.json, local or s3://)."""
+def _previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict]]:
+    """The label map, pinned splits and split cuts of an earlier build (its manifest.json, local or s3://)."""
     if not label_map_path:
-        return LabelMap(), {}
+        return LabelMap(), {}, {}
     if is_s3(label_map_path):
         from skuvision.data.remote import read_json
 
@@ -147,7 +158,8 @@ def _previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str
         label_map = LabelMap.load(label_map_path)
         data = json.loads(Path(label_map_path).read_text())
     pins = dict(data.get("pinned_splits", {})) if isinstance(data, dict) else {}
-    return label_map, pins
+    cuts = dict(data.get("split_cuts", {})) if isinstance(data, dict) else {}
+    return label_map, pins, cuts
 
 
 def build_shards(
@@ -165,9 +177,19 @@ def build_shards(
     settings = settings or BuildSettings()
     settings.validate()
     sources = list_sources(input_path)
-    previous = _previous_state(label_map_path)  # before the output is cleared: it may live there
+    if all(s.split for s in sources) and not any(s.split == "train" for s in sources):
+        raise DataError(f"--input {input_path}: every row has a split and none is train; "
+                        "mark some rows split=train or leave split empty to have them split by hash")
+    previous = _previous_state(label_map_path)  # before the output is touched: it may live there
     if not is_s3(out):
-        return _build(sources, input_path, _local_out(Path(out)), settings, previous, progress)
+        final = _local_out(Path(out))
+        staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=final))
+        try:
+            manifest = _build(sources, input_path, staging, settings, previous, progress)
+            _swap_in(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return manifest
     from skuvision.data.remote import S3ShardUploader
 
     uploader = S3ShardUploader(str(out))
@@ -185,19 +207,34 @@ def build_shards(
     return manifest
 
 
+STAGING = ".building-"
+
+
 def _local_out(out: Path) -> Path:
-    if out.exists() and any(out.iterdir()):
-        if not (out / MANIFEST).exists():
+    """``out``, checked: new, empty, or an earlier build of ours (which stays until the new one is done)."""
+    if out.exists():
+        stale = [p for p in out.iterdir() if p.name.startswith(STAGING)]  # left by a build that was killed
+        if len(stale) < len(list(out.iterdir())) and not (out / MANIFEST).exists():
             raise DataError(f"--out {out}: exists, is not empty and holds no {MANIFEST}; choose an empty or new directory")
-        for split in SPLITS:  # a rebuild replaces an earlier build of ours, nothing else
-            shutil.rmtree(out / split, ignore_errors=True)
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace an earlier build's splits with the new ones; the manifest goes last."""
+    for split in SPLITS:  # a rebuild replaces an earlier build of ours, nothing else
+        shutil.rmtree(out / split, ignore_errors=True)
+        if (staging / split).exists():
+            os.replace(staging / split, out / split)
+    os.replace(staging / REJECTS, out / REJECTS)
+    os.replace(staging / MANIFEST, out / MANIFEST)
+
+
 def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSettings,
-           previous: tuple[LabelMap, dict[str, str]], progress: bool, on_chunk=None) -> dict:
-    label_map, pinned = previous
+           previous: tuple[LabelMap, dict[str, str], dict[str, dict]], progress: bool, on_chunk=None) -> dict:
+    label_map, pinned, cuts = previous
 
     per_sku_sources = [list(g) for _, g in groupby(sources, key=lambda s: s.sku_id)]
     attrs = {imgs[0].sku_id: (imgs[0].brand, imgs[0].category) for imgs in per_sku_sources}
@@ -205,11 +242,13 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
     for sku_id, (brand, category) in attrs.items():
         label_map.set_attributes(sku_id, brand, category)
 
-    tasks = ((imgs, settings) for imgs in per_sku_sources)
+    tasks = ((imgs, settings, cuts.get(imgs[0].sku_id)) for imgs in per_sku_sources)
     writers = _SplitWriters(out, settings.chunk_bytes, on_chunk)
     rejects: list[tuple[str, str]] = []
     per_sku: dict[str, dict[str, int]] = {}
     groups: dict[str, list[list[str]]] = {}
+    free: dict[str, Counter] = {}
+    lowered: dict[str, int] = {}
     start = time.perf_counter()
     from tqdm.auto import tqdm
 
@@ -226,8 +265,13 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
             for split, jpeg, key in res.samples:
                 writers.add(split, {"image": jpeg, "label": label, "key": key})
             per_sku[res.sku_id] = dict(Counter(s for s, _, _ in res.samples))
+            free[res.sku_id] = res.free
             rejects.extend(res.rejects)
             pinned.update(res.new_pins)
+            if res.cuts:
+                cuts[res.sku_id] = res.cuts
+            if res.samples and res.dedup_distance < settings.dedup_distance:
+                lowered[res.sku_id] = res.dedup_distance
             if res.groups:
                 groups[res.sku_id] = res.groups
             bar.update(len(res.samples) + len(res.rejects))
@@ -237,6 +281,12 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
             pool.shutdown()
     writers.close()
     elapsed = time.perf_counter() - start
+    fractions, warnings = split_report(per_sku, free, settings.val, settings.test)
+    if not writers.counts["train"]:
+        raise DataError(f"--input {input_path}: the build left no training images ({_counts(writers.counts)}); "
+                        "lower --val/--test, add images, or give rows split=train; no manifest was written")
+    for warning in warnings:
+        print(f"skuvision: warning: {warning}", file=sys.stderr)
 
     with (out / REJECTS).open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -252,14 +302,22 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
         "splits": {s: {"dir": s, "count": writers.counts[s]} for s in SPLITS},
         "per_sku": per_sku,
         "rejects": len(rejects),
+        "split_fractions": fractions,
+        "split_warnings": warnings,
         "near_duplicate_groups": groups,
+        "dedup_distance_lowered": lowered,  # SKU -> bits used, where its views look alike
         "pinned_splits": pinned,
+        "split_cuts": cuts,
         "build_seconds": round(elapsed, 2),
     }
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out / MANIFEST)  # a crash never leaves a half-written manifest
     return manifest
+
+
+def _counts(counts: Counter) -> str:
+    return ", ".join(f"{s} {counts[s]}" for s in SPLITS)
 
 
 def load_manifest(root: str | Path) -> dict:

@@ -1,7 +1,9 @@
 """Where input images come from: an ImageFolder tree or a CSV listing.
 
 An ImageFolder is ``DIR/<sku_id>/<file>``. A CSV has columns ``path,sku_id`` and
-optionally ``brand,category``; relative paths resolve against the CSV's folder.
+optionally ``brand,category,split``; relative paths resolve against the CSV's folder.
+``split`` (train|val|test) is honoured as given, because public data sets ship fixed test
+sets and comparisons need them; a row with an empty ``split`` is split by the build.
 A directory holding ``catalogue.csv`` (what ``skuvision synth`` writes) is read
 through that CSV so brand/category come along.
 """
@@ -14,6 +16,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+SPLIT_VALUES = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -23,6 +26,7 @@ class SourceImage:
     sku_id: str
     brand: str = ""
     category: str = ""
+    split: str = ""  # given by the user (CSV column), else "" = the build decides
 
 
 def read_csv_listing(csv_path: Path) -> list[SourceImage]:
@@ -32,17 +36,21 @@ def read_csv_listing(csv_path: Path) -> list[SourceImage]:
         if missing:
             raise DataError(
                 f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
-                "the CSV needs a header with path,sku_id[,brand,category]"
+                "the CSV needs a header with path,sku_id[,brand,category,split]"
             )
         rows = []
         for line, row in enumerate(reader, start=2):
             if not row["path"] or not row["sku_id"]:
                 raise DataError(f"{csv_path}:{line}: empty path or sku_id; fix or remove that row")
+            split = (row.get("split") or "").strip()
+            if split and split.lower() not in SPLIT_VALUES:
+                raise DataError(f"{csv_path}:{line}: split {split!r} is not one of {', '.join(SPLIT_VALUES)}; "
+                                "fix it, or leave it empty to have the build split that image")
             path = Path(row["path"])
             if not path.is_absolute():
                 path = csv_path.parent / path
             rows.append(SourceImage(str(path), row["sku_id"].strip(), (row.get("brand") or "").strip(),
-                                    (row.get("category") or "").strip()))
+                                    (row.get("category") or "").strip(), split.lower()))
     return rows
 
 

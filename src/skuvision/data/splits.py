@@ -1,35 +1,45 @@
-"""Deterministic, leakage-aware train/val/test assignment.
+"""Deterministic, leakage-aware train/val/test assignment that keeps the requested fractions.
 
-Each image's split comes from the hash of its bytes, so adding images to a SKU
-later never moves an existing image (no retraining on former test images).
-Near-duplicate frames (same SKU, perceptual hashes within ``max_distance`` bits)
-share one split, the one of the group's smallest hash, so a twin of a training
-frame never sits in test. A SKU with enough images but no val/test image after
-hashing gets one group moved in, chosen by hash; those moves are recorded in
-the manifest and honoured by later builds so they stay put too. Members of
-near-duplicate groups are recorded the same way, so a twin that arrives in a
-later build joins its group's split instead of re-deciding it. (A new twin of
-an image that was a singleton until now can still move that image: which of
-the two is older is not recorded, and keeping twins together wins.)
+Near-duplicate frames (same SKU, perceptual hashes within ``max_distance`` bits) share one
+split, so a twin of a training frame never sits in test. Groups are *complete-linkage*: every
+pair inside a group is within the threshold. Union-find linked any two images joined by a chain
+of close pairs, and on low-variation catalogues (studio rigs, scans) that chain ran through a
+whole SKU: one group, sent whole to one split (1,000 of 1,000 studio images went to test).
 
-Why ``dedup_distance`` defaults to 8 bits (of 64): measured by
-``scripts/benchmark_dedup.py`` on the synthetic catalogue, re-encoded copies
-differ by 0-2 bits and 1-3 % crops by up to 8-10, while distinct camera views
-of one SKU differ by >= 8 bits (about 1 pair in 15,000 at exactly 8), so 8
-catches re-encodes and slight crops without chaining distinct views together.
+Fractions are kept per SKU, not left to chance: groups go, largest first, to the split that lacks
+the most images, then the remaining images, ordered by the hash of their bytes, fill each split
+up to its share (a cut in hash order). Hashing each image on its own scatters a 50-image SKU by
+±4 points and cannot absorb groups.
+
+Stability: each cut is recorded per SKU as the interval of hash units it fell in (the manifest's
+``split_cuts``). A later build given that manifest (``--label-map``) keeps every cut inside its
+interval, so no earlier image crosses it, while new images fill the shares as far as that allows.
+Grouped images are pinned by hash, and a new group that holds a unit inside an earlier split's
+range takes that split, so a twin that arrives later never drags an older image along.
+A split given by the user (CSV column ``split``) is fixed and outside the requested shares.
+
+Why ``dedup_distance`` defaults to 8 bits (of 64): measured by ``scripts/benchmark_dedup.py`` on
+the synthetic catalogue, re-encoded copies differ by 0-2 bits and 1-3 % crops by up to 8-10,
+while distinct camera views of one SKU differ by >= 8 bits (about 1 pair in 15,000 at exactly 8).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import numpy as np
+
 SPLITS = ("train", "val", "test")
+CUT_ORDER = ("test", "val")  # hash order: lowest units to test, then val, the rest to train
 
 
 def hash_unit(content_hash: str) -> float:
-    """Map a hex digest to [0, 1)."""
+    """Map a hex digest to [0, 1) (52 bits: exact in a float and in JSON)."""
     return int(content_hash[:13], 16) / float(16**13)
 
 
 def split_for_unit(u: float, val: float, test: float) -> str:
+    """The split a lone image would get by its hash alone (a fixed band per split)."""
     if u < test:
         return "test"
     if u < test + val:
@@ -38,64 +48,160 @@ def split_for_unit(u: float, val: float, test: float) -> str:
 
 
 def group_near_duplicates(phashes: list[int], max_distance: int) -> list[list[int]]:
-    """Union-find over pairs within ``max_distance`` Hamming bits; O(n^2) within one SKU only."""
-    parent = list(range(len(phashes)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    if max_distance >= 0:
-        for i in range(len(phashes)):
-            for j in range(i + 1, len(phashes)):
-                if (phashes[i] ^ phashes[j]).bit_count() <= max_distance:
-                    ri, rj = find(i), find(j)
-                    if ri != rj:
-                        parent[max(ri, rj)] = min(ri, rj)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(phashes)):
-        groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
+    """The near-duplicate groups the shard builder forms (see ``near_duplicate_groups``)."""
+    return near_duplicate_groups(phashes, max_distance)[0]
 
 
-def assign_splits(
-    hashes: list[str],
-    groups: list[list[int]],
-    val: float,
-    test: float,
-    pinned: dict[str, str] | None = None,
-) -> tuple[list[str], dict[str, str]]:
-    """Split every image of one SKU; returns (split per image, newly pinned hash -> split)."""
-    pinned = pinned or {}
-    splits = [""] * len(hashes)
-    group_split: list[str] = []
-    for members in groups:
-        pins = [pinned[hashes[i]] for i in members if hashes[i] in pinned]
-        if pins:
-            split = pins[0]
-        else:
-            split = split_for_unit(min(hash_unit(hashes[i]) for i in members), val, test)
-        group_split.append(split)
+def near_duplicate_groups(phashes: list[int], max_distance: int) -> tuple[list[list[int]], int]:
+    """(complete-linkage groups, the distance used for this SKU). O(n^2) per SKU.
 
-    new_pins: dict[str, str] = {}
-    wanted = [s for s, frac in (("val", val), ("test", test)) if frac > 0]
-    for split in wanted:
-        if split in group_split or len(groups) < 1 + len(wanted):
+    Closest pairs merge first, and only while every cross pair is within the distance, so no
+    chain of distinct views can grow one group. Copies come in ones and twos per frame, so when
+    a SKU has more pairs within the distance than images, the hash is seeing views that look alike
+    (a studio rig, scans), not copies: the distance is lowered bit by bit until that is no longer
+    so (down to -1, no grouping), and the split keeps its fractions.
+    """
+    n = len(phashes)
+    if max_distance < 0 or n < 2:
+        return [[i] for i in range(n)], max_distance
+    h = np.array(phashes, dtype=np.uint64)
+    x = h[:, None] ^ h[None, :]
+    dist = np.zeros((n, n), dtype=np.int32)
+    for shift in range(0, 64, 8):  # popcount byte by byte
+        dist += _POPCOUNT[((x >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.intp)]
+    upper = dist[np.triu_indices(n, k=1)]
+    pairs_within = np.cumsum(np.bincount(upper, minlength=65))  # [d] = pairs at distance <= d
+    while max_distance >= 0 and pairs_within[max_distance] > n:
+        max_distance -= 1
+    if max_distance < 0:
+        return [[i] for i in range(n)], max_distance
+    ii, jj = np.nonzero(np.triu(dist <= max_distance, k=1))
+    order = np.lexsort((jj, ii, dist[ii, jj]))  # by distance, then index: deterministic
+    link = dist.copy()  # complete-linkage distance between the groups of i and j (at their roots)
+    root = list(range(n))
+    members = {i: [i] for i in range(n)}
+    for k in order:
+        a, b = root[ii[k]], root[jj[k]]
+        if a == b or link[a, b] > max_distance:
             continue
-        candidates = [g for g, s in enumerate(group_split) if s == "train"]
-        if len([g for g in candidates]) <= 1:
-            continue  # keep at least one training group
-        # the train group whose hash lies closest above the val/test band moves in
-        g = min(candidates, key=lambda g: min(hash_unit(hashes[i]) for i in groups[g]))
-        group_split[g] = split
-        for i in groups[g]:
-            new_pins[hashes[i]] = split
+        a, b = min(a, b), max(a, b)
+        link[a, :] = np.maximum(link[a, :], link[b, :])
+        link[:, a] = link[a, :]
+        for m in members[b]:
+            root[m] = a
+        members[a] += members.pop(b)
+    return [sorted(g) for _, g in sorted(members.items())], max_distance
 
-    for members, split in zip(groups, group_split):
-        for i in members:
-            splits[i] = split
-            if len(members) > 1 and hashes[i] not in pinned:
-                new_pins[hashes[i]] = split  # a twin added later joins this split, never drags it
-    return splits, new_pins
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int16)
+
+
+def targets(n: int, val: float, test: float, units: int) -> dict[str, int]:
+    """Images per split for ``n`` images: rounded cumulative shares; with ``units`` (groups +
+    lone images) enough for it, every requested split gets one and train keeps one."""
+    t = int(test * n + 0.5)
+    v = int((test + val) * n + 0.5) - t
+    want = {"test": t, "val": v, "train": n - t - v}
+    wanted = [s for s, frac in (("val", val), ("test", test)) if frac > 0]
+    if units >= 1 + len(wanted):
+        for s in wanted:
+            if want[s] == 0 and want["train"] > 1:
+                want[s], want["train"] = 1, want["train"] - 1
+    return want
+
+
+@dataclass
+class SplitResult:
+    splits: list[str]  # per image
+    new_pins: dict[str, str] = field(default_factory=dict)  # content hash -> split, for grouped images
+    cuts: dict[str, list[float]] = field(default_factory=dict)  # "test"/"val" -> [lo, hi] hash units
+
+
+def _constrained(u: float, cuts: dict) -> str | None:
+    """The split an image with unit ``u`` had in the build that recorded ``cuts``, if any could have."""
+    if not cuts:
+        return None
+    (t_lo, t_hi), (v_lo, v_hi) = cuts["test"], cuts["val"]
+    if u <= t_lo:
+        return "test"
+    if t_hi <= u <= v_lo:
+        return "val"
+    if u >= v_hi:
+        return "train"
+    return None
+
+
+def assign_splits(hashes: list[str], groups: list[list[int]], val: float, test: float,
+                  pinned: dict[str, str] | None = None, given: list[str] | None = None,
+                  cuts: dict[str, list[float]] | None = None) -> SplitResult:
+    """Split every image of one SKU. ``given``: per image a user split or ""; ``pinned`` and
+    ``cuts`` come from the previous build's manifest."""
+    pinned, cuts = pinned or {}, cuts or {}
+    given = given or [""] * len(hashes)
+    units = [hash_unit(h) for h in hashes]
+    splits = list(given)
+    free = [i for i in range(len(hashes)) if not given[i]]
+    want = targets(len(free), val, test, sum(1 for g in groups if any(not given[i] for i in g)))
+    count = dict.fromkeys(SPLITS, 0)
+
+    def place(i: int, split: str) -> None:
+        splits[i] = split
+        count[split] += 1
+
+    loose, lone = [], []
+    for members in groups:
+        todo = [i for i in members if not splits[i]]
+        for i in todo:
+            if hashes[i] in pinned:  # an earlier build's decision always stands, per image
+                place(i, pinned[hashes[i]])
+        todo = [i for i in todo if not splits[i]]
+        if not todo:
+            continue
+        anchor = [splits[i] for i in members if splits[i]] + [s for i in todo if (s := _constrained(units[i], cuts))]
+        if anchor:  # a given, pinned or earlier-placed member decides for the rest of the group
+            for i in todo:
+                place(i, anchor[0])
+        elif len(members) > 1:
+            loose.append(todo)
+        else:
+            lone.append(todo[0])
+
+    for todo in sorted(loose, key=lambda g: (-len(g), min(units[i] for i in g))):
+        lack = {s: want[s] - count[s] for s in SPLITS}
+        fits = [s for s in SPLITS if lack[s] >= len(todo) and want[s] > 0]
+        split = max(fits, key=lambda s: lack[s] / want[s]) if fits else max(SPLITS, key=lambda s: lack[s])
+        for i in todo:
+            place(i, split)
+
+    new_cuts = _cut_lone(sorted(lone, key=lambda i: units[i]), units, want, count, cuts, place)
+    new_pins = {hashes[i]: splits[i] for members in groups if len(members) > 1
+                for i in members if not given[i]}
+    return SplitResult(splits, new_pins, new_cuts)
+
+
+def _cut_lone(lone: list[int], units: list[float], want: dict, count: dict, cuts: dict, place) -> dict:
+    """Fill test, then val, from the lowest hash units of the lone images; the rest train.
+    Each cut stays inside the interval the previous build recorded, so no older image crosses it."""
+    if not lone:
+        return dict(cuts)
+    values = sorted({units[i] for i in lone})  # equal units (identical files) never straddle a cut
+    rank = {v: k for k, v in enumerate(values)}
+    cum = np.cumsum([0] + [1] * len(values))
+    if len(values) != len(lone):
+        weight = np.zeros(len(values), dtype=int)
+        for i in lone:
+            weight[rank[units[i]]] += 1
+        cum = np.concatenate([[0], np.cumsum(weight)])
+    m, pos, goal, new_cuts, at = len(values), 0, 0, {}, {}
+    for split in CUT_ORDER:
+        goal += max(0, want[split] - count[split])
+        lo, hi = cuts.get(split, (-1.0, 2.0))
+        first = max(pos, int(np.searchsorted(values, lo, side="right")))
+        last = max(first, int(np.searchsorted(values, hi, side="left")))
+        pos = min(range(first, last + 1), key=lambda q: (abs(int(cum[q]) - goal), q))
+        at[split] = pos
+        new_cuts[split] = [values[pos - 1] if pos > 0 else -1.0, values[pos] if pos < m else 2.0]
+    for i in lone:
+        k = rank[units[i]]
+        place(i, "test" if k < at["test"] else "val" if k < at["val"] else "train")
+    return new_cuts

@@ -5,6 +5,10 @@ behaves like a shelf: brand families whose members differ only by a variant labe
 accent band (fine-grained), shot under random camera pose, light, clutter and occlusion.
 Every image is a pure function of (seed, sku, index), so any image can be re-rendered alone
 and parallel writers produce identical bytes. Only PIL + numpy are used.
+
+``views="studio"`` renders the other way SKU images are made: a rig shooting every product
+on one plain backdrop from a fixed angle, so all images of a SKU look alike (pose, light and
+framing vary by ~1-2 %). Split and near-duplicate logic must cope with both.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ CATEGORIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # -> (shapes
     "personal-care": (("bottle", "can"), ("250ml", "400ml", "Mint", "Aloe", "Sport")),
 }
 LOGOS = ("circle", "star", "triangle", "diamond")
+VIEWS = ("shelf", "studio")  # in-store camera views | low-variation studio rig shots
+STUDIO_JITTER = 0.08  # studio pose/light jitter as a share of the shelf ranges
 _ONSETS = "b c d f g k l m n p r s t v z br kr pl st tr".split()
 _VOWELS = "a e i o u a o ai ea".split()
 _CODAS = ("", "", "", "n", "x", "s", "l", "r")
@@ -282,18 +288,27 @@ def _occlude(img: Image.Image, rng: np.random.Generator) -> None:
     img.paste(col, (0, 0, s, s), mask)
 
 
-def render_view(spec: SKUSpec, seed: int, index: int, size: int = 128) -> Image.Image:
-    """One camera view of `spec`: RGB, size x size, a pure function of (seed, spec, index, size)."""
+def _damp(value, centre: float, j: float):
+    """``value`` pulled towards ``centre`` by factor ``j`` (1: unchanged, bit for bit)."""
+    return value if j == 1.0 else centre + (value - centre) * j
+
+
+def render_view(spec: SKUSpec, seed: int, index: int, size: int = 128, views: str = "shelf") -> Image.Image:
+    """One camera view of `spec`: RGB, size x size, a pure function of (seed, spec, index, size, views)."""
     _check("size", size, 16, "render at least 16x16 pixels")
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {', '.join(VIEWS)}, got {views!r}")
     rng = np.random.default_rng(_h("view", seed, spec.sku_id, index))
-    s = size
-    img = _background(rng, s)
+    s, studio = size, views == "studio"
+    j = STUDIO_JITTER if studio else 1.0  # same random draws as a shelf view, scaled down
+    img = Image.new("RGB", (s, s), (232, 232, 228)) if studio else _background(rng, s)
     pkg, (l, t, r, b) = _package(spec, s)
-    ang = math.radians(rng.uniform(-25, 25))
+    ang = math.radians(rng.uniform(-25, 25) * j)
     rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
     src = np.array([[l, t], [r, t], [r, b], [l, b]], dtype=np.float64)  # package bbox corners
-    dst = (src - s / 2) @ rot.T * rng.uniform(0.72, 1.0) + s / 2 + rng.uniform(-0.1, 0.1, 2) * s
-    dst += rng.uniform(-0.05, 0.05, (4, 2)) * s  # perspective: jitter each corner
+    scale = _damp(rng.uniform(0.72, 1.0), 0.86, j)
+    dst = (src - s / 2) @ rot.T * scale + s / 2 + rng.uniform(-0.1, 0.1, 2) * s * j
+    dst += rng.uniform(-0.05, 0.05, (4, 2)) * s * j  # perspective: jitter each corner
     x0, y0 = np.clip(np.floor(dst.min(0)), 0, s - 1).astype(int)  # warp only the package's bbox
     x1, y1 = np.clip(np.ceil(dst.max(0)), x0 + 1, s).astype(int)
     warped = pkg.transform((int(x1 - x0), int(y1 - y0)), Image.Transform.PERSPECTIVE,
@@ -303,44 +318,49 @@ def render_view(spec: SKUSpec, seed: int, index: int, size: int = 128) -> Image.
     img.paste((15, 15, 20), (int(x0) + off, int(y0) + off, int(x1) + off, int(y1) + off),
               alpha.point(lambda v: v * 0.45))
     img.paste(warped, (int(x0), int(y0)), alpha)
-    if rng.random() < 0.4:
+    if rng.random() < 0.4 and not studio:
         _occlude(img, rng)
-    gain = rng.uniform(0.85, 1.15, 3) * rng.uniform(0.7, 1.25)  # colour cast x brightness
-    contrast, x = rng.uniform(0.7, 1.2), np.arange(256, dtype=np.float32)
+    gain = _damp(rng.uniform(0.85, 1.15, 3) * rng.uniform(0.7, 1.25), 1.0, j)  # colour cast x brightness
+    contrast, x = _damp(rng.uniform(0.7, 1.2), 1.0, j), np.arange(256, dtype=np.float32)
     lut = np.concatenate([np.clip(((x - 128) * contrast + 128) * g, 0, 255) for g in gain])
     img = img.point(lut.astype(np.uint8).tolist())
-    if rng.random() < 0.5:  # defocus; big radii via down/up-sampling, ~3x cheaper than filtering
+    if rng.random() < 0.5 and not studio:  # defocus; big radii via down/up-sampling, ~3x cheaper than filtering
         radius = rng.uniform(0.25, 1.2) * s / 128
         k = int(radius // 1.5)
         img = img.reduce(k).resize((s, s), Image.Resampling.BILINEAR) if k >= 2 else \
             img.filter(ImageFilter.BoxBlur(radius))
-    amp = int(rng.integers(2, 11))  # sensor noise, uniform in [-amp, amp], same on all channels
+    amp = int(rng.integers(2, 11)) if not studio else 2  # sensor noise, uniform in [-amp, amp], same on all channels
     noise = Image.fromarray(rng.integers(128 - amp, 129 + amp, (s, s), dtype=np.uint8), "L")
     return ImageChops.add(img, Image.merge("RGB", (noise, noise, noise)), 1.0, -128)
 
 
 def _write_chunk(job) -> int:
-    spec, seed, start, stop, size, quality, out_dir = job
+    spec, seed, start, stop, size, quality, out_dir, views = job
     d = pathlib.Path(out_dir) / spec.sku_id
     d.mkdir(parents=True, exist_ok=True)
     for i in range(start, stop):
-        render_view(spec, seed, i, size).save(d / f"{i}.jpg", "JPEG", quality=quality)
+        render_view(spec, seed, i, size, views).save(d / f"{i}.jpg", "JPEG", quality=quality)
     return stop - start
 
 
 def write_catalogue(out_dir, num_skus: int, images_per_sku: int, size: int = 128, seed: int = 0,
-                    workers: int = 1, quality: int = 90, progress: bool = True) -> pathlib.Path:
-    """Writes out_dir/<sku_id>/<n>.jpg and out_dir/catalogue.csv (path,sku_id,brand,category)."""
+                    workers: int = 1, quality: int = 90, progress: bool = True, views: str = "shelf") -> pathlib.Path:
+    """Writes out_dir/<sku_id>/<n>.jpg and out_dir/catalogue.csv (path,sku_id,brand,category).
+
+    ``views``: "shelf" (in-store camera views) or "studio" (one rig shot per SKU, slightly varied).
+    """
     _check("num_skus", num_skus, 1, "ask for at least one SKU")
     _check("images_per_sku", images_per_sku, 1, "ask for at least one image per SKU")
     _check("size", size, 16, "render at least 16x16 pixels")
     _check("workers", workers, 1, "use 1 for in-process rendering")
     _check("quality", quality, 1, "pass a JPEG quality such as 90", hi=100)
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {', '.join(VIEWS)}, got {views!r}")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     specs = make_catalogue(num_skus, seed)
     step = 64  # per-SKU chunks keep each worker's package cache hot
-    jobs = [(sp, seed, a, min(a + step, images_per_sku), size, quality, str(out))
+    jobs = [(sp, seed, a, min(a + step, images_per_sku), size, quality, str(out), views)
             for sp in specs for a in range(0, images_per_sku, step)]
     from tqdm.auto import tqdm
 
