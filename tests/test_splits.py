@@ -83,6 +83,10 @@ def test_fractions_hold_with_groups_and_no_image_moves_when_more_arrive():
     assert off_by(Counter(later.splits), {"train": 0.8, "val": 0.1, "test": 0.1}) <= 0.05
 
 
+def rows_of(catalogue: Path) -> list[dict]:
+    return list(csv.DictReader((catalogue / "catalogue.csv").open()))
+
+
 def _listing(catalogue: Path, path: Path, split_of) -> Path:
     rows = list(csv.DictReader((catalogue / "catalogue.csv").open()))
     with path.open("w", newline="") as fh:
@@ -100,6 +104,12 @@ def test_csv_split_column_is_honoured_and_empty_rows_are_split_by_the_build(tiny
 
     listing = _listing(tiny_catalogue, tmp_path / "listing.csv",
                        lambda k, r: "test" if r["sku_id"] == only_test else given.get(k, ""))
+    copy = tmp_path / "copy.jpg"  # a re-encoded copy of row 0 (given test), given train: leakage to report
+    from PIL import Image
+
+    Image.open(tiny_catalogue / rows_of(tiny_catalogue)[0]["path"]).save(copy, "JPEG", quality=80)
+    with listing.open("a", newline="") as fh:
+        csv.writer(fh).writerow([str(copy), rows_of(tiny_catalogue)[0]["sku_id"], "", "", "train"])
     rows = list(csv.DictReader(listing.open()))
     result = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(listing), "--out",
                      str(tmp_path / "out"), "--size", "48", "--val", "0.2", "--test", "0.2", "--quiet")
@@ -114,8 +124,9 @@ def test_csv_split_column_is_honoured_and_empty_rows_are_split_by_the_build(tiny
     n_given = sum(1 for r in rows if r["split"])
     assert sum(m["split_fractions"]["given"].values()) == n_given
     assert m["split_fractions"]["images_split"] == len(rows) - n_given
-    assert "achieved train" in result.stdout and "requested train 0.60" in result.stdout
+    assert "achieved train" in result.stdout and "requested train 0.600" in result.stdout
     assert f"have no training images, so the model cannot learn them: {only_test}" in result.stderr
+    assert "1 near-duplicate group(s) span the splits given in the CSV" in result.stderr and str(copy) in result.stderr
 
 
 def test_unknown_split_value_is_one_clear_error_naming_the_row(tiny_catalogue, tmp_path):

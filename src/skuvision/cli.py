@@ -28,12 +28,13 @@ def _cmd_shards_build(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{s} {i['count']}" for s, i in manifest["splits"].items())
     print(f"{args.out}: {manifest['num_classes']} SKUs; {counts}; {manifest['rejects']} rejected "
           f"(see rejects.csv); manifest.json written")
-    fr = manifest["split_fractions"]
+    fr, show = manifest["split_fractions"], lambda f: " / ".join(f"{s} {v:.3f}" for s, v in f.items())
     given = sum(fr["given"].values())
-    print("split fractions: requested " + " / ".join(f"{s} {fr['requested'][s]:.2f}" for s in fr["requested"])
-          + "; achieved " + " / ".join(f"{s} {v:.3f}" for s, v in fr["achieved"].items())
-          + f" (of the {fr['images_split']} images the build split"
-          + (f"; {given} more had their split given in the CSV)" if given else ")"))
+    if fr["images_split"]:
+        print(f"split fractions: requested {show(fr['requested'])}; achieved {show(fr['achieved'])} "
+              f"(of the {fr['images_split']} images the build split)")
+    if given:
+        print(f"split given in the CSV for {given} images; all images: {show(fr['achieved_all'])}")
     return 0
 
 

@@ -72,6 +72,7 @@ class SKUResult:
     cuts: dict[str, list[float]] = field(default_factory=dict)  # this SKU's split cuts (hash units)
     free: Counter = field(default_factory=Counter)  # images per split that the build split (no given split)
     dedup_distance: int = 0  # the near-duplicate distance used: lower than asked where views look alike
+    straddling: list[list[str]] = field(default_factory=list)  # groups whose given (CSV) splits differ
 
 
 def _read_bytes(path: str) -> bytes:
@@ -103,6 +104,7 @@ def process_sku(images: list[SourceImage], settings: BuildSettings, pinned: dict
     result.free = Counter(s for s, g in zip(split.splits, given) if not g)
     result.samples = [(s, p.jpeg, p.content_hash) for s, p in zip(split.splits, prepared)]
     result.groups = [[paths[i] for i in g] for g in groups if len(g) > 1]
+    result.straddling = [[paths[i] for i in g] for g in groups if len({given[i] for i in g if given[i]}) > 1]
     return result
 
 
@@ -249,6 +251,7 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
     groups: dict[str, list[list[str]]] = {}
     free: dict[str, Counter] = {}
     lowered: dict[str, int] = {}
+    straddling: list[list[str]] = []
     start = time.perf_counter()
     from tqdm.auto import tqdm
 
@@ -266,6 +269,7 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
                 writers.add(split, {"image": jpeg, "label": label, "key": key})
             per_sku[res.sku_id] = dict(Counter(s for s, _, _ in res.samples))
             free[res.sku_id] = res.free
+            straddling += res.straddling
             rejects.extend(res.rejects)
             pinned.update(res.new_pins)
             if res.cuts:
@@ -281,7 +285,7 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
             pool.shutdown()
     writers.close()
     elapsed = time.perf_counter() - start
-    fractions, warnings = split_report(per_sku, free, settings.val, settings.test)
+    fractions, warnings = split_report(per_sku, free, settings.val, settings.test, straddling)
     if not writers.counts["train"]:
         raise DataError(f"--input {input_path}: the build left no training images ({_counts(writers.counts)}); "
                         "lower --val/--test, add images, or give rows split=train; no manifest was written")

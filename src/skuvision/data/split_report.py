@@ -39,8 +39,9 @@ def _show(counts) -> str:
 
 
 def split_report(per_sku: dict[str, dict[str, int]], free: dict[str, Counter], val: float,
-                 test: float) -> tuple[dict, list[str]]:
-    """(fractions for the manifest, warnings); ``free``: per SKU, images the build split itself."""
+                 test: float, straddling: list[list[str]] | None = None) -> tuple[dict, list[str]]:
+    """(fractions for the manifest, warnings); ``free``: per SKU, images the build split itself;
+    ``straddling``: near-duplicate groups whose members were given different splits in the CSV."""
     requested = {"train": round(1 - val - test, 4), "val": val, "test": test}
     built = sum((Counter(c) for c in free.values()), Counter())
     total = sum((Counter(c) for c in per_sku.values()), Counter())
@@ -67,4 +68,7 @@ def split_report(per_sku: dict[str, dict[str, int]], free: dict[str, Counter], v
         if frac > 0 and not total[split]:
             warnings.append(f"--{split} {frac} was requested but the {split} split is empty "
                             "(too few images per SKU, or every row has a given split)")
+    if straddling:
+        warnings.append(f"{len(straddling)} near-duplicate group(s) span the splits given in the CSV, so near-copies "
+                        f"sit in two splits (leakage); kept as given. First: {', '.join(straddling[0])}")
     return fractions, warnings
