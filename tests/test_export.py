@@ -72,6 +72,22 @@ def test_training_run_writes_confusions_next_to_per_sku(trained_run):
         assert r["true_sku"] != r["predicted_sku"] and r["same_brand"] == ("yes" if r["true_brand"] == r["predicted_brand"] else "no")
 
 
+def test_confusion_rows_and_plotted_skus_worst_first():
+    from skuvision.export.confusions import confusion_pairs, confusion_rows, worst_skus
+
+    label_map = {"sku_to_index": {"a1": 0, "a2": 1, "b1": 2, "b2": 3},
+                 "brands": {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}}
+    true = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3]
+    pred = [1, 1, 2, 0, 1, 1, 2, 0, 3, 3]  # a1: 1/4 right (taken for a2 twice, b1 once); b1: 1/2 (taken for a1)
+    pairs = confusion_pairs(true, pred)
+    totals = [4, 2, 2, 2]
+    rows = confusion_rows(pairs, totals, label_map)
+    assert [(r["true_sku"], r["predicted_sku"], r["count"], r["same_brand"]) for r in rows] == [
+        ("a1", "a2", 2, "yes"), ("b1", "a1", 1, "no"), ("a1", "b1", 1, "no")]  # ties: the larger share first
+    assert rows[0]["share_of_true"] == 0.5
+    assert worst_skus(pairs, totals, limit=4) == [0, 2, 1]  # a1 (0.25), b1 (0.5), a2 (1.0): least accurate first
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
 def test_onnx_fp32_matches_pytorch_on_real_shard_images(batch_size, best_ckpt, export_dir, shard_batch):
     from skuvision.export.runtime import OnnxPredictor, TorchPredictor

@@ -21,12 +21,32 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def training_data_root(ckpt_path: str | Path, run_dir: str | Path | None = None) -> str:
+    """The run's ``data.root``; a relative one resolved against the run's working dir (Hydra's
+    ``runtime.cwd`` in ``.hydra/hydra.yaml``). Empty when the run config is missing or unresolvable."""
+    from omegaconf import OmegaConf
+
+    from skuvision.export.runtime import run_config, run_dir_of
+
+    try:
+        cfg = run_config(ckpt_path, run_dir)
+        root = str(cfg.data.get("root") or "") if cfg is not None and "data" in cfg else ""
+    except Exception:  # noqa: BLE001 - an interpolation only Hydra can resolve: the card says unknown
+        return ""
+    if not root or "://" in root or Path(root).is_absolute():
+        return root
+    d = Path(run_dir) if run_dir else run_dir_of(ckpt_path)
+    hydra_yaml = d / ".hydra" / "hydra.yaml" if d else None
+    try:
+        cwd = OmegaConf.load(hydra_yaml).hydra.runtime.cwd if hydra_yaml and hydra_yaml.is_file() else "."
+    except Exception:  # noqa: BLE001
+        cwd = "."
+    return str((Path(cwd) / root).resolve())
+
+
 def training_data(ckpt_path: str | Path, run_dir: str | Path | None = None) -> dict:
     """The run's ``data.root`` and its manifest's hash, when the run dir and the shards are reachable."""
-    from skuvision.export.runtime import run_config
-
-    cfg = run_config(ckpt_path, run_dir)
-    root = str(cfg.data.get("root") or "") if cfg is not None and "data" in cfg else ""
+    root = training_data_root(ckpt_path, run_dir)
     if not root:
         return {"manifest": "unknown (no .hydra/config.yaml of the run next to the checkpoint)", "sha256": ""}
     manifest = f"{root.rstrip('/')}/manifest.json"

@@ -103,7 +103,8 @@ def worst_skus(pairs: Mapping[tuple[int, int], int], totals: Sequence[int], limi
     errors = Counter()
     for (t, _), n in pairs.items():
         errors[t] += n
-    by_accuracy = sorted(errors, key=lambda c: (1 - errors[c] / max(1, int(totals[c])), errors[c]), reverse=True)
+    accuracy = lambda c: 1 - errors.get(c, 0) / max(1, int(totals[c]))  # noqa: E731
+    by_accuracy = sorted(errors, key=lambda c: (accuracy(c), -errors[c], c))
     chosen: list[int] = []
     for c in by_accuracy:
         if len(chosen) >= limit:
@@ -114,7 +115,7 @@ def worst_skus(pairs: Mapping[tuple[int, int], int], totals: Sequence[int], limi
         for p in partners[:2]:
             if p not in chosen and len(chosen) < limit:
                 chosen.append(p)
-    return chosen
+    return sorted(chosen, key=lambda c: (accuracy(c), c))  # rows and columns in one order: the diagonal lines up
 
 
 def plot_confusions(path: str | Path, pairs: Mapping[tuple[int, int], int], totals: Sequence[int],
@@ -163,7 +164,8 @@ def plot_confusions(path: str | Path, pairs: Mapping[tuple[int, int], int], tota
         ax.set_yticks(range(len(chosen)), names, fontsize=8)
         ax.set_xlabel("predicted SKU")
         ax.set_ylabel("true SKU (least accurate first)")
-    ax.set_title("Confusions of the least accurate SKUs (cell: images; colour: share of the row)")
+    ax.set_title("Least accurate SKUs: what they are taken for\n(cell: images; colour: share of the true SKU's images)",
+                 fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
