@@ -82,6 +82,10 @@ class SKUClassifier(L.LightningModule):
         for split in ("train", "val", "test"):
             setattr(self, f"{split}_top1", MulticlassAccuracy(int(num_classes), top_k=1, average="micro"))
             setattr(self, f"{split}_top5", MulticlassAccuracy(int(num_classes), top_k=top5, average="micro"))
+        if "brand" in self.aux:  # test accuracy one level up: the predicted SKU's brand (a coarse class)
+            brands = len(self.aux["brand"].bias)
+            self.test_brand_top1 = MulticlassAccuracy(brands, top_k=1, average="micro")
+            self.test_brand_top5 = MulticlassAccuracy(brands, top_k=min(5, brands), average="micro")
         self.register_buffer("test_correct", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
         self.register_buffer("test_total", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
         self.test_errors: list[torch.Tensor] = []
@@ -125,12 +129,29 @@ class SKUClassifier(L.LightningModule):
                  batch_size=labels.shape[0])
         self.log(f"{split}/top1", top1, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=labels.shape[0])
         self.log(f"{split}/top5", top5, on_step=False, on_epoch=True, batch_size=labels.shape[0])
+        if split == "test" and "brand" in self.aux:
+            self._log_brand_accuracy(logits, labels)
         if split == "test":
             hit = logits.argmax(dim=1) == labels
             self.test_total.index_add_(0, labels, torch.ones_like(labels))
             self.test_correct.index_add_(0, labels, hit.long())
             self.test_errors.append(torch.stack([labels[~hit], logits.argmax(dim=1)[~hit]], 1).cpu())
         return loss
+
+    def _log_brand_accuracy(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Brand (coarse) accuracy from the SKU head: each brand scores the summed probability of its SKUs.
+
+        Why from the SKU head and not the brand head: it is what a checkout that shows the SKU
+        gets right one level up (the GroceryStoreDataset's "coarse" accuracy is defined this way).
+        """
+        brand_of_class = self.brand_of_class
+        probs = logits.float().softmax(dim=1)
+        brand_probs = probs.new_zeros(probs.shape[0], len(self.aux["brand"].bias)).index_add_(1, brand_of_class, probs)
+        targets = brand_of_class[labels]
+        self.test_brand_top1(brand_probs, targets)
+        self.test_brand_top5(brand_probs, targets)
+        self.log("test/brand_top1", self.test_brand_top1, on_step=False, on_epoch=True, batch_size=labels.shape[0])
+        self.log("test/brand_top5", self.test_brand_top5, on_step=False, on_epoch=True, batch_size=labels.shape[0])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
