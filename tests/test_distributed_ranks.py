@@ -134,8 +134,10 @@ def _hosts_worker(out_dir: str) -> None:
     L.seed_everything(0)
     data = TensorDataset(torch.randn(32, 8), torch.randint(0, 2, (32,)))
     layout = cluster_layout({"devices": "auto", "num_nodes": "auto", "strategy": "smddp"})
+    # a bare Trainer on purpose (rank bookkeeping only, no run dir for loggers to write to); the default
+    # callbacks and loggers on several ranks are tests/test_distributed_collectives.py's job
     trainer = L.Trainer(strategy="smddp", accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[RankProbe(out_dir)], **layout)
+                        enable_model_summary=False, callbacks=[RankProbe(out_dir)], **layout)
     trainer.fit(_TinyModule.build(), DataLoader(data, batch_size=4))
 
 
@@ -176,9 +178,10 @@ def _grad_worker(out_dir: str) -> None:
     if rank == 0:
         torch.save(head(), out / "start.pt")
     strategy = "smddp" if world > 1 else "auto"
+    # a bare Trainer on purpose: the 1-process run must take exactly the same steps as the 2-rank one,
+    # with no checkpoint or logger in between (the full callback stack runs in test_distributed_collectives)
     trainer = L.Trainer(strategy=strategy, accelerator="cpu", devices=world, max_steps=STEPS, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        use_distributed_sampler=False)
+                        enable_checkpointing=False, enable_model_summary=False, use_distributed_sampler=False)
     trainer.fit(model, datamodule=Data())
     torch.save(head(), out / f"rank{rank}.pt")
     backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else None

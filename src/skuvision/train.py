@@ -108,7 +108,10 @@ def run(cfg: DictConfig) -> float | None:
         model = instantiate(cfg.model, num_classes=datamodule.num_classes,
                             label_map=datamodule.label_map.to_dict(), _convert_="all")
         model.report_dir = str(output_dir)
-        trainer = instantiate(cfg.trainer, callbacks=instantiate_collection(cfg.get("callbacks")),
+        from skuvision.callbacks import EpochMetricsSync
+
+        callbacks = [EpochMetricsSync(), *instantiate_collection(cfg.get("callbacks"))]  # first: see its docstring
+        trainer = instantiate(cfg.trainer, callbacks=callbacks,
                               logger=instantiate_collection(cfg.get("logger")) or False, _convert_="all",
                               **layout.cluster_layout(cfg.trainer))  # devices/num_nodes "auto" -> the cluster's
         table = model.parameter_table()

@@ -178,7 +178,24 @@ class SKUDataModule(L.LightningDataModule):
             self.datasets[split] = SKUShardDataset(self._split_dir(split), transform, **kwargs)
         return self.datasets[split]
 
+    def check_batches_per_rank(self, split: str, batch_size: int, world_size: int) -> None:
+        """Every rank needs one full batch of ``split``, or it gets none while the others train (a hang).
+
+        litdata hands each rank ``(images // batch) // ranks`` whole batches (the last rank also
+        takes the remainder), so fewer than ``ranks x batch`` images leave some rank empty.
+        """
+        count = int(self.manifest["splits"].get(split, {"count": 0})["count"])
+        if world_size > 1 and count < world_size * batch_size:
+            key = "data.batch_size" if split == "train" else "data.eval_batch_size"
+            raise DataError(
+                f"{self.root}: the '{split}' split has {count} images, fewer than {world_size} ranks x batch {batch_size} "
+                f"= {world_size * batch_size}, so some rank would get no batch; set {key}<={max(count // world_size, 1)}, "
+                f"use fewer ranks, or rebuild the shards with more {split} images")
+
     def setup(self, stage: str | None = None) -> None:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test")):
+            self.check_batches_per_rank(split, self.batch_size if split == "train" else self.eval_batch_size, world_size)
         if stage in (None, "fit"):
             self._dataset("train")
             self._dataset("val")
