@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from moto_aws import aws, moto_server  # noqa: F401  the moto fixtures, for every test module
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,7 +45,7 @@ def compose_train_cfg(tmp_path: Path, overrides: list[str]):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from skuvision.compose import compose
+    from skuvision.config.compose import compose
 
     cfg = compose(overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
@@ -56,7 +58,7 @@ def compose_train_cfg(tmp_path: Path, overrides: list[str]):
 
 
 FAST_TRAIN = [
-    "model.backbone=resnet10t", "model.freeze_depth=0", "model.head.hidden_dims=[64]",
+    "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[64]",
     "data.image_size=48", "data.batch_size=16", "data.num_workers=0",
     "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
     "~callbacks.progress_bar",

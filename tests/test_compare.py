@@ -48,7 +48,7 @@ def test_cli_writes_table_files_and_png_into_out(tmp_path):
 
     sweep = tmp_path / "sweep"
     for num, depth in enumerate([2, 3, 4, 5]):
-        fake_job(sweep, str(num), [f"model.freeze_depth={depth}", "+sweep=freeze_depth"], metrics_for(depth))
+        fake_job(sweep, str(num), [f"model.freeze_depth={depth}", "sweep=freeze_depth"], metrics_for(depth))
     result = run_cli("-m", "skuvision.cli", "compare", str(sweep), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "varying model.freeze_depth" in result.stdout and "compare.png" in result.stdout
@@ -118,7 +118,7 @@ def test_pretrain_then_finetune_freeze_sweep_offline(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    tiny = ["model.backbone=resnet10t", "data.synthetic.skus=6", "data.synthetic.images_per_sku=10",
+    tiny = ["model.backbone=resnet10t", "model.pretrained=false", "data.synthetic.skus=6", "data.synthetic.images_per_sku=10",
             "data.synthetic.size=48", "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
             "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
             f"paths.data_dir={tmp_path / 'data'}"]

@@ -25,7 +25,7 @@ from distributed_probe import read_probes
 TESTS = Path(__file__).resolve().parent
 STUBS = TESTS / "stubs"
 TINY = [
-    "data.root=null", "model.backbone=resnet10t", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
+    "data.root=null", "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
     "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1",
     "trainer.accelerator=cpu",
 ]  # default callbacks (progress bar included) and loggers (csv + W&B offline): what a real job runs
@@ -65,7 +65,7 @@ def overrides_arg(*overrides: str) -> list[str]:
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_train_over_smddp_and_export_the_model_once(tiny_shards, tmp_path):
-    from skuvision.compose import compose
+    from skuvision.config.compose import compose
 
     overrides = [*TINY, "trainer=smddp", "trainer.max_epochs=2", *probe(tmp_path)]
     result = run([*TORCHRUN, *ENTRY, *overrides_arg(*overrides)], sagemaker_env(tmp_path, tiny_shards, stub=True))
@@ -94,7 +94,7 @@ def test_torchrun_two_ranks_train_over_smddp_and_export_the_model_once(tiny_shar
     assert (run_dir / ".hydra" / "overrides.yaml").is_file() and (run_dir / "metrics.json").is_file()
     assert sorted(p.name for p in (tmp_path / "output").iterdir()) == ["run"]
     assert [p.name for p in (run_dir / "csv").iterdir()] == ["version_0"]
-    assert "paths=sagemaker" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "env=sagemaker" in (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert "SMDDP unavailable" not in result.output
 
 

@@ -84,7 +84,9 @@ def test_validate_settings_says_what_does_not_add_up(two_hosts, devices, nodes, 
     if world:
         two_hosts.setenv("WORLD_SIZE", world)
     if expected is None:
-        SageMakerEnvironment().validate_settings(devices, nodes)
+        env = SageMakerEnvironment()
+        env.validate_settings(devices, nodes)
+        assert env.world_size() == devices * nodes and env.num_hosts == nodes
         return
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         SageMakerEnvironment().validate_settings(devices, nodes)
@@ -125,7 +127,7 @@ def test_layout_under_smddp_launcher_picks_the_smddp_strategy(two_hosts):
 
 
 def test_smddp_trainer_config_turns_inference_mode_off(clean_env):
-    from skuvision.compose import compose
+    from skuvision.config.compose import compose
 
     smddp = compose(["trainer=smddp"]).trainer
     assert cluster_layout(smddp).get("inference_mode") is False
@@ -154,7 +156,7 @@ def test_smddp_is_registered_and_selectable_from_the_config_tree(clean_env):
     from hydra.utils import instantiate
     from lightning.pytorch.strategies import StrategyRegistry
 
-    from skuvision.compose import compose
+    from skuvision.config.compose import compose
     from skuvision.distributed.strategy import SMDDPStrategy
 
     assert StrategyRegistry["smddp"]["strategy"] is SMDDPStrategy
@@ -231,8 +233,9 @@ def test_entry_reads_overrides_from_argv_then_sm_hps_and_keeps_paths_for_itself(
     clean_env.setenv("SM_HPS", json.dumps({"overrides": json.dumps(["model.freeze_depth=3"])}))
     assert read_overrides([]) == ["model.freeze_depth=3"]
     assert read_overrides(["--overrides", '["seed=1"]']) == ["seed=1"]
-    with pytest.raises(ConfigError, match="the container selects paths=sagemaker itself"):
-        read_overrides(["--overrides", '["paths=default"]'])
+    for override in ("paths=default", "env=local", "+env=sagemaker"):
+        with pytest.raises(ConfigError, match=r"the container selects env=sagemaker \(and its paths\) itself"):
+            read_overrides(["--overrides", json.dumps([override])])
 
 
 def test_rank_overrides_pin_the_run_dir_and_keep_job_files_to_rank_zero():
@@ -271,16 +274,17 @@ def test_ckpt_path_auto_resumes_only_when_a_last_checkpoint_exists(tmp_path):
         resolve_checkpoint("last", tmp_path)
 
 
-def test_sagemaker_paths_route_data_checkpoints_and_resume(clean_env, tmp_path):
-    from skuvision.compose import compose
+def test_sagemaker_env_routes_data_checkpoints_and_resume(clean_env, tmp_path):
+    from skuvision.config.compose import compose
 
     clean_env.setenv("SM_CHANNEL_TRAIN", str(tmp_path / "train"))
     clean_env.setenv("SKUVISION_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
-    cfg = compose(["paths=sagemaker", "experiment=resnet152_fmcg"], return_hydra_config=True)
+    cfg = compose(["env=sagemaker", "experiment=resnet152_fmcg"], return_hydra_config=True)
     assert cfg.data.root == str(tmp_path / "train")  # the experiment's `root: ???` reads the channel
     assert cfg.callbacks.model_checkpoint.dirpath == str(tmp_path / "ckpt") == cfg.callbacks.resume_checkpoint.dirpath
     assert (cfg.ckpt_path, cfg.trainer.devices, cfg.trainer.num_nodes) == ("auto", "auto", "auto")
-    assert compose(["paths=sagemaker"]).data.root.endswith("/quickstart/shards")  # explicit roots win
+    assert compose(["env=sagemaker"]).data.root.endswith("/quickstart/shards")  # explicit roots win
+    assert cfg.paths.train_channel == str(tmp_path / "train") and cfg.hydra.runtime.choices.paths == "sagemaker"
 
 
 def test_sweep_relaunch_only_for_script_launched_ddp_strategies():

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from moto_aws import aws, moto_server  # noqa: F401
 from omegaconf import OmegaConf
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerSkuvision"
@@ -55,7 +54,7 @@ def flat(node, prefix: str = "") -> dict:
     return out
 
 
-# what the container's infrastructure layer (conf/paths/sagemaker.yaml) may decide besides paths:
+# what the container's infrastructure layer (conf/env/sagemaker.yaml) may decide besides paths:
 # where data and checkpoints live, resuming, and the cluster layout — never the experiment
 INFRASTRUCTURE = ("data.root", "trainer.devices", "trainer.num_nodes", "ckpt_path", "callbacks.")
 
@@ -140,17 +139,17 @@ def test_sweep_submits_one_job_per_sweep_job_running_the_local_experiment(aws, t
     assert "skuvision-" in result.stdout + result.stderr  # the job names/links are shown
 
     # Identical experiments: the config the container entry composes from a job's `overrides` (from the
-    # uploaded source, plus paths=sagemaker) equals the config the local launcher resolves for the same
-    # sweep job, except `paths`, `hydra` and the few infrastructure keys conf/paths/sagemaker.yaml sets
+    # uploaded source, plus env=sagemaker) equals the config the local launcher resolves for the same
+    # sweep job, except `paths`, `hydra` and the few infrastructure keys conf/env/sagemaker.yaml sets
     # (data channel, checkpoints/resume, cluster layout).
     code = tmp_path / "opt_ml_code"  # the uploaded source, as the container sees it
     source_archive(s3, described[0]).extractall(code, filter="data")
-    infrastructure = {k for k in flat(OmegaConf.to_container(OmegaConf.load(code / "conf/paths/sagemaker.yaml")))
-                      if not k.startswith("paths.")}
+    infrastructure = {k for k in flat(OmegaConf.to_container(OmegaConf.load(code / "conf/env/sagemaker.yaml")))
+                      if not k.startswith(("paths.", "defaults"))}
     assert all(k.startswith(INFRASTRUCTURE) for k in infrastructure), infrastructure
     from hydra.core.global_hydra import GlobalHydra
 
-    from skuvision.compose import compose
+    from skuvision.config.compose import compose
     from skuvision.sagemaker.job import decode_overrides
 
     local_sweep = local_sweep_configs(tmp_path, "experiment=resnet152_fmcg", "model.freeze_depth=2,3,4")
@@ -160,7 +159,7 @@ def test_sweep_submits_one_job_per_sweep_job_running_the_local_experiment(aws, t
         assert overrides == ["experiment=resnet152_fmcg", f"model.freeze_depth={(2, 3, 4)[num]}"]
         monkeypatch.setenv("SKUVISION_CONF", str(code / "conf"))
         GlobalHydra.instance().clear()
-        in_container = compose(overrides + ["paths=sagemaker"])
+        in_container = compose(overrides + ["env=sagemaker"])
         local_sweep_job = local_sweep[num]
         saved = OmegaConf.load(sweep_dir / str(num) / ".hydra" / "config.yaml")  # the SageMaker sweep's record
         assert experiment(in_container, infrastructure) == experiment(local_sweep_job, infrastructure)

@@ -30,7 +30,7 @@ def test_metric_regexes_match_the_lines_a_training_run_prints(tiny_shards, tmp_p
     from skuvision.train import run
 
     handler = Lines()
-    logger = logging.getLogger("skuvision.summary")  # the summary line's logger
+    logger = logging.getLogger("skuvision.callbacks.summary")  # the summary line's logger
     logger.addHandler(handler)
     try:
         run(compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "trainer.max_epochs=2"]))

@@ -11,7 +11,7 @@ import pytest
 from conftest import FAST_TRAIN, compose_train_cfg, run_cli
 
 SECRET = "dummy-secret-123"
-TINY = ["model.backbone=resnet10t", "model.head.hidden_dims=[32]", "data.image_size=32", "data.batch_size=16",
+TINY = ["model.backbone=resnet10t", "model.pretrained=false", "model.head.hidden_dims=[32]", "data.image_size=32", "data.batch_size=16",
         "data.num_workers=0", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
 
 
@@ -92,9 +92,9 @@ def files_containing(root: Path, needle: str) -> list[Path]:
 # -- one real sweep, shared by the tests below and tests/test_compare.py ---------------------------------------
 @pytest.fixture(scope="session")
 def depth_sweep(tiny_shards, tmp_path_factory):
-    """`train.py -m +sweep=freeze_depth model.freeze_depth=0,2,4` with a W&B key in the environment."""
+    """`train.py -m sweep=freeze_depth model.freeze_depth=0,2,4` with a W&B key in the environment."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "2026-01-01_00-00-00"
-    result = run_cli("train.py", "-m", "experiment=quickstart", "+sweep=freeze_depth", "model.freeze_depth=0,2,4",
+    result = run_cli("train.py", "-m", "experiment=quickstart", "sweep=freeze_depth", "model.freeze_depth=0,2,4",
                      f"data.root={tiny_shards}", *TINY, f"hydra.sweep.dir={sweep_dir}",
                      env={"WANDB_MODE": "offline", "WANDB_API_KEY": SECRET})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -191,7 +191,7 @@ def test_online_without_a_key_stops_with_one_line(tiny_shards, tmp_path):
     ({"WANDB_API_KEY": SECRET}, "disabled", "disabled"),
 ])
 def test_mode_is_offline_unless_a_key_or_online_is_asked_for(monkeypatch, tmp_path, env, explicit, expected):
-    from skuvision.logging_wandb import resolve_mode
+    from skuvision.loggers.wandb import resolve_mode
 
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
     for key in ("WANDB_API_KEY", "WANDB_MODE"):
@@ -204,7 +204,7 @@ def test_mode_is_offline_unless_a_key_or_online_is_asked_for(monkeypatch, tmp_pa
 def test_config_sent_to_wandb_drops_secrets(monkeypatch):
     from omegaconf import OmegaConf
 
-    from skuvision.logging_wandb import plain_config
+    from skuvision.loggers.wandb import plain_config
 
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     cfg = OmegaConf.create({"model": {"freeze_depth": 3}, "aws": {"secret_access_key": "x", "region": "eu"},

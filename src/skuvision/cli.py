@@ -7,7 +7,7 @@ import json
 import sys
 
 import skuvision  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-from skuvision.cli_errors import exit_on_user_error
+from skuvision.errors import exit_on_user_error
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -52,7 +52,7 @@ def _cmd_shards_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from skuvision.summary import model_summary, render_summary
+    from skuvision.model.summary import model_summary, render_summary
 
     table = model_summary(args.overrides)
     if args.json:

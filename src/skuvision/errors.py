@@ -1,4 +1,9 @@
-"""Errors a user can fix: entry points print their message as one line and exit 2, no traceback."""
+"""Errors a user can fix, and the one-line exit every entry point wraps itself in (status 2, no traceback)."""
+
+from __future__ import annotations
+
+import functools
+import sys
 
 
 class UserError(Exception):
@@ -11,3 +16,26 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, ValueError):
     """Missing or malformed data: shard dir, manifest, label map, input listing."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    from omegaconf.errors import MissingMandatoryValue
+
+    return (UserError, MissingMandatoryValue)
+
+
+def exit_on_user_error(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            # hydra.utils.instantiate wraps what a _target_ raises (InstantiationException ... from exc)
+            cause = exc.__cause__ if type(exc).__name__ == "InstantiationException" else exc
+            if not isinstance(cause, user_error_types()):
+                raise
+            message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            print(f"skuvision: error: {message}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapper

@@ -7,9 +7,7 @@ metric named by ``optimized_metric`` so Hydra sweepers can optimise over runs.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -58,7 +56,7 @@ def _scalar(value: Any) -> Any:
 def collect_metrics(trainer, model, test_results: list[dict] | None) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from skuvision.callbacks import TrainingReport
+    from skuvision.callbacks.summary import TrainingReport
 
     metrics: dict[str, Any] = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
     for result in test_results or []:
@@ -81,24 +79,21 @@ def collect_metrics(trainer, model, test_results: list[dict] | None) -> dict[str
 
 
 def write_metrics(metrics: dict, output_dir: Path) -> Path:
-    path = output_dir / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
+    from skuvision.files import write_json
+
+    return write_json(output_dir / "metrics.json", metrics, sort_keys=True, default=str)
 
 
 def run(cfg: DictConfig) -> float | None:
     import lightning as L
     from hydra.utils import instantiate
 
-    from skuvision import config as config_checks
-    from skuvision.distributed import layout, sweep
+    from skuvision.config import validate
+    from skuvision.distributed import layout
+    from skuvision.quiet import quiet_library_noise
 
-    if sweep.needs_own_launch(cfg):  # Hydra multirun + local DDP: this job starts its own ranks
-        return sweep.launch_sweep_job(cfg)
-    config_checks.validate(cfg)
+    validate(cfg)
+    quiet_library_noise()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     try:
@@ -108,7 +103,7 @@ def run(cfg: DictConfig) -> float | None:
         model = instantiate(cfg.model, num_classes=datamodule.num_classes,
                             label_map=datamodule.label_map.to_dict(), _convert_="all")
         model.report_dir = str(output_dir)
-        from skuvision.callbacks import EpochMetricsSync
+        from skuvision.callbacks.collectives import EpochMetricsSync
 
         callbacks = [EpochMetricsSync(), *instantiate_collection(cfg.get("callbacks"))]  # first: see its docstring
         trainer = instantiate(cfg.trainer, callbacks=callbacks,
@@ -117,7 +112,7 @@ def run(cfg: DictConfig) -> float | None:
         table = model.parameter_table()
         log.info("model: %s freeze_depth=%d, %s params, %s trainable", cfg.model.backbone, table["freeze_depth"],
                  f"{table['total']:,}", f"{table['trainable']:,}")
-        from skuvision import wandb_report
+        from skuvision.loggers import wandb_report
 
         wandb_report.start_run(trainer, model, cfg)  # resolved config + per-stage params; no-op without W&B
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), output_dir,

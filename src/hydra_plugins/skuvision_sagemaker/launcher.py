@@ -69,8 +69,8 @@ class SageMakerLauncher(Launcher):
         """The job's config as Hydra's local launcher composes it, checked, and the job's W&B group/name."""
         from hydra.core.hydra_config import HydraConfig
 
-        from skuvision import config as config_checks
-        from skuvision.logging_wandb import job_env
+        from skuvision.config import schema as config_checks
+        from skuvision.loggers.wandb import job_env
         from skuvision.sagemaker.settings import check_job_data
 
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))

@@ -163,11 +163,11 @@ class SKUDataModule(L.LightningDataModule):
     def _dataset(self, split: str) -> SKUShardDataset:
         if split not in self.datasets:
             train = split == "train"
-            kwargs: dict[str, Any] = dict(shuffle=train, drop_last=train, seed=self.seed)
+            # max_cache_size always: unset, litdata logs its default once per dataset per worker (55 lines a run)
+            kwargs: dict[str, Any] = dict(shuffle=train, drop_last=train, seed=self.seed, max_cache_size=self.max_cache_size)
             if self.cache_dir:
                 kwargs["cache_dir"] = os.path.join(self.cache_dir, split)
             if is_s3(self.root):
-                kwargs["max_cache_size"] = self.max_cache_size
                 allow_http_endpoint_for_litdata()
             if not train:
                 transform = eval_transform(self.preprocess)

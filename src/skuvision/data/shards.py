@@ -33,6 +33,7 @@ from skuvision.data.remote import is_s3
 from skuvision.data.sources import SourceImage, list_sources
 from skuvision.data.split_report import split_report
 from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
+from skuvision.files import write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -314,9 +315,7 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
         "split_cuts": cuts,
         "build_seconds": round(elapsed, 2),
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)  # a crash never leaves a half-written manifest
+    write_json(out / MANIFEST, manifest, indent=1)  # a crash never leaves a half-written manifest
     return manifest
 
 

@@ -24,7 +24,9 @@ import logging
 import signal
 import subprocess
 import sys
-from typing import Iterable
+from typing import Any, Callable, Iterable
+
+from skuvision.errors import exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +46,14 @@ def rank_overrides(run_dir: str, rank: int, job_files: bool) -> list[str]:
     return overrides
 
 
-def run_hydra_task(overrides: Iterable[str], config_dir: str, config_name: str = "train") -> None:
-    """Run the training task as ``python train.py <overrides>`` would: @hydra.main, run mode, user errors exit 2."""
+def run_hydra_task(task: Callable[[Any], Any], overrides: Iterable[str], config_dir: str, config_name: str = "train") -> None:
+    """Run ``task`` (the training task) as ``python train.py <overrides>`` would: @hydra.main, run mode, user errors exit 2.
+
+    The task comes in as an argument, so this module never imports the task that imports it back.
+    """
     import hydra
-    from omegaconf import DictConfig
 
-    from skuvision.cli_errors import exit_on_user_error
-
-    @hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)
-    @exit_on_user_error
-    def task(cfg: DictConfig) -> float | None:
-        from skuvision.train import run
-
-        return run(cfg)
+    task = hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(exit_on_user_error(task))
 
     saved = sys.argv
     sys.argv = [saved[0], *overrides]
@@ -100,6 +97,6 @@ def config_source(hydra_cfg) -> tuple[str, str]:
             if source.schema == "file":
                 return path, hydra_cfg.job.config_name
             return f"{source.schema}://{path}", hydra_cfg.job.config_name
-    from skuvision.compose import config_dir
+    from skuvision.config.compose import config_dir
 
     return str(config_dir()), hydra_cfg.job.config_name

@@ -65,7 +65,9 @@ def needs_own_launch(cfg: DictConfig) -> bool:
 
 
 def _job_overrides(hc) -> list[str]:
-    hydra_overrides = [o for o in hc.overrides.hydra if not o.lstrip("+~").startswith(_SWEEP_ONLY)]
+    from skuvision.config.overrides import parse
+
+    hydra_overrides = [o.input_line for o in parse(hc.overrides.hydra) if not o.key_or_group.startswith(_SWEEP_ONLY)]
     pinned = [f"hydra.job.num={hc.job.num}", f"hydra.job.id={quote(hc.job.id)}", f"hydra.job.name={quote(hc.job.name)}",
               f"hydra.sweep.dir={quote(hc.sweep.dir)}", f"hydra.sweep.subdir={quote(hc.sweep.subdir)}"]
     return [*hc.overrides.task, *hydra_overrides, *pinned]
@@ -82,7 +84,7 @@ def launch_sweep_job(cfg: DictConfig) -> float | None:
     args = ["--config-dir", config_dir, "--config-name", config_name, "--run-dir", run_dir, "--", *_job_overrides(hc)]
     command = torchrun_command(nproc, WORKER_MODULE, args)
     log.info("sweep job %s: starting %d DDP ranks in %s", hc.job.num, nproc, run_dir)
-    from skuvision.logging_wandb import job_env
+    from skuvision.loggers.wandb import job_env
 
     # the ranks compose the job in run mode: hand them the sweep's W&B group and this job's run name
     status = run_ranks(command, env={**os.environ, **job_env(cfg.get("task_name"))})

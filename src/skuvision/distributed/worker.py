@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     overrides = [*args.overrides, *rank_overrides(args.run_dir, launcher_rank(), job_files=False)]
-    run_hydra_task(overrides, args.config_dir, args.config_name)
+    from skuvision.train import run
+
+    run_hydra_task(run, overrides, args.config_dir, args.config_name)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,16 @@ def create_timm_model(name: str, pretrained: bool = False, pretrained_file: str 
         hint = f" (close: {', '.join(close)})" if close else ""
         raise ConfigError(f"model.backbone={name}: not a timm model{hint}; see timm.list_models()")
     embedded = bool(pretrained and not pretrained_file and has_embedded_weights(name))
-    model = timm.create_model(name, pretrained=bool(pretrained and not pretrained_file and not embedded),
-                              num_classes=num_classes)
+    from_hub = bool(pretrained and not pretrained_file and not embedded)
+    try:
+        model = timm.create_model(name, pretrained=from_hub, num_classes=num_classes)
+    except (OSError, RuntimeError) as exc:  # huggingface_hub's offline/not-cached errors are OSErrors
+        if not from_hub:
+            raise
+        raise ConfigError(
+            f"model.pretrained=true: no ImageNet weights for {name} in the local hub cache and no network "
+            f"({type(exc).__name__}); use model.backbone=efficientnet_lite0 (weights embedded), "
+            "model.pretrained_file=PATH, or model.pretrained=false") from None
     if embedded:
         load_embedded_weights(model, name)
     if pretrained_file:

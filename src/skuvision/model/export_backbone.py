@@ -11,8 +11,9 @@ classifier heads are not exported: they belong to the pretraining catalogue's SK
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
+
+from skuvision.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,8 @@ def export_backbone(model, path: str | Path, metadata: dict | None = None) -> Pa
     state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.model.state_dict().items()}
     info = {"format": "pt", "backbone": str(model.hparams.backbone), "num_features": str(model.backbone.num_features)}
     info.update({k: str(v) for k, v in (metadata or {}).items()})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=info)
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; the file is shared like any checkpoint
-    os.replace(tmp, path)
+    with atomic_path(path, mode=0o644) as tmp:  # 0644: safetensors writes 0600; the file is shared like any checkpoint
+        save_file(state, str(tmp), metadata=info)
     log.info("exported %s backbone (%d tensors) -> %s; fine-tune with model.pretrained_file=%s",
              info["backbone"], len(state), path, path)
     return path

@@ -29,12 +29,10 @@ class Run:
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
-    """``["model.freeze_depth=3", "+sweep=freeze_depth", "~callbacks.x"]`` -> ``{key: value}``."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, _, value = str(item).partition("=")
-        out[key.lstrip("+")] = value
-    return out
+    """``["model.freeze_depth=3", "sweep=freeze_depth", "~callbacks.x"]`` -> ``{key: value}``."""
+    from skuvision.config.overrides import as_dict
+
+    return as_dict(items)
 
 
 def _read_overrides(run_dir: Path) -> list[str]:
@@ -89,7 +87,7 @@ def load_local_runs(dirs: list[str | Path]) -> list[Run]:
 
 def load_wandb_runs(path: str, group: str) -> list[Run]:
     """The runs of one W&B group through the public API (online only)."""
-    from skuvision.logging_wandb import drop_empty_env, has_api_key
+    from skuvision.loggers.wandb import drop_empty_env, has_api_key
 
     drop_empty_env()
 

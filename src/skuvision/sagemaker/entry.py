@@ -4,12 +4,12 @@ The job's only hyperparameter is ``overrides``, the JSON list of Hydra override
 strings of one sweep job (from ``--overrides`` or, failing that, ``SM_HPS``).
 Every rank runs the same task as ``python train.py <overrides>`` — the same
 ``@hydra.main``, config tree and ``skuvision.train.run`` — with exactly those
-overrides plus ``paths=sagemaker`` (channel data, checkpoints in
+overrides plus ``env=sagemaker`` (channel data, checkpoints in
 ``/opt/ml/checkpoints`` with resume, ``auto`` devices/nodes; see
-``conf/paths/sagemaker.yaml``) and Hydra pins that are not task config: one
+``conf/env/sagemaker.yaml``) and Hydra pins that are not task config: one
 ``hydra.run.dir`` for all ranks, and only rank 0 writing ``.hydra/`` and the log
 file. So a sweep job resolves to the same config locally and on SageMaker
-except for ``paths`` and the cluster layout.
+except for ``paths`` and what ``conf/env/sagemaker.yaml`` sets.
 
 After training, rank 0 copies the model artefacts into ``SM_MODEL_DIR`` (uploaded
 as model.tar.gz): ``model.ckpt`` (the best checkpoint, the one tested),
@@ -33,7 +33,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from skuvision.cli_errors import exit_on_user_error
+from skuvision.errors import exit_on_user_error
 from skuvision.errors import ConfigError, UserError
 
 log = logging.getLogger("skuvision.sagemaker.entry")
@@ -72,10 +72,12 @@ def read_overrides(argv: list[str] | None = None) -> list[str]:
         except (json.JSONDecodeError, AttributeError):
             raise UserError(f"SM_HPS={hps[:200]!r}: not a JSON object of hyperparameters") from None
     overrides = decode_overrides(raw) if raw is not None else []
-    for override in overrides:
-        if override.split("=", 1)[0].lstrip("+~") == "paths":
-            raise ConfigError(f"overrides: {override!r}: the container selects paths=sagemaker itself; override single "
-                              "keys instead (e.g. paths.checkpoint_dir=...)")
+    from skuvision.config.overrides import sets
+
+    for group in ("env", "paths"):
+        if (override := sets(overrides, group)) is not None:
+            raise ConfigError(f"overrides: {override!r}: the container selects env=sagemaker (and its paths) itself; "
+                              "override single keys instead (e.g. paths.checkpoint_dir=...)")
     return overrides
 
 
@@ -155,7 +157,7 @@ def _start_own_ranks(overrides: list[str]) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     overrides = read_overrides(argv)  # bad input fails before the heavy imports
-    from skuvision.compose import config_dir
+    from skuvision.config.compose import config_dir
     from skuvision.distributed.environment import launcher_rank
     from skuvision.distributed.launch import rank_overrides, run_hydra_task
 
@@ -165,11 +167,13 @@ def main(argv: list[str] | None = None) -> None:
     export_wandb_key()
     rank, directory = launcher_rank(), run_dir()
     if rank == 0:
-        log.info("overrides: %s + paths=sagemaker; run dir %s", json.dumps(overrides), directory)
+        log.info("overrides: %s + env=sagemaker; run dir %s", json.dumps(overrides), directory)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
-        run_hydra_task([*overrides, "paths=sagemaker", *rank_overrides(directory, rank, job_files=True)], str(config_dir()))
+        from skuvision.train import run
+
+        run_hydra_task(run, [*overrides, "env=sagemaker", *rank_overrides(directory, rank, job_files=True)], str(config_dir()))
     except SIGTERMException:
         log.info("rank %d stopped by SIGTERM", rank)
         sys.exit(SIGTERM_STATUS)

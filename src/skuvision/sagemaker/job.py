@@ -38,7 +38,7 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 # what the SDK's config carries so that no call reports usage to AWS's telemetry bucket
 TELEMETRY_OFF = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-# scraped from the summary lines skuvision.callbacks.TrainingReport prints on rank 0
+# scraped from the summary lines skuvision.callbacks.summary.TrainingReport prints on rank 0
 METRICS = {
     "train/loss": r"\[skuvision\] epoch=\d+ .*?train/loss=",
     "train/images_per_sec": r"\[skuvision\] epoch=\d+ .*?train/images_per_sec=",

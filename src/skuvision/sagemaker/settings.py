@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from skuvision.errors import ConfigError
 
-# SMDDP's AllReduce runs only on these instance types (DESIGN.md: SageMaker)
+# SMDDP's AllReduce runs only on these instance types (AWS: "Supported instance types" of the SMDDP library)
 SMDDP_INSTANCE_TYPES = ("ml.p4d.24xlarge", "ml.p4de.24xlarge")
 DISTRIBUTIONS = ("smddp", "torchrun", "none")
 PREFIX = "hydra.launcher"
@@ -195,7 +195,9 @@ def _check_fsx(s: SageMakerLauncherConf) -> None:
 
 def check_job_data(s: SageMakerLauncherConf, overrides: list[str], data_root_missing: bool) -> None:
     """Where a job's data comes from must be settled before it is submitted: the FSx channel or data.root."""
-    root = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == "data.root"), None)
+    from skuvision.config.overrides import sets
+
+    root = sets(overrides, "data.root")
     if s.fsx.file_system_id and root:
         raise ConfigError(f"{root}: the job reads the FSx channel (/opt/ml/input/data/{s.fsx.channel} = "
                           f"{s.fsx.directory_path}); drop data.root, or drop {PREFIX}.fsx to read data.root instead")

@@ -6,8 +6,8 @@ from skuvision.errors import ConfigError
 
 
 def model_summary(overrides: list[str]) -> dict:
-    from skuvision.compose import compose
-    from skuvision.config import validate
+    from skuvision.config.compose import compose
+    from skuvision.config.schema import validate
     from skuvision.model.module import SKUClassifier
 
     cfg = compose(overrides)

@@ -34,7 +34,7 @@ def start_run(trainer, model, cfg) -> None:
     loggers = wandb_loggers(trainer)
     if not loggers or not trainer.is_global_zero:
         return
-    from skuvision.logging_wandb import job_overrides, plain_config
+    from skuvision.loggers.wandb import job_overrides, plain_config
 
     config = plain_config(cfg)
     config["overrides"] = job_overrides()

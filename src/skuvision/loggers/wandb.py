@@ -104,12 +104,6 @@ def sweep_id(hc=None, prefix: str | None = None, run_dir: str | None = None) -> 
     return f"{job}-{Path(run_dir).name}" if run_dir else None
 
 
-def _parse(overrides: list[str]):
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create().parse_overrides(list(overrides))
-
-
 def swept_keys(hc) -> list[str]:
     """Keys a multirun varies: ``hydra.sweeper.params`` plus the sweep overrides of its command line."""
     keys = [str(k) for k in (_select(hc, "sweeper.params") or {})]
@@ -118,8 +112,10 @@ def swept_keys(hc) -> list[str]:
         from omegaconf import OmegaConf
 
         command_line = OmegaConf.load(multirun_yaml).hydra.overrides.task
-        keys += [o.key_or_group for o in _parse(list(command_line)) if o.is_sweep_override()]
-    return list(dict.fromkeys(k.lstrip("+~") for k in keys))
+        from skuvision.config.overrides import parse
+
+        keys += [o.key_or_group for o in parse(command_line) if o.is_sweep_override()]
+    return list(dict.fromkeys(keys))
 
 
 def _short_names(keys: list[str]) -> dict[str, str]:
@@ -132,16 +128,18 @@ def run_name(hc=None, max_len: int = 120) -> str | None:
     hc = hc if hc is not None else _hydra_cfg()
     if hc is None:
         return None
-    task = [o for o in _parse(list(_select(hc, "overrides.task") or [])) if not o.is_delete()]
+    from skuvision.config.overrides import parse
+
+    task = [o for o in parse(_select(hc, "overrides.task") or []) if not o.is_delete()]
     keys = swept_keys(hc) if _is_multirun(hc) else []
-    chosen = [o for o in task if o.key_or_group.lstrip("+~") in keys]
+    chosen = [o for o in task if o.key_or_group in keys]
     if not chosen:  # a plain run: what was trained, not where things live
-        chosen = [o for o in task if not o.key_or_group.lstrip("+~").startswith(_NAME_NOISE)
+        chosen = [o for o in task if not o.key_or_group.startswith(_NAME_NOISE)
                   and "/" not in o.get_value_element_as_str()]
-    short = _short_names([o.key_or_group.lstrip("+~") for o in chosen])
+    short = _short_names([o.key_or_group for o in chosen])
     name = ""
     for o in chosen:
-        part = f"{short[o.key_or_group.lstrip('+~')]}={o.get_value_element_as_str()}"
+        part = f"{short[o.key_or_group]}={o.get_value_element_as_str()}"
         if len(name) + len(part) + 1 > max_len:
             break
         name = f"{name},{part}" if name else part
@@ -177,7 +175,7 @@ def wandb_logger(
 ):
     """A Lightning ``WandbLogger`` with mode/group/name decided as the module docstring says.
 
-    ``log_model`` is kept on the logger for :func:`skuvision.wandb_report.log_model_artifact`
+    ``log_model`` is kept on the logger for :func:`skuvision.loggers.wandb_report.log_model_artifact`
     (best checkpoint + label map in one artifact), not passed to Lightning, whose artifact holds the
     checkpoint alone.
     """
@@ -189,9 +187,13 @@ def wandb_logger(
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     group = group or os.environ.get("WANDB_RUN_GROUP") or sweep_id(hc, sweep_prefix, save_dir)
     name = name or os.environ.get("WANDB_NAME") or run_name(hc)
+    import wandb
+
     logger = WandbLogger(
         name=name, save_dir=save_dir, project=project, entity=entity or None, tags=list(tags or []) or None,
         group=group, job_type=job_type, mode=resolved_mode, notes=notes, log_model=False,
+        # no run summary/history table on the console after the result: it is in the run dir (wandb/)
+        settings=wandb.Settings(quiet=True),
     )
     getattr(logger, "_wandb_init", {}).pop("anonymous", None)  # deprecated in wandb; Lightning always passes it
     logger.skuvision_log_model = bool(log_model)

@@ -1,0 +1,37 @@
+"""Files that are either the old version or the new one, never half of either.
+
+A run killed mid-write (spot interruption, OOM, Ctrl-C) must not leave a truncated manifest,
+metrics.json or weights file that the next command then trusts: write beside the target, then
+``os.replace`` (atomic on POSIX within one file system).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, value: Any, **dumps: Any) -> Path:
+    """``json.dumps(value, **dumps)`` into ``path`` atomically (indent=2 unless given)."""
+    dumps.setdefault("indent", 2)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, **dumps))
+    return Path(path)

@@ -1,0 +1,35 @@
+"""Library noise off the console, so a run's last lines are its result and where it went.
+
+Each entry is a message that says nothing actionable about a skuvision run, measured on a real
+quickstart: litdata's per-dataset INFO lines (one per dataset and worker), Lightning's advert for
+its cloud logger, and warnings about things the data module handles on purpose (litdata's sized
+IterableDataset, tiny epochs shorter than ``log_every_n_steps``, a torch-internal deprecation).
+Everything else -- real warnings included -- still shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+_LIGHTNING_MESSAGES = (
+    r"Your `IterableDataset` has `__len__` defined",  # litdata sizes each rank's share itself
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_library_noise() -> None:
+    """Idempotent; called by the train task in every process (ranks included)."""
+    logging.getLogger("litdata").setLevel(logging.WARNING)
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in logger.filters):
+            logger.addFilter(_DropTips())
+    for message in _LIGHTNING_MESSAGES:
+        warnings.filterwarnings("ignore", message=message)
