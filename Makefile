@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install quickstart test test-slow test-all test-torch24 clean
+.PHONY: install quickstart lint format test test-slow test-all test-torch24 clean
 
 install: $(VENV)/.installed
 
@@ -17,7 +17,16 @@ $(VENV)/.installed: pyproject.toml
 quickstart: install
 	$(PY) train.py
 
-test: install
+# ruff: lint (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and formatting, as configured in pyproject.toml
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: install lint
 	$(PY) -m pytest
 
 test-slow: install

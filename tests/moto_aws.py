@@ -1,6 +1,6 @@
 """A real moto server on 127.0.0.1 for tests that talk to AWS (S3, SageMaker, Secrets Manager, STS).
 
-Use in a test module with ``from moto_aws import aws, moto_server  # noqa: F401``; the ``aws``
+conftest.py imports the fixtures, so every test module can ask for ``aws``; the ``aws``
 fixture resets the server, points the standard AWS settings (``AWS_ENDPOINT_URL``, dummy
 credentials, region, no instance-metadata lookups, no ~/.aws files) at it for the test and for
 its subprocesses (``aws.env``), and fails the test if anything in the test process tried to

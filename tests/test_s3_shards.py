@@ -8,7 +8,7 @@ import os
 import pytest
 
 from conftest import FAST_TRAIN, run_cli
-from moto_aws import REGION, aws, moto_server, s3_json  # noqa: F401
+from moto_aws import REGION, s3_json
 
 URI = "s3://shards/catalogue/v1"
 
@@ -86,7 +86,7 @@ def test_missing_bucket_is_one_clear_line_for_build_and_train(aws, tiny_catalogu
     line = one_error_line(build(aws, tiny_catalogue, "s3://no-such-bucket/x"))
     assert "bucket 'no-such-bucket' does not exist" in line
     with pytest.raises(DataError, match="data.root=s3://no-such-bucket/x: bucket 'no-such-bucket' does not exist"):
-        SKUDataModule("s3://no-such-bucket/x").num_classes  # what train.py prints as its one line
+        _ = SKUDataModule("s3://no-such-bucket/x").num_classes  # what train.py prints as its one line
 
 
 def test_missing_manifest_under_an_existing_bucket_says_how_to_build_it(aws):
@@ -95,7 +95,7 @@ def test_missing_manifest_under_an_existing_bucket_says_how_to_build_it(aws):
 
     make_bucket(aws)
     with pytest.raises(DataError, match=r"no s3://shards/empty/manifest.json; build shards there with `skuvision shards build"):
-        SKUDataModule("s3://shards/empty").num_classes
+        _ = SKUDataModule("s3://shards/empty").num_classes
 
 
 def test_missing_credentials_is_one_clear_line(aws, tiny_catalogue, tmp_path):

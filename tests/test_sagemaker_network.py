@@ -10,7 +10,7 @@ import socket
 
 import pytest
 from conftest import run_cli
-from moto_aws import REGION, aws, moto_server  # noqa: F401
+from moto_aws import REGION
 
 
 def test_guard_refuses_and_records_hosts_beyond_loopback(aws):

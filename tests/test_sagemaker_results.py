@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from moto_aws import REGION, aws, moto_server  # noqa: F401
+from moto_aws import REGION
 from omegaconf import open_dict
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerSkuvision"
@@ -82,7 +82,7 @@ def test_launcher_returns_metric_or_failure_per_job(aws, submitted, tmp_path):
     from hydra.core.utils import JobStatus
     from hydra.errors import CompactHydraException
 
-    from skuvision.compose import compose
+    from skuvision.config.compose import compose
 
     submitter, jobs = submitted
     aws.client("s3").put_object(Bucket="results", Key=submitter.model_uri(jobs[0].name).split("/", 3)[3],
@@ -108,7 +108,7 @@ def test_launcher_returns_metric_or_failure_per_job(aws, submitted, tmp_path):
     assert returns[0].return_value == 0.75 and returns[0].overrides == ["experiment=quickstart", "seed=0"]
     assert json.loads((sweep_dir / "0" / "metrics.json").read_text()) == {"val/top1": 0.75}
     with pytest.raises(SageMakerJobFailed, match=f"{jobs[1].name} .*Failed: ClientError: out of disk"):
-        returns[1].return_value
+        _ = returns[1].return_value
     assert issubclass(SageMakerJobFailed, CompactHydraException)  # Hydra prints it as one line
     index = json.loads((sweep_dir / "sagemaker_jobs.json").read_text())
     assert [(j["status"], j.get("failure_reason")) for j in index["jobs"]] == [

@@ -6,7 +6,6 @@ import logging
 import os
 
 import pytest
-from moto_aws import aws, moto_server  # noqa: F401
 
 from skuvision.sagemaker.secrets import SecretError, export_wandb_key
 

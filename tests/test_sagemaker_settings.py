@@ -28,14 +28,29 @@ def settings(**changes) -> SageMakerLauncherConf:
     return from_params(params)
 
 
-def test_good_settings_pass_and_defaults_are_the_production_cluster():
+# each good variant, and a one-key change of it that the check must refuse: proof that it looked at that key
+GOOD_VARIANTS = [
+    ({}, {"role": "SageMakerRole"}),
+    ({"fsx": {"file_system_id": "fs-01234567", "directory_path": "/abcdefgh", "mount_name": "abcdefgh"}},
+     {"fsx": {"file_system_id": "fs-01234567", "directory_path": "/abcdefgh", "mount_name": "other123"}}),
+    ({"instance_type": "ml.p4de.24xlarge", "spot": {"use_spot": True, "max_wait": 200000}},
+     {"instance_type": "ml.p4de.24xlarge", "spot": {"use_spot": True, "max_wait": 60}}),
+    ({"distribution": "torchrun", "instance_type": "ml.g5.48xlarge"}, {"distribution": "smddp", "instance_type": "ml.g5.48xlarge"}),
+    ({"fsx": {}, "subnets": [], "security_group_ids": []},  # no FSx: data.root from S3
+     {"fsx": {}, "subnets": ["subnet-xyz"], "security_group_ids": []}),
+]
+
+
+def test_defaults_are_the_production_cluster():
     s = settings()
-    check(s)
     assert (s.instance_type, s.instance_count, s.distribution) == ("ml.p4d.24xlarge", 2, "smddp")
-    check(settings(fsx={"file_system_id": "fs-01234567", "directory_path": "/abcdefgh", "mount_name": "abcdefgh"}))
-    check(settings(instance_type="ml.p4de.24xlarge", spot={"use_spot": True, "max_wait": 200000}))
-    check(settings(distribution="torchrun", instance_type="ml.g5.48xlarge"))
-    check(settings(fsx={}, subnets=[], security_group_ids=[]))  # no FSx: data.root from S3
+
+
+@pytest.mark.parametrize("good, near_miss", GOOD_VARIANTS)
+def test_good_settings_pass_and_a_one_key_change_fails(good, near_miss):
+    assert check(settings(**good)) is None
+    with pytest.raises(ConfigError):
+        check(settings(**near_miss))
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -72,7 +87,9 @@ def test_bad_settings_fail_with_one_line_naming_the_key(changes, message):
 
 
 def test_spot_with_explicit_checkpoint_location_needs_no_prefix():
-    check(settings(spot={"use_spot": True}, s3_prefix=None, checkpoint_s3_uri="s3://bucket/ckpt"))
+    assert check(settings(spot={"use_spot": True}, s3_prefix=None, checkpoint_s3_uri="s3://bucket/ckpt")) is None
+    with pytest.raises(ConfigError, match="needs a checkpoint location"):
+        check(settings(spot={"use_spot": True}, s3_prefix=None, checkpoint_s3_uri=None))
 
 
 def test_job_names_are_deterministic_unique_and_valid():
