@@ -66,7 +66,6 @@ cs = ConfigStore.instance()
 cs.store(group="schema/model", name="sku_classifier", node=ModelConfig)
 cs.store(group="schema/data", name="shards", node=DataConfig)
 
-FREEZE_HELP = "0 trains everything, 1 stem, 2 +layer1, 3 +layer2, 4 +layer3, 5 the whole backbone"
 
 
 def _typed(schema: type, node: DictConfig, key: str) -> DictConfig:
@@ -82,17 +81,14 @@ def _typed(schema: type, node: DictConfig, key: str) -> DictConfig:
 
 
 def validate(cfg: DictConfig, need_data: bool = True) -> None:
-    """Raise ConfigError naming the first bad key; cheap (no model is built)."""
+    """Raise ConfigError naming the first bad key; cheap (the backbone is built on the meta device only)."""
     import os
+
+    from skuvision.model.backbone import check_backbone
 
     model = _typed(ModelConfig, cfg.model, "model")
     data = _typed(DataConfig, cfg.data, "data") if need_data else None
-    if not 0 <= model.freeze_depth <= 5:
-        raise ConfigError(f"model.freeze_depth={model.freeze_depth}: must be 0..5 ({FREEZE_HELP})")
-    import timm
-
-    if not timm.is_model(model.backbone):
-        raise ConfigError(f"model.backbone={model.backbone}: not a timm model; e.g. resnet18, resnet50, resnet152 (timm.list_models())")
+    check_backbone(model.backbone, model.freeze_depth)  # the name and freeze-depth range, as training checks them
     if model.pretrained_file and not os.path.isfile(model.pretrained_file):
         hint = " (experiment=finetune_synthetic: run `python train.py experiment=pretrain_synthetic` first)" \
             if cfg.get("task_name") == "finetune_synthetic" else ""

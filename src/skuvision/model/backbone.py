@@ -156,3 +156,14 @@ def build_backbone(name: str, freeze_depth: int, pretrained: bool = False, pretr
     if not hasattr(model, "feature_info") or not model.feature_info:
         raise ConfigError(f"model.backbone={name}: has no feature_info stages; pick a timm CNN such as resnet50")
     return StagedBackbone(model, freeze_depth)
+
+
+def check_backbone(name: str, freeze_depth: int) -> int:
+    """The checks :func:`build_backbone` makes (a timm name, the freeze-depth range), without weights or memory.
+
+    Built on the meta device, so config validation (and the SageMaker launcher, before it submits
+    a job) rejects exactly what training would, from the same code. Returns the number of stages.
+    """
+    with torch.device("meta"):
+        model = create_timm_model(name)
+    return StagedBackbone(model, freeze_depth).num_stages
