@@ -240,6 +240,8 @@ def test_evaluate_checkpoint_and_export_agree_with_the_training_run(trained_run,
     trained = json.loads((trained_run / "metrics.json").read_text())
     assert by_ckpt["test/top1"] == by_export["test/top1"] == pytest.approx(trained["test/top1"], abs=1e-6)
     assert by_ckpt["test/top5"] == by_export["test/top5"] == pytest.approx(trained["test/top5"], abs=1e-6)
+    for key in ("test/brand_top1", "test/brand_top5"):  # the synthetic catalogue has brands: the run logs both
+        assert by_ckpt[key] == by_export[key] == pytest.approx(trained[key], abs=1e-6)
     assert by_ckpt["per_brand"] == by_export["per_brand"] and by_ckpt["per_brand"]
     assert sum(b["images"] for b in by_ckpt["per_category"].values()) == by_ckpt["images"]
     for name in ("per_sku.csv", "confusions.csv"):
