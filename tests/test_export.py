@@ -193,7 +193,7 @@ def test_predict_cli_rows_error_rows_and_exit_status_1(export_dir, photo_inputs,
 
 
 def test_predict_checkpoint_and_export_give_the_same_answers(best_ckpt, export_dir, photo_inputs):
-    from skuvision.export.predict import collect_inputs, predict_paths
+    from skuvision.export.predict import collect_inputs, predict_paths, render
     from skuvision.export.runtime import load_predictor
 
     paths = collect_inputs([str(photo_inputs[0])])
@@ -204,6 +204,10 @@ def test_predict_checkpoint_and_export_give_the_same_answers(best_ckpt, export_d
         assert [p["sku_id"] for p in a["predictions"]] == [p["sku_id"] for p in b["predictions"]]
         assert np.allclose([p["probability"] for p in a["predictions"]], [p["probability"] for p in b["predictions"]],
                            atol=1e-5)
+    doc = json.loads(render(by_export, 5, "json"))
+    broken = [r for r in doc if r["path"].endswith("broken.jpg")]
+    assert len(broken) == 1 and broken[0]["predictions"] == [] and "truncated" in broken[0]["error"]
+    assert all(r["error"] is None and len(r["predictions"]) == 5 for r in doc if r is not broken[0])
 
 
 @pytest.mark.parametrize("args, expected", [
