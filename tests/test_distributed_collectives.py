@@ -18,7 +18,7 @@ from test_distributed_entry import ENTRY, TORCHRUN, overrides_arg, run, sagemake
 
 COLLECTIVE_TIMEOUT = "trainer.strategy.timeout.seconds=60"
 DEFAULTS_ON = [  # tiny model, default callbacks (progress bar, checkpoints, lr monitor, report) and loggers (csv + wandb)
-    "data.root=null", "model.backbone=resnet10t", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
+    "data.root=null", "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
     "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=2", "trainer.accelerator=cpu",
 ]
 

@@ -25,7 +25,7 @@ from distributed_probe import read_probes
 TESTS = Path(__file__).resolve().parent
 STUBS = TESTS / "stubs"
 TINY = [
-    "data.root=null", "model.backbone=resnet10t", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
+    "data.root=null", "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
     "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1",
     "trainer.accelerator=cpu",
 ]  # default callbacks (progress bar included) and loggers (csv + W&B offline): what a real job runs

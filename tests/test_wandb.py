@@ -11,7 +11,7 @@ import pytest
 from conftest import FAST_TRAIN, compose_train_cfg, run_cli
 
 SECRET = "dummy-secret-123"
-TINY = ["model.backbone=resnet10t", "model.head.hidden_dims=[32]", "data.image_size=32", "data.batch_size=16",
+TINY = ["model.backbone=resnet10t", "model.pretrained=false", "model.head.hidden_dims=[32]", "data.image_size=32", "data.batch_size=16",
         "data.num_workers=0", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
 
 
