@@ -193,7 +193,7 @@ def test_predict_cli_rows_error_rows_and_exit_status_1(export_dir, photo_inputs,
 
 
 def test_predict_checkpoint_and_export_give_the_same_answers(best_ckpt, export_dir, photo_inputs):
-    from skuvision.export.predict import collect_inputs, predict_paths
+    from skuvision.export.predict import collect_inputs, predict_paths, render
     from skuvision.export.runtime import load_predictor
 
     paths = collect_inputs([str(photo_inputs[0])])
@@ -204,6 +204,10 @@ def test_predict_checkpoint_and_export_give_the_same_answers(best_ckpt, export_d
         assert [p["sku_id"] for p in a["predictions"]] == [p["sku_id"] for p in b["predictions"]]
         assert np.allclose([p["probability"] for p in a["predictions"]], [p["probability"] for p in b["predictions"]],
                            atol=1e-5)
+    doc = json.loads(render(by_export, 5, "json"))
+    broken = [r for r in doc if r["path"].endswith("broken.jpg")]
+    assert len(broken) == 1 and broken[0]["predictions"] == [] and "truncated" in broken[0]["error"]
+    assert all(r["error"] is None and len(r["predictions"]) == 5 for r in doc if r is not broken[0])
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -240,6 +244,8 @@ def test_evaluate_checkpoint_and_export_agree_with_the_training_run(trained_run,
     trained = json.loads((trained_run / "metrics.json").read_text())
     assert by_ckpt["test/top1"] == by_export["test/top1"] == pytest.approx(trained["test/top1"], abs=1e-6)
     assert by_ckpt["test/top5"] == by_export["test/top5"] == pytest.approx(trained["test/top5"], abs=1e-6)
+    for key in ("test/brand_top1", "test/brand_top5"):  # the synthetic catalogue has brands: the run logs both
+        assert by_ckpt[key] == by_export[key] == pytest.approx(trained[key], abs=1e-6)
     assert by_ckpt["per_brand"] == by_export["per_brand"] and by_ckpt["per_brand"]
     assert sum(b["images"] for b in by_ckpt["per_category"].values()) == by_ckpt["images"]
     for name in ("per_sku.csv", "confusions.csv"):

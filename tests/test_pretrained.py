@@ -72,3 +72,19 @@ def test_efficientnet_freeze_depths_cover_its_five_stages():
     assert counts[0] == 3_371_008 and counts[5] == 0
     names = [row[0] for row in build_backbone("efficientnet_lite0", 4).stage_parameters()]
     assert names[0].startswith("stage1 (conv_stem, bn1, blocks.0)") and "conv_head" in names[4]
+
+
+def test_data_module_normalises_as_the_backbone_weights_need(tiny_shards):
+    from skuvision.data.datamodule import SKUDataModule
+
+    white = torch.full((3, 80, 100), 255, dtype=torch.uint8)
+    black = torch.zeros((3, 80, 100), dtype=torch.uint8)
+    for backbone, white_value in (("efficientnet_lite0", 1.0), ("resnet10t", (1 - 0.485) / 0.229)):
+        dm = SKUDataModule(str(tiny_shards), image_size=48, batch_size=4, num_workers=0, backbone=backbone)
+        evaluate, train = dm._dataset("val").image_transform, dm._dataset("train").image_transform
+        assert evaluate(white).shape == (3, 48, 48)
+        assert evaluate(white)[0].mean().item() == pytest.approx(white_value, abs=1e-3)
+        assert train(white)[0].max().item() == pytest.approx(white_value, abs=1e-3)  # the clamp's upper bound
+        if backbone == "efficientnet_lite0":
+            assert evaluate(black).mean().item() == pytest.approx(-1.0, abs=1e-3)
+            assert train.mode == "bicubic"

@@ -30,14 +30,13 @@ from skuvision import __version__
 from skuvision.data.imageio import RejectedImage, prepare_image
 from skuvision.data.labels import LabelMap
 from skuvision.data.remote import is_s3
+from skuvision.data.shard_dirs import MANIFEST, REJECTS, STAGING, local_out, previous_state, swap_in
 from skuvision.data.sources import SourceImage, list_sources
 from skuvision.data.split_report import split_report
 from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
 from skuvision.files import write_json
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-REJECTS = "rejects.csv"
 
 
 @dataclass
@@ -148,23 +147,6 @@ class _SplitWriters:
             writer.merge()
 
 
-def _previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict]]:
-    """The label map, pinned splits and split cuts of an earlier build (its manifest.json, local or s3://)."""
-    if not label_map_path:
-        return LabelMap(), {}, {}
-    if is_s3(label_map_path):
-        from skuvision.data.remote import read_json
-
-        data = read_json(label_map_path)
-        label_map = LabelMap.from_dict(data.get("label_map", data))
-    else:
-        label_map = LabelMap.load(label_map_path)
-        data = json.loads(Path(label_map_path).read_text())
-    pins = dict(data.get("pinned_splits", {})) if isinstance(data, dict) else {}
-    cuts = dict(data.get("split_cuts", {})) if isinstance(data, dict) else {}
-    return label_map, pins, cuts
-
-
 def build_shards(
     input_path: str | Path,
     out: str | Path,
@@ -183,13 +165,13 @@ def build_shards(
     if all(s.split for s in sources) and not any(s.split == "train" for s in sources):
         raise DataError(f"--input {input_path}: every row has a split and none is train; "
                         "mark some rows split=train or leave split empty to have them split by hash")
-    previous = _previous_state(label_map_path)  # before the output is touched: it may live there
+    previous = previous_state(label_map_path)  # before the output is touched: it may live there
     if not is_s3(out):
-        final = _local_out(Path(out))
+        final = local_out(Path(out))
         staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=final))
         try:
             manifest = _build(sources, input_path, staging, settings, previous, progress)
-            _swap_in(staging, final)
+            swap_in(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return manifest
@@ -208,31 +190,6 @@ def build_shards(
             uploader.close()  # no upload outlives the scratch directory
     manifest["output"] = str(out)
     return manifest
-
-
-STAGING = ".building-"
-
-
-def _local_out(out: Path) -> Path:
-    """``out``, checked: new, empty, or an earlier build of ours (which stays until the new one is done)."""
-    if out.exists():
-        stale = [p for p in out.iterdir() if p.name.startswith(STAGING)]  # left by a build that was killed
-        if len(stale) < len(list(out.iterdir())) and not (out / MANIFEST).exists():
-            raise DataError(f"--out {out}: exists, is not empty and holds no {MANIFEST}; choose an empty or new directory")
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """Replace an earlier build's splits with the new ones; the manifest goes last."""
-    for split in SPLITS:  # a rebuild replaces an earlier build of ours, nothing else
-        shutil.rmtree(out / split, ignore_errors=True)
-        if (staging / split).exists():
-            os.replace(staging / split, out / split)
-    os.replace(staging / REJECTS, out / REJECTS)
-    os.replace(staging / MANIFEST, out / MANIFEST)
 
 
 def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSettings,

@@ -6,16 +6,17 @@ pair inside a group is within the threshold. Union-find linked any two images jo
 of close pairs, and on low-variation catalogues (studio rigs, scans) that chain ran through a
 whole SKU: one group, sent whole to one split (1,000 of 1,000 studio images went to test).
 
-Fractions are kept per SKU, not left to chance: groups go, largest first, to the split that lacks
-the most images, then the remaining images, ordered by the hash of their bytes, fill each split
-up to its share (a cut in hash order). Hashing each image on its own scatters a 50-image SKU by
-±4 points and cannot absorb groups.
+Fractions are kept per SKU, not left to chance: groups of 3+ go, largest first, to the split that
+lacks the most images; then the lone images and pairs, ordered by the hash of their bytes, fill
+each split up to its share (a cut in hash order). Hashing each image on its own scatters a
+50-image SKU by ±4 points and cannot absorb groups.
 
 Stability: each cut is recorded per SKU as the interval of hash units it fell in (the manifest's
 ``split_cuts``). A later build given that manifest (``--label-map``) keeps every cut inside its
 interval, so no earlier image crosses it, while new images fill the shares as far as that allows.
-Grouped images are pinned by hash, and a new group that holds a unit inside an earlier split's
-range takes that split, so a twin that arrives later never drags an older image along.
+Grouped images are pinned by hash, so a twin that arrives later joins its group's split. (A new
+twin of an image that was alone until now can still move that image: which of the two is older
+is not recorded, and keeping twins together wins.)
 A split given by the user (CSV column ``split``) is fixed and outside the requested shares.
 
 Why ``dedup_distance`` defaults to 8 bits (of 64): measured by ``scripts/benchmark_dedup.py`` on
@@ -31,6 +32,7 @@ import numpy as np
 
 SPLITS = ("train", "val", "test")
 CUT_ORDER = ("test", "val")  # hash order: lowest units to test, then val, the rest to train
+IN_HASH_ORDER = 2  # groups up to this size take their place in hash order; bigger ones go where images lack
 
 
 def hash_unit(content_hash: str) -> float:
@@ -117,20 +119,6 @@ class SplitResult:
     cuts: dict[str, list[float]] = field(default_factory=dict)  # "test"/"val" -> [lo, hi] hash units
 
 
-def _constrained(u: float, cuts: dict) -> str | None:
-    """The split an image with unit ``u`` had in the build that recorded ``cuts``, if any could have."""
-    if not cuts:
-        return None
-    (t_lo, t_hi), (v_lo, v_hi) = cuts["test"], cuts["val"]
-    if u <= t_lo:
-        return "test"
-    if t_hi <= u <= v_lo:
-        return "val"
-    if u >= v_hi:
-        return "train"
-    return None
-
-
 def assign_splits(hashes: list[str], groups: list[list[int]], val: float, test: float,
                   pinned: dict[str, str] | None = None, given: list[str] | None = None,
                   cuts: dict[str, list[float]] | None = None) -> SplitResult:
@@ -157,14 +145,16 @@ def assign_splits(hashes: list[str], groups: list[list[int]], val: float, test: 
         todo = [i for i in todo if not splits[i]]
         if not todo:
             continue
-        anchor = [splits[i] for i in members if splits[i]] + [s for i in todo if (s := _constrained(units[i], cuts))]
-        if anchor:  # a given, pinned or earlier-placed member decides for the rest of the group
+        anchor = [splits[i] for i in members if splits[i]]
+        if anchor:  # a given or pinned member decides for the rest of the group
             for i in todo:
                 place(i, anchor[0])
-        elif len(members) > 1:
+        if anchor or not todo:
+            continue
+        if len(todo) > IN_HASH_ORDER:
             loose.append(todo)
         else:
-            lone.append(todo[0])
+            lone.append(todo)
 
     for todo in sorted(loose, key=lambda g: (-len(g), min(units[i] for i in g))):
         lack = {s: want[s] - count[s] for s in SPLITS}
@@ -173,25 +163,27 @@ def assign_splits(hashes: list[str], groups: list[list[int]], val: float, test: 
         for i in todo:
             place(i, split)
 
-    new_cuts = _cut_lone(sorted(lone, key=lambda i: units[i]), units, want, count, cuts, place)
+    new_cuts = _cut_in_hash_order(lone, units, want, count, cuts, place)
     new_pins = {hashes[i]: splits[i] for members in groups if len(members) > 1
                 for i in members if not given[i]}
     return SplitResult(splits, new_pins, new_cuts)
 
 
-def _cut_lone(lone: list[int], units: list[float], want: dict, count: dict, cuts: dict, place) -> dict:
-    """Fill test, then val, from the lowest hash units of the lone images; the rest train.
-    Each cut stays inside the interval the previous build recorded, so no older image crosses it."""
-    if not lone:
+def _cut_in_hash_order(items: list[list[int]], units: list[float], want: dict, count: dict, cuts: dict,
+                       place) -> dict:
+    """Fill test, then val, from the lowest hash units of the lone images and pairs (a pair at its
+    lower unit); the rest train. Each cut stays inside the interval the previous build recorded,
+    so no older image crosses it. Without that record the cuts still fall near the same units, so a
+    rebuild with more images moves few images."""
+    if not items:
         return dict(cuts)
-    values = sorted({units[i] for i in lone})  # equal units (identical files) never straddle a cut
+    key = [min(units[i] for i in item) for item in items]
+    values = sorted(set(key))  # equal units (identical files) never straddle a cut
     rank = {v: k for k, v in enumerate(values)}
-    cum = np.cumsum([0] + [1] * len(values))
-    if len(values) != len(lone):
-        weight = np.zeros(len(values), dtype=int)
-        for i in lone:
-            weight[rank[units[i]]] += 1
-        cum = np.concatenate([[0], np.cumsum(weight)])
+    weight = np.zeros(len(values), dtype=int)
+    for item, v in zip(items, key):
+        weight[rank[v]] += len(item)
+    cum = np.concatenate([[0], np.cumsum(weight)])
     m, pos, goal, new_cuts, at = len(values), 0, 0, {}, {}
     for split in CUT_ORDER:
         goal += max(0, want[split] - count[split])
@@ -201,7 +193,8 @@ def _cut_lone(lone: list[int], units: list[float], want: dict, count: dict, cuts
         pos = min(range(first, last + 1), key=lambda q: (abs(int(cum[q]) - goal), q))
         at[split] = pos
         new_cuts[split] = [values[pos - 1] if pos > 0 else -1.0, values[pos] if pos < m else 2.0]
-    for i in lone:
-        k = rank[units[i]]
-        place(i, "test" if k < at["test"] else "val" if k < at["val"] else "train")
+    for item, v in zip(items, key):
+        k = rank[v]
+        for i in item:
+            place(i, "test" if k < at["test"] else "val" if k < at["val"] else "train")
     return new_cuts

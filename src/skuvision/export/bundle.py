@@ -65,7 +65,7 @@ def _check_out_dir(out: Path, force: bool) -> None:
 def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = 17, exporter: str = "auto",
                       int8: bool = False, calibration: str | None = None, image_size: int | None = None,
                       calibration_images: int = CALIBRATION_IMAGES, force: bool = False,
-                      run_dir: str | Path | None = None) -> dict:
+                      run_dir: str | Path | None = None, int8_activations: str = "uint8") -> dict:
     """Write the export dir; returns the summary (also in ``export.json``).
 
     ``run_dir``: the training run (its ``.hydra/config.yaml`` gives the image size and the training
@@ -103,14 +103,14 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = 17, export
         raise RuntimeError(f"{out / 'model.onnx'}: ONNX Runtime logits differ from PyTorch by {diff:.2e} "
                            f"(> {PARITY_TOLERANCE}); the export is wrong, do not deploy it")
     if int8:
-        summary["int8"] = _quantize(out, spec, calibration, calibration_images, onnx_model)
+        summary["int8"] = _quantize(out, spec, calibration, calibration_images, onnx_model, int8_activations)
     hparams = dict(torch_model.model.hparams)
     (out / "model_card.md").write_text(render_card(summary, hparams, spec, ckpt, run_dir))
     (out / "export.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def _quantize(out: Path, spec: dict, calibration: str, n: int, fp32) -> dict:
+def _quantize(out: Path, spec: dict, calibration: str, n: int, fp32, activations: str = "uint8") -> dict:
     from skuvision.data.transforms import eval_transform
     from skuvision.export.quantize import quantize_int8, top1_agreement
     from skuvision.export.runtime import OnnxPredictor
@@ -119,12 +119,13 @@ def _quantize(out: Path, spec: dict, calibration: str, n: int, fp32) -> dict:
     transform = eval_transform(spec)
     cal_split = _first_split(calibration, ("train", "val", "test"))
     images, _ = load_batch(calibration, cal_split, transform, limit=n)
-    quantize_int8(out / "model.onnx", out / "model.int8.onnx", images.numpy())
+    quantize_int8(out / "model.onnx", out / "model.int8.onnx", images.numpy(), activations=activations)
     agree_split = _first_split(calibration, ("test", "val", "train"))
     held_out, _ = load_batch(calibration, agree_split, transform, limit=AGREEMENT_IMAGES)
     int8 = OnnxPredictor(out, "model.int8.onnx")
     agreement = top1_agreement(_batched(fp32, held_out), _batched(int8, held_out))
-    return {"calibration": str(calibration), "calibration_split": cal_split, "calibration_images": len(images),
+    return {"activations": activations, "calibration": str(calibration), "calibration_split": cal_split,
+            "calibration_images": len(images),
             "agreement_split": agree_split, "agreement_images": len(held_out), "top1_agreement": agreement}
 
 

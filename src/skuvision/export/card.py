@@ -96,7 +96,8 @@ def render_card(summary: dict, hparams: dict, spec: dict, ckpt_path: str | Path,
     ]
     if "int8" in summary:
         q = summary["int8"]
-        lines.append(f"- `model.int8.onnx` (static QDQ, per-channel, {q['calibration_images']} calibration images from "
+        lines.append(f"- `model.int8.onnx` (static QDQ, int8 per-channel weights, {q['activations']} activations, "
+                     f"{q['calibration_images']} calibration images from "
                      f"`{q['calibration']}` split {q['calibration_split']}): top-1 agreement with fp32 "
                      f"{q['top1_agreement']:.4f} on {q['agreement_images']} images of split {q['agreement_split']}")
     mean, std = ", ".join(f"{m:.4f}" for m in spec["mean"]), ", ".join(f"{v:.4f}" for v in spec["std"])

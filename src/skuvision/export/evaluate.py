@@ -73,13 +73,30 @@ def _group_accuracy(labels: np.ndarray, pred: np.ndarray, group_of: dict[str, st
             for g, (n, c, gc) in sorted(stats.items())}
 
 
+def brand_accuracy(logits: np.ndarray, labels: np.ndarray, model_labels: LabelMap, split: str) -> dict:
+    """``{split}/brand_top1`` and ``brand_top5``: each brand scores the summed probability of its SKUs, as
+    the training run's test computes them (the GroceryStoreDataset's coarse accuracy); {} without brands."""
+    brand_of = model_labels.attribute_targets("brand")
+    if brand_of is None or not len(labels):
+        return {}
+    brand_of = np.asarray(brand_of)
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    probs = shifted / shifted.sum(1, keepdims=True)
+    brand_probs = np.zeros((len(probs), brand_of.max() + 1))
+    np.add.at(brand_probs.T, brand_of, probs.T)
+    top = np.argsort(-brand_probs, axis=1, kind="stable")[:, :min(5, brand_probs.shape[1])]
+    target = brand_of[labels]
+    return {f"{split}/brand_top1": float(np.mean(top[:, 0] == target)),
+            f"{split}/brand_top5": float(np.mean((top == target[:, None]).any(1)))}
+
+
 def compute_metrics(logits: np.ndarray, labels: np.ndarray, model_labels: LabelMap, split: str) -> dict:
     n, num_classes = len(labels), logits.shape[1]
     k = min(5, num_classes)
     top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     pred = top[:, 0] if n else np.zeros(0, np.int64)
     skus = model_labels.skus
-    return {
+    return {**brand_accuracy(logits, labels, model_labels, split),
         f"{split}/top1": float(np.mean(pred == labels)) if n else float("nan"),
         f"{split}/top5": float(np.mean((top == labels[:, None]).any(1))) if n else float("nan"),
         "images": int(n),

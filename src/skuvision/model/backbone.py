@@ -2,7 +2,9 @@
 
 Freeze depth counts stages from the input: 0 none, 1 stem, 2 +layer1, 3 +layer2,
 4 +layer3, 5 the whole backbone (ResNet naming; any timm CNN with
-``feature_info`` works). The frozen prefix runs under ``torch.no_grad()`` — no
+``feature_info`` works: a stage ends at each ``feature_info`` module, so for
+EfficientNet-Lite0 stage 1 is the stem + blocks.0, then blocks.1, blocks.2,
+blocks.3-4, and blocks.5-6 + conv_head). The frozen prefix runs under ``torch.no_grad()`` — no
 activations are kept for backward, which is most of the memory and a third of
 the compute saved — and its BatchNorm layers stay in eval mode so their running
 statistics, learned on millions of images, never drift on ours.

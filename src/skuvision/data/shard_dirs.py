@@ -1,0 +1,64 @@
+"""Where a shard build reads its past and writes its result.
+
+``previous_state``: the label map, pins and split cuts of an earlier build (``--label-map``), which
+keep class indices and splits stable. ``local_out``/``swap_in``: a local build writes into a
+staging folder inside ``--out`` and replaces the earlier build only once it has succeeded, so a
+build that fails (bad input, no training images, a crash) never costs the build already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from skuvision.data.labels import LabelMap
+from skuvision.data.remote import is_s3
+from skuvision.data.splits import SPLITS
+from skuvision.errors import DataError
+
+MANIFEST = "manifest.json"
+REJECTS = "rejects.csv"
+
+
+def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict]]:
+    """The label map, pinned splits and split cuts of an earlier build (its manifest.json, local or s3://)."""
+    if not label_map_path:
+        return LabelMap(), {}, {}
+    if is_s3(label_map_path):
+        from skuvision.data.remote import read_json
+
+        data = read_json(label_map_path)
+        label_map = LabelMap.from_dict(data.get("label_map", data))
+    else:
+        label_map = LabelMap.load(label_map_path)
+        data = json.loads(Path(label_map_path).read_text())
+    pins = dict(data.get("pinned_splits", {})) if isinstance(data, dict) else {}
+    cuts = dict(data.get("split_cuts", {})) if isinstance(data, dict) else {}
+    return label_map, pins, cuts
+
+
+STAGING = ".building-"
+
+
+def local_out(out: Path) -> Path:
+    """``out``, checked: new, empty, or an earlier build of ours (which stays until the new one is done)."""
+    if out.exists():
+        stale = [p for p in out.iterdir() if p.name.startswith(STAGING)]  # left by a build that was killed
+        if len(stale) < len(list(out.iterdir())) and not (out / MANIFEST).exists():
+            raise DataError(f"--out {out}: exists, is not empty and holds no {MANIFEST}; choose an empty or new directory")
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Replace an earlier build's splits with the new ones; the manifest goes last."""
+    for split in SPLITS:  # a rebuild replaces an earlier build of ours, nothing else
+        shutil.rmtree(out / split, ignore_errors=True)
+        if (staging / split).exists():
+            os.replace(staging / split, out / split)
+    os.replace(staging / REJECTS, out / REJECTS)
+    os.replace(staging / MANIFEST, out / MANIFEST)
