@@ -40,6 +40,9 @@ class ModelConfig:
     optimizer: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     compile: bool = False
+    channels_last: bool = False
+    frozen_precision: str = "fp32"
+    fold_frozen_bn: bool = False
 
 
 @dataclass

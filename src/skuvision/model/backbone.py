@@ -103,9 +103,16 @@ def _stage_units(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
 class StagedBackbone(nn.Module):
     """Runs a timm CNN unit by unit so a frozen prefix can skip autograd."""
 
-    def __init__(self, model: nn.Module, freeze_depth: int):
+    def __init__(self, model: nn.Module, freeze_depth: int, channels_last: bool = False,
+                 frozen_precision: str = "fp32", fold_frozen_bn: bool = False):
         super().__init__()
+        from skuvision.model.speed import FROZEN_PRECISIONS
+
+        if frozen_precision not in FROZEN_PRECISIONS:
+            raise ConfigError(f"model.frozen_precision={frozen_precision}: use one of {', '.join(FROZEN_PRECISIONS)}")
         self.model = model
+        self.channels_last = bool(channels_last)
+        self.frozen_precision = frozen_precision
         units = _stage_units(model)
         self.num_stages = len(model.feature_info)
         if not 0 <= freeze_depth <= self.num_stages:
@@ -121,6 +128,24 @@ class StagedBackbone(nn.Module):
         for unit, stage in zip(self._units, self.unit_stages):
             unit.requires_grad_(stage > freeze_depth)
         self.train()
+        if fold_frozen_bn:
+            self.fold_frozen_batchnorm()
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def fold_frozen_batchnorm(self) -> int:
+        """Fold the frozen prefix's BatchNorm into its convolutions; refuse if the prefix's output changes."""
+        from skuvision.model.speed import fold_batchnorm
+
+        probe = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        want = self._frozen_forward(probe, "fp32")
+        folded = fold_batchnorm(self.model, {id(m) for unit in self.frozen_units for m in unit.modules()})
+        self._units = [self.model.get_submodule(name) for name in self.unit_names]  # folded units were replaced
+        got = self._frozen_forward(probe, "fp32")
+        if not torch.allclose(want, got, rtol=1e-3, atol=1e-4):
+            raise ConfigError(f"model.fold_frozen_bn=true changed the frozen prefix's output (max diff "
+                              f"{(want - got).abs().max().item():.1e}) for this backbone; set it to false")
+        return folded
 
     @property
     def frozen_units(self) -> list[nn.Module]:
@@ -141,23 +166,34 @@ class StagedBackbone(nn.Module):
             rows.append((f"stage{stage} ({', '.join(names)})", count, stage > self.freeze_depth))
         return rows
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            for unit, stage in zip(self._units, self.unit_stages):
-                if stage > self.freeze_depth:
-                    break
+    def _frozen_forward(self, x: torch.Tensor, precision: str | None = None) -> torch.Tensor:
+        from skuvision.model.speed import frozen_autocast
+
+        with torch.no_grad(), frozen_autocast(x.device, precision or self.frozen_precision):
+            for unit in self.frozen_units:
                 x = unit(x)
-        n_frozen = sum(1 for s in self.unit_stages if s <= self.freeze_depth)
-        for unit in self._units[n_frozen:]:
+        return x.float()
+
+    @property
+    def trainable_units(self) -> list[nn.Module]:
+        return [u for u, s in zip(self._units, self.unit_stages) if s > self.freeze_depth]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._frozen_forward(x)
+        for unit in self.trainable_units:
             x = unit(x)
         return self.model.forward_head(x, pre_logits=True)
 
 
-def build_backbone(name: str, freeze_depth: int, pretrained: bool = False, pretrained_file: str | None = None) -> StagedBackbone:
+def build_backbone(name: str, freeze_depth: int, pretrained: bool = False, pretrained_file: str | None = None,
+                   **speed) -> StagedBackbone:
+    """``speed``: channels_last, frozen_precision, fold_frozen_bn (see :mod:`skuvision.model.speed`)."""
     model = create_timm_model(name, pretrained, pretrained_file)
     if not hasattr(model, "feature_info") or not model.feature_info:
         raise ConfigError(f"model.backbone={name}: has no feature_info stages; pick a timm CNN such as resnet50")
-    return StagedBackbone(model, freeze_depth)
+    return StagedBackbone(model, freeze_depth, **speed)
 
 
 def check_backbone(name: str, freeze_depth: int) -> int:

@@ -58,6 +58,9 @@ class SKUClassifier(L.LightningModule):
         scheduler: dict | None = None,
         label_map: dict | None = None,
         compile: bool = False,
+        channels_last: bool = False,
+        frozen_precision: str = "fp32",
+        fold_frozen_bn: bool = False,
     ):
         super().__init__()
         head, optimizer, scheduler, label_map = (plain(x) or {} for x in (head, optimizer, scheduler, label_map))
@@ -67,10 +70,14 @@ class SKUClassifier(L.LightningModule):
             "num_classes": int(num_classes), "backbone": backbone, "pretrained": bool(pretrained),
             "pretrained_file": pretrained_file, "freeze_depth": int(freeze_depth), "head": head,
             "aux_heads": bool(aux_heads), "aux_weight": float(aux_weight), "label_smoothing": float(label_smoothing),
-            "optimizer": optimizer, "scheduler": scheduler,
+            "optimizer": optimizer, "scheduler": scheduler, "compile": bool(compile),
+            "channels_last": bool(channels_last), "frozen_precision": str(frozen_precision),
+            "fold_frozen_bn": bool(fold_frozen_bn),
         })
         self.label_map = label_map
-        self.backbone = build_backbone(backbone, int(freeze_depth), pretrained, pretrained_file)
+        self.backbone = build_backbone(backbone, int(freeze_depth), pretrained, pretrained_file,
+                                       channels_last=channels_last, frozen_precision=frozen_precision,
+                                       fold_frozen_bn=fold_frozen_bn)
         self.head = mlp_head(self.backbone.num_features, int(num_classes), **head)
         self.aux = nn.ModuleDict()
         for kind in ("brand", "category"):
@@ -89,7 +96,7 @@ class SKUClassifier(L.LightningModule):
         self.register_buffer("test_correct", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
         self.register_buffer("test_total", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
         self.test_errors: list[torch.Tensor] = []
-        self.compile_model = compile
+        self._compiled = False
         self.report_dir: str | None = None
 
     def _attribute_targets(self, kind: str) -> list[int] | None:
@@ -107,6 +114,16 @@ class SKUClassifier(L.LightningModule):
         stages.append({"name": "heads", "params": head_total, "trainable": True})
         return {"total": total, "trainable": trainable, "frozen": total - trainable,
                 "freeze_depth": self.backbone.freeze_depth, "stages": stages}
+
+    def configure_model(self) -> None:
+        """``model.compile``: torch.compile the trainable part (where backward runs), once, in place.
+
+        ``Module.compile`` keeps parameter names, so checkpoints load into eager models unchanged.
+        """
+        if self.hparams.get("compile") and not self._compiled:
+            for module in (*self.backbone.trainable_units, self.head, *self.aux.values()):
+                module.compile(dynamic=False)  # fixed batch shapes (drop_last); dynamic shapes hit an inductor CPU bug
+            self._compiled = True
 
     # -- forward / steps ------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
