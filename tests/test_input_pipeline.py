@@ -134,11 +134,33 @@ def test_datamodule_augments_on_device_after_transfer(tiny_shards):
     assert val["image"].dtype == torch.float32 and dm.on_after_batch_transfer(val, 0) is val
 
 
-def test_training_runs_with_augmentation_on_the_device(tiny_shards, tmp_path):
+def test_decode_on_device_gives_the_batch_the_workers_would_have_decoded(tiny_shards):
+    from skuvision.data.datamodule import SKUDataModule
+    from skuvision.errors import ConfigError
+
+    decoded_by_workers = SKUDataModule(str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True)
+    bytes_only = SKUDataModule(str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True,
+                               decode_on_device=True)
+    for dm in (decoded_by_workers, bytes_only):
+        dm.setup("fit")
+    want = next(iter(decoded_by_workers.train_dataloader()))
+    raw = next(iter(bytes_only.train_dataloader()))
+    assert isinstance(raw["jpeg"], list) and raw["jpeg"][0].dtype == torch.uint8 and raw["jpeg"][0].dim() == 1
+    got = bytes_only.on_before_batch_transfer(raw, 0)  # batched decode_jpeg (nvJPEG on a GPU; here the CPU)
+    assert torch.equal(got["image"], want["image"]) and torch.equal(got["sizes"], want["sizes"])
+    assert torch.equal(got["label"], want["label"])
+    batch = bytes_only.on_after_batch_transfer(got, 0)
+    assert batch["image"].shape == (4, 3, 40, 40) and batch["image"].dtype == torch.float32
+    with pytest.raises(ConfigError, match="data.decode_on_device=true needs data.augment_on_device=true"):
+        SKUDataModule(str(tiny_shards), decode_on_device=True)
+
+
+@pytest.mark.parametrize("decode", ["false", "true"])
+def test_training_runs_with_augmentation_on_the_device(decode, tiny_shards, tmp_path):
     from skuvision.train import run
 
     cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "trainer.max_epochs=1",
-                                       "data.augment_on_device=true"])
+                                       "data.augment_on_device=true", f"data.decode_on_device={decode}"])
     run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert "test/top1" in metrics and metrics["epochs"] == 1

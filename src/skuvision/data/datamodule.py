@@ -16,7 +16,7 @@ worker only the decode and moves the augmentation to the GPU, batched, in
 
 from __future__ import annotations
 
-from skuvision.errors import DataError
+from skuvision.errors import ConfigError, DataError
 
 import json
 import os
@@ -27,7 +27,7 @@ import lightning as L
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
 
-from skuvision.data.device_augment import DeviceAugment, pad_collate
+from skuvision.data.device_augment import DeviceAugment, decode_batch, jpeg_collate, pad_collate
 from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.labels import LabelMap
 from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
@@ -38,12 +38,15 @@ from skuvision.data.transforms import AugmentConfig, eval_transform, preprocess_
 class SKUShardDataset(StreamingDataset):
     """Decodes the shard JPEG and applies the transform, returning (image, label)."""
 
-    def __init__(self, input_dir: str, transform, **kwargs: Any):
+    def __init__(self, input_dir: str, transform, decode: bool = True, **kwargs: Any):
         super().__init__(input_dir, **kwargs)
         self.image_transform = transform
+        self.decode = decode  # False: hand the JPEG bytes on (data.decode_on_device)
 
     def __getitem__(self, index: Any) -> dict:
         sample = super().__getitem__(index)
+        if not self.decode:
+            return {"image": torch.frombuffer(bytearray(sample["image"]), dtype=torch.uint8), "label": int(sample["label"])}
         image = decode_to_tensor(sample["image"])
         return {"image": self.image_transform(image), "label": int(sample["label"])}
 
@@ -91,6 +94,7 @@ class SKUDataModule(L.LightningDataModule):
         synthetic: dict | None = None,
         augment_on_device: bool = False,
         backbone: str = "resnet152",
+        decode_on_device: bool = False,
     ):
         super().__init__()
         self.root = resolve_root(root)
@@ -107,6 +111,10 @@ class SKUDataModule(L.LightningDataModule):
         self.max_cache_size = max_cache_size
         self.augment = AugmentConfig(**(augment or {}))
         self.augment_on_device = augment_on_device
+        if decode_on_device and not augment_on_device:
+            raise ConfigError("data.decode_on_device=true needs data.augment_on_device=true: the decoded images are "
+                              "augmented where they were decoded")
+        self.decode_on_device = decode_on_device
         self._device_augment = None
         self.seed = seed
         self.synthetic = synthetic
@@ -175,7 +183,8 @@ class SKUDataModule(L.LightningDataModule):
                 transform = _uint8_as_is
             else:
                 transform = train_transform(self.image_size, self.augment, self.preprocess)
-            self.datasets[split] = SKUShardDataset(self._split_dir(split), transform, **kwargs)
+            decode = not (train and self.decode_on_device)
+            self.datasets[split] = SKUShardDataset(self._split_dir(split), transform, decode=decode, **kwargs)
         return self.datasets[split]
 
     def check_batches_per_rank(self, split: str, batch_size: int, world_size: int) -> None:
@@ -214,8 +223,15 @@ class SKUDataModule(L.LightningDataModule):
             prefetch_factor=self.prefetch_factor,
             persistent_workers=self.persistent_workers,
             drop_last=split == "train",
-            collate_fn=pad_collate if device_batch else None,
+            collate_fn=(jpeg_collate if self.decode_on_device else pad_collate) if device_batch else None,
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``decode_on_device``: decode the batch's JPEG bytes straight onto the training device."""
+        if isinstance(batch, dict) and "jpeg" in batch:
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            batch = decode_batch(batch, device)
+        return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``augment_on_device``: augment the uint8 training batch where it now lives (the GPU)."""
