@@ -158,8 +158,6 @@ def _grad_worker(out_dir: str) -> None:
     order = [i * 2 * B + rank * per_rank + j for i in range(STEPS) for j in range(per_rank)]
 
     class Data(L.LightningDataModule):
-        batch_size = per_rank
-
         def train_dataloader(self):
             return DataLoader(TensorDataset(images[order], labels[order]), batch_size=per_rank, shuffle=False)
 
@@ -171,7 +169,7 @@ def _grad_worker(out_dir: str) -> None:
     model = Classifier(num_classes=4, backbone="resnet10t", freeze_depth=5, aux_heads=False,
                        head={"hidden_dims": [16], "dropout": 0.0, "norm": "none"},
                        optimizer={"name": "sgd", "lr": 8.0, "momentum": 0.9, "weight_decay": 1e-4},
-                       scheduler={"warmup_fraction": 0.0})
+                       scheduler={"warmup_fraction": 0.0}, batch_size=per_rank)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     head = lambda: {k: v.detach().clone() for k, v in model.head.state_dict().items()}  # noqa: E731

@@ -9,13 +9,15 @@ from skuvision.train import run
 
 
 def test_small_end_to_end_train_writes_metrics_report_and_checkpoint(tiny_shards, tmp_path):
-    cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN])
+    # with the folded-BN speed path on, so load_classifier must rebuild exactly that structure
+    cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "model.fold_frozen_bn=true",
+                                       "model.freeze_depth=2"])
     value = run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("val/top1", "test/top1", "test/top5", "params/total", "params/trainable", "global_batch", "lr/scaled"):
         assert key in metrics, key
     assert value == metrics["val/top1"]
-    assert metrics["params/trainable"] == metrics["params/total"]  # freeze_depth=0
+    assert metrics["params/trainable"] < metrics["params/total"]  # freeze_depth=2
     assert metrics["global_batch"] == 16 and metrics["lr/scaled"] == pytest.approx(cfg.model.optimizer.lr * 16 / 256)
     rows = list(csv.DictReader((tmp_path / "per_sku.csv").open()))
     assert len(rows) == 6
@@ -25,6 +27,20 @@ def test_small_end_to_end_train_writes_metrics_report_and_checkpoint(tiny_shards
     assert len(ckpt["label_map"]["sku_to_index"]) == 6
     assert ckpt["hyper_parameters"]["num_classes"] == 6
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+    # load_classifier rebuilds the trained model from the checkpoint alone: same label map, same answers
+    from hydra.utils import instantiate
+
+    from skuvision.model.module import load_classifier
+
+    loaded = load_classifier(metrics["best_checkpoint"])
+    assert loaded.label_map == ckpt["label_map"] and loaded.hparams.fold_frozen_bn
+    reference = instantiate(cfg.model, num_classes=6, label_map=ckpt["label_map"], pretrained=False, _convert_="all")
+    reference.load_state_dict(ckpt["state_dict"])
+    images = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(images), reference.eval()(images))
+        assert not torch.equal(loaded(images), instantiate(cfg.model, num_classes=6, pretrained=False).eval()(images))
 
 
 def test_frozen_batchnorm_running_stats_never_move_through_fit(tiny_shards, tmp_path):

@@ -102,7 +102,6 @@ def run(cfg: DictConfig) -> float | None:
         log.info("data: %s", datamodule.describe())
         model = instantiate(cfg.model, num_classes=datamodule.num_classes,
                             label_map=datamodule.label_map.to_dict(), _convert_="all")
-        model.report_dir = str(output_dir)
         from skuvision.callbacks.collectives import EpochMetricsSync
 
         callbacks = [EpochMetricsSync(), *instantiate_collection(cfg.get("callbacks"))]  # first: see its docstring

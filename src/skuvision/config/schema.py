@@ -40,6 +40,7 @@ class ModelConfig:
     optimizer: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     compile: bool = False
+    batch_size: Optional[int] = None
     channels_last: bool = False
     frozen_precision: str = "fp32"
     fold_frozen_bn: bool = False

@@ -117,7 +117,7 @@ def evaluate(model: str, shards_dir: str, split: str = "test", out: str | None =
     from skuvision.export.confusions import confusion_pairs, plot_confusions, write_confusions_csv
     from skuvision.export.runtime import load_predictor
     from skuvision.export.shard_reader import split_dir
-    from skuvision.model.module import write_per_sku_report
+    from skuvision.report.per_sku import write_per_sku_report
 
     split_dir(shards_dir, split)  # bad shard dir or split: one line before the model loads
     predictor = load_predictor(model, image_size=image_size, int8=int8)

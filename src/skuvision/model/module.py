@@ -7,9 +7,7 @@ model always knows which output is which SKU.
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -61,6 +59,7 @@ class SKUClassifier(L.LightningModule):
         channels_last: bool = False,
         frozen_precision: str = "fp32",
         fold_frozen_bn: bool = False,
+        batch_size: int | None = None,
     ):
         super().__init__()
         head, optimizer, scheduler, label_map = (plain(x) or {} for x in (head, optimizer, scheduler, label_map))
@@ -72,7 +71,7 @@ class SKUClassifier(L.LightningModule):
             "aux_heads": bool(aux_heads), "aux_weight": float(aux_weight), "label_smoothing": float(label_smoothing),
             "optimizer": optimizer, "scheduler": scheduler, "compile": bool(compile),
             "channels_last": bool(channels_last), "frozen_precision": str(frozen_precision),
-            "fold_frozen_bn": bool(fold_frozen_bn),
+            "fold_frozen_bn": bool(fold_frozen_bn), "batch_size": int(batch_size) if batch_size else None,
         })
         self.label_map = label_map
         self.backbone = build_backbone(backbone, int(freeze_depth), pretrained, pretrained_file,
@@ -97,7 +96,7 @@ class SKUClassifier(L.LightningModule):
         self.register_buffer("test_total", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
         self.test_errors: list[torch.Tensor] = []
         self._compiled = False
-        self.report_dir: str | None = None
+        self.test_results: dict | None = None  # filled by on_test_epoch_end: per-SKU counts, misclassified pairs
 
     def _attribute_targets(self, kind: str) -> list[int] | None:
         if not self.label_map:
@@ -185,21 +184,20 @@ class SKUClassifier(L.LightningModule):
         self.test_errors = []  # (true, predicted) rows of misclassified test images -> confusions.csv
 
     def on_test_epoch_end(self) -> None:
+        """Per-SKU counts and misclassified pairs of all ranks, on every rank (collectives: every rank runs
+        this hook); ``skuvision.callbacks.sku_report.SKUReport`` writes them out."""
+        from skuvision.export.confusions import gather_pairs
+
         correct = self.trainer.strategy.reduce(self.test_correct.float(), reduce_op="sum")
         total = self.trainer.strategy.reduce(self.test_total.float(), reduce_op="sum")
-        from skuvision.export.confusions import gather_pairs, write_from_tensors
-
         errors = torch.cat(self.test_errors).numpy() if self.test_errors else torch.zeros(0, 2).long().numpy()
         errors = gather_pairs(self.trainer.strategy, errors, self.trainer.global_rank, self.trainer.world_size, self.device)
-        if self.trainer.is_global_zero and self.report_dir:
-            write_per_sku_report(Path(self.report_dir) / "per_sku.csv", correct.cpu(), total.cpu(), self.label_map)
-            write_from_tensors(self.report_dir, errors, total.cpu().long().tolist(), self.label_map)
+        self.test_results = {"correct": correct.cpu(), "total": total.cpu(), "errors": errors}
 
     # -- optimisation -----------------------------------------------------------------------
     def global_batch_size(self) -> int:
-        per_device = getattr(self.trainer.datamodule, "batch_size", None) if self.trainer.datamodule else None
-        per_device = per_device or 1
-        return int(self.trainer.num_nodes * self.trainer.num_devices * per_device)
+        """Nodes x devices x the per-device batch (``model.batch_size``, which the config ties to data.batch_size)."""
+        return int(self.trainer.num_nodes * self.trainer.num_devices * (self.hparams.get("batch_size") or 1))
 
     def scaled_lr(self) -> float:
         return float(self.hparams.optimizer.get("lr", 1e-3)) * self.global_batch_size() / REFERENCE_BATCH
@@ -210,7 +208,7 @@ class SKUClassifier(L.LightningModule):
         opt_cfg.pop("lr", None)
         lr = self.scaled_lr()
         decay, no_decay = [], []
-        for n, p in self.named_parameters():
+        for p in self.parameters():
             if p.requires_grad:
                 (no_decay if p.ndim <= 1 else decay).append(p)
         weight_decay = float(opt_cfg.pop("weight_decay", 0.05))
@@ -252,28 +250,6 @@ class SKUClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if checkpoint.get("label_map"):
             self.label_map = checkpoint["label_map"]
-
-
-def write_per_sku_report(path: Path, correct: torch.Tensor, total: torch.Tensor, label_map: dict | None) -> Path:
-    """Per-SKU test accuracy, worst first: the SKUs to re-photograph or merge."""
-    from skuvision.data.labels import LabelMap
-
-    lm = LabelMap.from_dict(label_map) if label_map else None
-    skus = lm.skus if lm else [str(i) for i in range(len(total))]
-    rows = []
-    for i in range(len(total)):
-        n = int(total[i])
-        if n:
-            sku = skus[i]
-            rows.append((sku, i, n, int(correct[i]), float(correct[i]) / n,
-                         lm.brands.get(sku, "") if lm else "", lm.categories.get(sku, "") if lm else ""))
-    rows.sort(key=lambda r: (r[4], -r[2], r[0]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["sku_id", "class_index", "test_images", "correct", "accuracy", "brand", "category"])
-        w.writerows([(r[0], r[1], r[2], r[3], f"{r[4]:.4f}", r[5], r[6]) for r in rows])
-    return path
 
 
 def load_classifier(checkpoint_path: str, map_location: str = "cpu") -> SKUClassifier:
