@@ -16,8 +16,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from skuvision.data.labels import LabelMap
-
 log = logging.getLogger(__name__)
 
 WORST_SKUS = 50
@@ -84,12 +82,14 @@ def log_model_artifact(lg, model, metrics: dict, output_dir: Path) -> None:
     if not Path(ckpt).is_file():
         log.warning("W&B log_model: no checkpoint at %s; nothing uploaded", ckpt)
         return
-    label_map = LabelMap.from_dict(model.label_map or {}).save(output_dir / "label_map.json")
+    from skuvision.model.bundle import write_model_bundle
+
+    bundle = write_model_bundle(ckpt, output_dir, copy_checkpoint=False)
     run = lg.experiment
     keep = ("val/top1", "test/top1", "test/top5", "params/trainable", "freeze_depth")
     artifact = wandb.Artifact(f"model-{run.id}", type="model",
                               metadata={k: metrics[k] for k in keep if k in metrics} | {"backbone": model.hparams.backbone})
-    artifact.add_file(str(ckpt), name="model.ckpt")
-    artifact.add_file(str(label_map), name="label_map.json")
+    for name, path in bundle.items():
+        artifact.add_file(str(path), name=name)
     run.log_artifact(artifact, aliases=["best", "latest"])
     log.info("W&B: model artifact model-%s (model.ckpt from %s, label_map.json)", run.id, ckpt)

@@ -29,12 +29,11 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
-from skuvision.errors import exit_on_user_error
-from skuvision.errors import ConfigError, UserError
+from skuvision.errors import ConfigError, UserError, exit_on_user_error
+from skuvision.files import write_json
 
 log = logging.getLogger("skuvision.sagemaker.entry")
 
@@ -98,7 +97,6 @@ def export_wandb_key() -> None:
 
 def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> list[Path]:
     """Best checkpoint, label map, metrics and the fp32 ONNX export into ``model_dir`` (rank 0, once)."""
-    import torch
 
     run_directory, model_dir = Path(run_directory), Path(model_dir)
     metrics_path = run_directory / "metrics.json"
@@ -109,18 +107,14 @@ def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> 
     model_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if best and Path(best).is_file():
-        shutil.copyfile(best, model_dir / "model.ckpt")
-        written.append(model_dir / "model.ckpt")
-        label_map = torch.load(best, map_location="cpu", weights_only=True).get("label_map")
-        if label_map:
-            (model_dir / "label_map.json").write_text(json.dumps(label_map, indent=2, sort_keys=True))
-            written.append(model_dir / "label_map.json")
+        from skuvision.model.bundle import write_model_bundle
+
+        written += list(write_model_bundle(best, model_dir).values())
         metrics["best_checkpoint"] = "model.ckpt"
         written += _export_onnx(model_dir / "model.ckpt", model_dir, run_directory)
     else:
         log.warning("no best checkpoint (%s); model.tar.gz holds metrics only", best)
-    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
-    written.append(model_dir / "metrics.json")
+    written.append(write_json(model_dir / "metrics.json", metrics, sort_keys=True, default=str))
     return written
 
 

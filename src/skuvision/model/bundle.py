@@ -1,0 +1,34 @@
+"""The model bundle: ``model.ckpt`` + ``label_map.json``, what a SageMaker job's model.tar.gz and a W&B
+``model`` artifact both carry. One writer, so the two can never disagree about the label map: it is the
+checkpoint's own, verbatim (the label map travels inside every checkpoint).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from skuvision.errors import DataError
+from skuvision.files import write_json
+
+
+def write_model_bundle(checkpoint: str | Path, out_dir: str | Path, copy_checkpoint: bool = True) -> dict[str, Path]:
+    """``{"model.ckpt": path, "label_map.json": path}`` in ``out_dir``.
+
+    ``copy_checkpoint=False`` leaves the checkpoint where it is (a W&B upload names it model.ckpt
+    itself) and writes only label_map.json.
+    """
+    import torch
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    if not checkpoint.is_file():
+        raise DataError(f"{checkpoint}: no such checkpoint; nothing to bundle")
+    label_map = torch.load(checkpoint, map_location="cpu", weights_only=True).get("label_map")
+    if not label_map:
+        raise DataError(f"{checkpoint}: holds no label map; was it written by skuvision's SKUClassifier?")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle = {"model.ckpt": checkpoint, "label_map.json": write_json(out_dir / "label_map.json", label_map, sort_keys=True)}
+    if copy_checkpoint:
+        shutil.copyfile(checkpoint, out_dir / "model.ckpt")
+        bundle["model.ckpt"] = out_dir / "model.ckpt"
+    return bundle
