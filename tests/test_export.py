@@ -267,3 +267,22 @@ def test_sagemaker_model_dir_is_an_export_dir(trained_run, tiny_shards, tmp_path
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_predict_reads_phone_photos_upright_as_the_shard_builder_stores_them(tmp_path):
+    """A JPEG with an EXIF Orientation tag is read as a person sees it, as `shards build` stored its training twin."""
+    from PIL import Image
+
+    from skuvision.export.runtime import read_image
+
+    upright = Image.new("RGB", (60, 90), (200, 30, 30))  # portrait: red top half, blue bottom half
+    upright.paste((30, 30, 200), (0, 45, 60, 90))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    photo, plain = tmp_path / "phone.jpg", tmp_path / "plain.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(photo, "JPEG", quality=95, exif=exif)
+    upright.save(plain, "JPEG", quality=95)
+    image = read_image(photo)
+    assert tuple(image.shape) == (3, 90, 60)  # upright portrait, not the sensor's landscape
+    assert image[0, 10, 30] > 150 and image[2, 80, 30] > 150  # red on top, blue below
+    assert tuple(read_image(plain).shape) == (3, 90, 60)  # no tag: the fast decoder, same layout

@@ -25,6 +25,25 @@ class ImageReadError(Exception):
     """An input image that cannot be predicted; ``str(exc)`` is the reason for its error row."""
 
 
+def _exif_orientation(data: bytes) -> int:
+    """The EXIF Orientation tag (1 = as stored) of an encoded image, read from its header only."""
+    from PIL import Image
+
+    try:
+        return int(Image.open(io.BytesIO(data)).getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - unreadable header: the decoders below say what is wrong
+        return 1
+
+
+def _upright(img):
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the pixels as stored, as the builder does
+        return img
+
+
 def read_image(path: str | Path):
     """uint8 RGB tensor (3, H, W) of an image file, decoded as the data loader decodes shard JPEGs.
 
@@ -41,7 +60,7 @@ def read_image(path: str | Path):
         raise ImageReadError(f"unreadable: {exc.strerror or exc}") from None
     if not data:
         raise ImageReadError("zero bytes")
-    if data.startswith(JPEG_MAGIC):
+    if data.startswith(JPEG_MAGIC) and _exif_orientation(data) == 1:
         try:
             return decode_to_tensor(data)
         except (RuntimeError, OSError):
@@ -49,6 +68,7 @@ def read_image(path: str | Path):
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
+        img = _upright(img)  # phone photos: what a person sees, as the shard builder stores them
         array = np.asarray(img.convert("RGB"))
     except UnidentifiedImageError:
         raise ImageReadError("not an image") from None
@@ -56,7 +76,7 @@ def read_image(path: str | Path):
         raise ImageReadError("truncated" if "truncated" in str(exc).lower() else f"corrupt: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is an error row, not a crash
         raise ImageReadError(f"corrupt: {exc}") from None
-    if data.startswith(JPEG_MAGIC):
+    if data.startswith(JPEG_MAGIC) and _exif_orientation(data) == 1:
         raise ImageReadError("corrupt JPEG: the decoder rejected it")
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
