@@ -148,10 +148,14 @@ class _SplitWriters:
             writer.merge()
 
 
-def _previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict]]:
-    """The label map, pinned splits and split cuts of an earlier build (its manifest.json, local or s3://)."""
+def _previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict], dict | None]:
+    """The label map, pinned splits, split cuts and base record of an earlier build (its manifest.json, local or s3://).
+
+    The base record (path + content hash, only when ``label_map_path`` is a shard manifest) lets a
+    delta shard set find its base's train split for replay and prove it is the one it was built on.
+    """
     if not label_map_path:
-        return LabelMap(), {}, {}
+        return LabelMap(), {}, {}, None
     if is_s3(label_map_path):
         from skuvision.data.remote import read_json
 
@@ -162,7 +166,9 @@ def _previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str
         data = json.loads(Path(label_map_path).read_text())
     pins = dict(data.get("pinned_splits", {})) if isinstance(data, dict) else {}
     cuts = dict(data.get("split_cuts", {})) if isinstance(data, dict) else {}
-    return label_map, pins, cuts
+    from skuvision.onboarding.lineage import base_record
+
+    return label_map, pins, cuts, base_record(label_map_path, data)
 
 
 def build_shards(
@@ -184,6 +190,8 @@ def build_shards(
         raise DataError(f"--input {input_path}: every row has a split and none is train; "
                         "mark some rows split=train or leave split empty to have them split by hash")
     previous = _previous_state(label_map_path)  # before the output is touched: it may live there
+    if previous[3] and previous[3]["path"] == (str(out).rstrip("/") if is_s3(out) else str(Path(out).resolve())):
+        previous = (*previous[:3], None)  # a rebuild over its own manifest, not a delta
     if not is_s3(out):
         final = _local_out(Path(out))
         staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=final))
@@ -236,8 +244,8 @@ def _swap_in(staging: Path, out: Path) -> None:
 
 
 def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSettings,
-           previous: tuple[LabelMap, dict[str, str], dict[str, dict]], progress: bool, on_chunk=None) -> dict:
-    label_map, pinned, cuts = previous
+           previous: tuple[LabelMap, dict[str, str], dict[str, dict], dict | None], progress: bool, on_chunk=None) -> dict:
+    label_map, pinned, cuts, base = previous
 
     per_sku_sources = [list(g) for _, g in groupby(sources, key=lambda s: s.sku_id)]
     attrs = {imgs[0].sku_id: (imgs[0].brand, imgs[0].category) for imgs in per_sku_sources}
@@ -315,6 +323,8 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
         "split_cuts": cuts,
         "build_seconds": round(elapsed, 2),
     }
+    if base:  # a delta: names the shard set it extends (skuvision.onboarding replays from its train split)
+        manifest["base"] = base
     write_json(out / MANIFEST, manifest, indent=1)  # a crash never leaves a half-written manifest
     return manifest
 
