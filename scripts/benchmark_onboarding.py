@@ -188,7 +188,7 @@ def main(argv=None) -> int:
                         "replay_per_sku": args.replay, "size": args.size, "prep_s": prep_seconds,
                         "data": args.data or "synthetic", "machine": machine()}
     table = render(results, drift)
-    plot(results, drift, ROOT / ("benchmark_onboarding_grocery.png" if args.data else "benchmark_onboarding.png"))
+    plot(results, drift, ROOT / "docs" / ("benchmark_onboarding_grocery.png" if args.data else "benchmark_onboarding.png"))
     name = "benchmark_onboarding_grocery" if args.data else "benchmark_onboarding"
     return publish(name, table, {"methods": results, "drift": drift}, args)
 
