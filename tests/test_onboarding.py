@@ -212,3 +212,20 @@ def test_base_that_is_not_the_checkpoints_names_both_files(month):
     with pytest.raises(DataError, match=r"base mismatch: m\.ckpt .* base B/manifest\.json .* D/manifest\.json extends"):
         check_label_maps("m.ckpt", ckpt_map, "D/manifest.json", delta_map, "B/manifest.json", base_map)
     assert check_label_maps("m.ckpt", ckpt_map, "D", delta_map, "B", LabelMap.from_dict({"a": 0, "b": 1})) == ["c", "d"]
+
+
+def test_checkpoint_from_s3_is_fetched_once_into_the_run_dir(aws, month, tmp_path):
+    from skuvision.train import run
+
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    s3.upload_file(str(month["ckpt"]), "models", "2026-11/last.ckpt")
+    cfg = _onboard_cfg(month, tmp_path, "onboard.from=s3://models/2026-11/last.ckpt")
+    run(cfg)
+    fetched = tmp_path / "onboard_from" / "last.ckpt"
+    assert fetched.read_bytes() == month["ckpt"].read_bytes()
+    s3.delete_object(Bucket="models", Key="2026-11/last.ckpt")  # a rerun (spot restart) in the same dir needs no S3
+    run(cfg)
+    assert json.loads((tmp_path / "metrics.json").read_text())["onboard/from"] == "s3://models/2026-11/last.ckpt"
+    with pytest.raises(DataError, match=r"onboard.from=s3://models/2026-12/last.ckpt: no such object"):
+        run(_onboard_cfg(month, tmp_path / "other", "onboard.from=s3://models/2026-12/last.ckpt"))

@@ -37,11 +37,23 @@ def fetch_checkpoint(source: str, output_dir: Path) -> str:
 
     target = output_dir / "onboard_from" / source.rsplit("/", 1)[-1]
     if not target.is_file():
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from skuvision.data.remote import explain
         from skuvision.files import atomic_path
 
         bucket, key = split_s3_uri(source)
+        client = s3_client()
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey"):
+                raise DataError(f"onboard.from={source}: no such object; pass last month's checkpoint URI") from None
+            raise explain(exc, f"onboard.from={source}", bucket) from None
+        except BotoCoreError as exc:
+            raise explain(exc, f"onboard.from={source}", bucket) from None
         with atomic_path(target) as tmp:
-            s3_client().download_file(bucket, key, str(tmp))
+            client.download_file(bucket, key, str(tmp))
     return str(target)
 
 
