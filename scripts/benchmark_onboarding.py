@@ -280,6 +280,7 @@ def plot(results: dict, drift: dict, path: Path) -> None:
         axes[2].set_ylabel("original SKUs' top-1 %")
         axes[2].legend(fontsize=7)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
