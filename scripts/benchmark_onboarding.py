@@ -174,7 +174,8 @@ def main(argv=None) -> int:
         "wall_s": full_wall, "train_s": full_metrics.get("train/seconds"), "backbone_images": full_images}
     onboard = ["experiment=onboard", f"onboard.from={base_ckpt}", f"data.root={deltas[0]}", f"data.image_size={args.size}",
                f"onboard.replay_per_sku={args.replay}"]
-    variants = {"finetune": ["onboard.strategy=finetune"], "closed_form (means)": ["onboard.strategy=closed_form"],
+    variants = {"finetune": ["onboard.strategy=finetune"],
+                "closed_form (means)": ["onboard.strategy=closed_form", "onboard.solver=mean"],
                 "closed_form (ridge)": ["onboard.strategy=closed_form", "onboard.solver=ridge"]}
     for name, extra in variants.items():
         run_dir = work / "runs" / (name.split(" ")[0] + ("_ridge" if "ridge" in name else ""))

@@ -139,8 +139,9 @@ def test_onboarding_run_writes_a_normal_run_dir(month, tmp_path, strategy):
     from skuvision.model.module import load_classifier
     from skuvision.train import run
 
-    extra = ["onboard.strategy=closed_form", "onboard.solver=ridge"] if strategy == "ridge" else \
-        [f"onboard.strategy={strategy}", "onboard.views=2", "onboard.epochs=3"]
+    extra = {"ridge": ["onboard.strategy=closed_form", "onboard.solver=ridge"],
+             "closed_form": ["onboard.strategy=closed_form", "onboard.solver=mean"],
+             "finetune": ["onboard.strategy=finetune", "onboard.views=2", "onboard.epochs=3"]}[strategy]
     value = run(_onboard_cfg(month, tmp_path, *extra))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("test/top1", "test/top1_old", "test/top1_new", "onboard/seconds", "onboard/backbone_images", "val/top1"):

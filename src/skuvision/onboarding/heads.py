@@ -7,7 +7,8 @@ scaled like the old rows (SimpleCIL, Zhou et al. 2024). From there:
 * ``closed_form`` ``mean``: no backprop. Old rows stay bit-identical; the new rows' common
   scale and bias are the one choice left, and a trained layer's rows do not share the
   prototypes' scale, so both are picked on the training features (new images + replay) by a
-  small grid search for the best balanced old/new accuracy.
+  small grid search: keep the replayed old images' top-1 first, then the best leave-one-out
+  new-SKU top-1.
 * ``closed_form`` ``ridge``: a ridge-regression layer on the features (RanPAC's closed-form
   head, without its random projection), solved from running sums G = sum f f^T and
   C = sum f y^T kept in the checkpoint. Next month only adds the new images' terms, and
@@ -45,31 +46,50 @@ def init_new_rows(layer: nn.Linear, old_count: int, means: torch.Tensor) -> None
         layer.bias[old_count:] = layer.bias[:old_count].median()
 
 
-def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor, old_count: int) -> float:
-    """Mean of old-SKU and new-SKU top-1 (either alone rewards giving up on the other)."""
-    hit = (logits.argmax(1) == labels).float()
-    old = labels < old_count
-    parts = [hit[m].mean() for m in (old, ~old) if m.any()]
-    return float(sum(parts) / len(parts))
+def _leave_one_out_scores(features: torch.Tensor, labels: torch.Tensor, directions: torch.Tensor, old_count: int) -> torch.Tensor:
+    """features @ directions^T, except that a new image's own class uses the mean of its class without it.
+
+    Without this, every new image is scored against a mean it is part of, and the new rows look
+    better on the training images than they will on test images.
+    """
+    scores = features @ directions.T
+    for j in range(directions.shape[0]):
+        mask = labels == old_count + j
+        n = int(mask.sum())
+        if n > 1:
+            total = features[mask].sum(0, keepdim=True)
+            loo = F.normalize((total - features[mask]) / (n - 1), dim=1)
+            scores[mask, j] = (features[mask] * loo).sum(1)
+    return scores
 
 
 @torch.no_grad()
-def calibrate_new_rows(layer: nn.Linear, old_count: int, features: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Pick one gain and one bias offset for the new rows (old rows untouched) on training features."""
+def calibrate_new_rows(layer: nn.Linear, old_count: int, features: torch.Tensor, labels: torch.Tensor,
+                       tolerance: float = 0.0) -> dict:
+    """One gain and one bias offset for the new rows (old rows untouched), picked on training features.
+
+    The pick keeps the replayed old images' top-1 within ``tolerance`` of the old model's (nothing
+    forgotten comes first), and among those settings takes the best leave-one-out new-SKU top-1.
+    """
     w_new, b_new = layer.weight[old_count:].clone(), layer.bias[old_count:].clone()
+    scale = w_new.norm(dim=1, keepdim=True).mean()
     old_logits = features @ layer.weight[:old_count].T + layer.bias[:old_count]
-    base = features @ w_new.T
+    base = _leave_one_out_scores(features, labels, F.normalize(w_new, dim=1), old_count) * scale
+    old, new = labels < old_count, labels >= old_count
+    old_ref = float((old_logits[old].argmax(1) == labels[old]).float().mean()) if old.any() else 1.0
     spread = float(old_logits.std()) or 1.0
-    best = (-1.0, 1.0, 0.0)
+    best = (-1.0, -1.0, 1.0, 0.0)  # (old kept, new top-1, gain, offset)
     for gain in (0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0, 3.0):
-        for offset in torch.linspace(-2.0, 2.0, 17).tolist():
-            logits = torch.cat([old_logits, gain * base + b_new + offset * spread], 1)
-            score = balanced_accuracy(logits, labels, old_count)
-            if score > best[0] + 1e-9:  # ties keep the earlier (milder) setting
-                best = (score, gain, offset * spread)
-    layer.weight[old_count:] = w_new * best[1]
-    layer.bias[old_count:] = b_new + best[2]
-    return {"train_balanced_top1": best[0], "gain": best[1], "bias_offset": best[2]}
+        for offset in torch.linspace(-3.0, 2.0, 21).tolist():
+            pred = torch.cat([old_logits, gain * base + b_new + offset * spread], 1).argmax(1)
+            hit = (pred == labels).float()
+            kept = min(float(hit[old].mean()) if old.any() else 1.0, old_ref - tolerance)
+            score = (kept, float(hit[new].mean()) if new.any() else 0.0)
+            if score > best[:2]:  # ties keep the earlier (milder) setting
+                best = (*score, gain, offset * spread)
+    layer.weight[old_count:] = w_new * best[2]
+    layer.bias[old_count:] = b_new + best[3]
+    return {"replay_top1_old": best[0], "loo_top1_new": best[1], "gain": best[2], "bias_offset": best[3]}
 
 
 class RidgeStats:

@@ -63,7 +63,7 @@ def _settings(cfg) -> dict:
         raise ConfigError("onboard.from is required: pass onboard.from=PATH/last.ckpt (local or s3://) of last month's model")
     if ob.get("strategy") not in STRATEGIES:
         raise ConfigError(f"onboard.strategy={ob.get('strategy')}: use {' or '.join(STRATEGIES)}")
-    if ob.get("solver", "mean") not in SOLVERS:
+    if ob.get("solver", "ridge") not in SOLVERS:
         raise ConfigError(f"onboard.solver={ob.get('solver')}: use {' or '.join(SOLVERS)}")
     for key in ("replay_per_sku", "views", "epochs"):
         if int(ob.get(key, 1)) < (0 if key == "replay_per_sku" else 1):
@@ -112,9 +112,9 @@ def _fit_head(ob: dict, model, old_count, cache, train_new, train_old, eval_tf, 
         layer.requires_grad_(False)
         return info
     previous = state.get("ridge")
-    use_stats = ob.get("solver", "mean") == "ridge" and previous is not None
+    use_stats = ob.get("solver", "ridge") == "ridge" and previous is not None
     feats, labels = cache.extract(read_picks(train_new if use_stats else train_new + train_old), eval_tf)
-    if ob.get("solver", "mean") == "ridge":
+    if ob.get("solver", "ridge") == "ridge":
         stats = heads.RidgeStats.from_state(previous) if use_stats else heads.RidgeStats(feats.shape[1])
         stats.add(feats, labels, layer.out_features)
         weight, bias = stats.solve(float(ob.get("ridge", 1.0)))
@@ -125,7 +125,7 @@ def _fit_head(ob: dict, model, old_count, cache, train_new, train_old, eval_tf, 
         return {"ridge_images": stats.count}
     new = labels >= old_count
     heads.init_new_rows(layer, old_count, heads.class_means(feats[new], labels[new], new_classes))
-    return heads.calibrate_new_rows(layer, old_count, feats, labels)
+    return heads.calibrate_new_rows(layer, old_count, feats, labels, float(ob.get("old_tolerance", 0.02)))
 
 
 def run_onboard(cfg) -> float | None:
@@ -175,7 +175,7 @@ def run_onboard(cfg) -> float | None:
                      eval_tf, old_count, len(new_map))
     model.cpu()
     rounds = int(state.get("rounds", 0)) + 1
-    state.update(rounds=rounds, strategy=ob["strategy"], solver=ob.get("solver", "mean"),
+    state.update(rounds=rounds, strategy=ob["strategy"], solver=ob.get("solver", "ridge"),
                  image_size=int(cfg.data.image_size), shards=str(delta_root), manifest_sha256=manifest_hash(delta))
     hparams = dict(model.hparams)
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": hparams, "label_map": new_map.to_dict(),
@@ -190,7 +190,7 @@ def run_onboard(cfg) -> float | None:
         "onboard/seconds": onboard_seconds, "onboard/backbone_images": backbone_images,
         "onboard/replay_images": len(train_old), "onboard/new_images": len(train_new),
         "onboard/old_skus": old_count, "onboard/new_skus": len(new_skus), "onboard/rounds": rounds,
-        "onboard/strategy": ob["strategy"], "onboard/solver": ob.get("solver", "mean"),
+        "onboard/strategy": ob["strategy"], "onboard/solver": ob.get("solver", "ridge"),
         "onboard/eval_backbone_images": eval_cache.backbone_images, "num_classes": len(new_map),
         "best_checkpoint": str(ckpt_out), "onboard/from": str(ob["from"]),
         **{f"onboard/{k}": v for k, v in info.items()},
