@@ -112,7 +112,9 @@ def _fit_head(ob: dict, model, old_count, cache, train_new, train_old, eval_tf, 
         layer.requires_grad_(False)
         return info
     previous = state.get("ridge")
-    use_stats = ob.get("solver", "ridge") == "ridge" and previous is not None
+    # the sums must cover exactly the old classes: a mean/finetune round in between added rows they lack
+    use_stats = (ob.get("solver", "ridge") == "ridge" and previous is not None
+                 and tuple(previous["cross"].shape) == (layer.in_features + 1, old_count))
     feats, labels = cache.extract(read_picks(train_new if use_stats else train_new + train_old), eval_tf)
     if ob.get("solver", "ridge") == "ridge":
         stats = heads.RidgeStats.from_state(previous) if use_stats else heads.RidgeStats(feats.shape[1])
