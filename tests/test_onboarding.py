@@ -230,3 +230,13 @@ def test_checkpoint_from_s3_is_fetched_once_into_the_run_dir(aws, month, tmp_pat
     assert json.loads((tmp_path / "metrics.json").read_text())["onboard/from"] == "s3://models/2026-11/last.ckpt"
     with pytest.raises(DataError, match=r"onboard.from=s3://models/2026-12/last.ckpt: no such object"):
         run(_onboard_cfg(month, tmp_path / "other", "onboard.from=s3://models/2026-12/last.ckpt"))
+
+
+def test_strategies_sweep_with_hydra_multirun(month, tmp_path):
+    """experiment=onboard is an ordinary Hydra experiment: `-m` runs one job per strategy."""
+    result = run_cli("train.py", "-m", "experiment=onboard", f"onboard.from={month['ckpt']}", f"data.root={month['delta']}",
+                     "data.image_size=48", "onboard.views=1", "onboard.epochs=2", "onboard.strategy=closed_form,finetune",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    strategies = sorted(json.loads(p.read_text())["onboard/strategy"] for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert strategies == ["closed_form", "finetune"]
