@@ -184,7 +184,9 @@ def main(argv=None) -> int:
                          "wall_s": wall, "train_s": m["onboard/seconds"], "backbone_images": m["onboard/backbone_images"]}
 
     drift = drift_rounds(args, work, base_ckpt, deltas, set(old_skus)) if len(deltas) > 1 else {}
-    results["_meta"] = {"old_skus": len(old_skus), "new_skus": len(new_skus), "same_family_new": not args.data,
+    counts = {k: sum(int(r["test_images"]) for r in csv.DictReader((work / "runs" / "full" / "per_sku.csv").open())
+                     if (r["sku_id"] in new_skus) == (k == "new_test")) for k in ("old_test", "new_test")}
+    results["_meta"] = {**counts, "old_skus": len(old_skus), "new_skus": len(new_skus), "same_family_new": not args.data,
                         "base_train_images": base_manifest["splits"]["train"]["count"], "epochs": args.epochs,
                         "replay_per_sku": args.replay, "size": args.size, "prep_s": prep_seconds,
                         "data": args.data or "synthetic", "machine": machine()}
@@ -238,6 +240,10 @@ def render(results: dict, drift: dict) -> str:
             f"{r['wall_s']:.0f} | {r['wall_s'] / full['wall_s']:.3f} | {ts or 0:.1f} | "
             f"{(ts or 0) / (full.get('train_s') or float('nan')):.3f} | {r['backbone_images']} | "
             f"{r['backbone_images'] / full['backbone_images']:.3f} |")
+    lines += ["", f"Test images: {meta.get('old_test', '?')} of old SKUs, {meta.get('new_test', '?')} of new ones (one "
+              "new-SKU image is worth several points). Reading it: the retrain uses the base model's epochs on "
+              "more SKUs and had not converged as far, so it is below the base on old SKUs; the onboarded rows "
+              "sit on the base model's converged features. ![onboarding](docs/benchmark_onboarding.png)"]
     lines += ["", "wall s: the whole `python train.py ...` command (start-up, data, training, testing on every test "
               "image); train-side s: the retrain's `train/seconds` (fit only) vs onboarding's `onboard/seconds` "
               "(load, features, solve/fit; no testing); backbone images: images (or augmented views) pushed through "
