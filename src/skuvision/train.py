@@ -95,6 +95,10 @@ def run(cfg: DictConfig) -> float | None:
     validate(cfg)
     quiet_library_noise()
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("onboard"):  # experiment=onboard: extend a trained model with a delta's SKUs, no Trainer
+        from skuvision.onboarding.task import run_onboard
+
+        return run_onboard(cfg)
     output_dir = Path(cfg.paths.output_dir)
     try:
         datamodule = instantiate(cfg.data, _convert_="all")

@@ -22,10 +22,14 @@ MANIFEST = "manifest.json"
 REJECTS = "rejects.csv"
 
 
-def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict]]:
-    """The label map, pinned splits and split cuts of an earlier build (its manifest.json, local or s3://)."""
+def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict], dict | None]:
+    """The label map, pinned splits, split cuts and base record of an earlier build (its manifest.json, local or s3://).
+
+    The base record (path + content hash, only when ``label_map_path`` is a shard manifest) lets a
+    delta shard set find its base's train split for replay and prove it is the one it was built on.
+    """
     if not label_map_path:
-        return LabelMap(), {}, {}
+        return LabelMap(), {}, {}, None
     if is_s3(label_map_path):
         from skuvision.data.remote import read_json
 
@@ -36,7 +40,9 @@ def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str]
         data = json.loads(Path(label_map_path).read_text())
     pins = dict(data.get("pinned_splits", {})) if isinstance(data, dict) else {}
     cuts = dict(data.get("split_cuts", {})) if isinstance(data, dict) else {}
-    return label_map, pins, cuts
+    from skuvision.onboarding.lineage import base_record
+
+    return label_map, pins, cuts, base_record(label_map_path, data)
 
 
 STAGING = ".building-"

@@ -166,6 +166,8 @@ def build_shards(
         raise DataError(f"--input {input_path}: every row has a split and none is train; "
                         "mark some rows split=train or leave split empty to have them split by hash")
     previous = previous_state(label_map_path)  # before the output is touched: it may live there
+    if previous[3] and previous[3]["path"] == (str(out).rstrip("/") if is_s3(out) else str(Path(out).resolve())):
+        previous = (*previous[:3], None)  # a rebuild over its own manifest, not a delta
     if not is_s3(out):
         final = local_out(Path(out))
         staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=final))
@@ -193,8 +195,8 @@ def build_shards(
 
 
 def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSettings,
-           previous: tuple[LabelMap, dict[str, str], dict[str, dict]], progress: bool, on_chunk=None) -> dict:
-    label_map, pinned, cuts = previous
+           previous: tuple[LabelMap, dict[str, str], dict[str, dict], dict | None], progress: bool, on_chunk=None) -> dict:
+    label_map, pinned, cuts, base = previous
 
     per_sku_sources = [list(g) for _, g in groupby(sources, key=lambda s: s.sku_id)]
     attrs = {imgs[0].sku_id: (imgs[0].brand, imgs[0].category) for imgs in per_sku_sources}
@@ -272,6 +274,8 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
         "split_cuts": cuts,
         "build_seconds": round(elapsed, 2),
     }
+    if base:  # a delta: names the shard set it extends (skuvision.onboarding replays from its train split)
+        manifest["base"] = base
     write_json(out / MANIFEST, manifest, indent=1)  # a crash never leaves a half-written manifest
     return manifest
 

@@ -1,0 +1,296 @@
+#!/usr/bin/env python
+"""Monthly onboarding vs full retrain, measured side by side in one run (issue 11).
+
+A base model (the quickstart recipe: EfficientNet-Lite0, ImageNet weights, stages 4-5 + head
+trained) learns N SKUs; then +5 % new SKUs arrive, taken from the same brand families as old
+ones (a new flavour of an existing brand: the hard case). Compared, on the same machine:
+
+  (a) full retrain on all SKUs from the same starting point (ImageNet weights), as today;
+  (b) ``finetune``: grown head trained on cached features of new images + replay;
+  (c) ``closed_form`` (class means, old rows bit-identical) and (d) ``closed_form`` ridge.
+
+Per method: old-SKU, new-SKU and all-SKU test top-1, wall seconds of the whole command and of
+the training side alone, images pushed through the backbone for training, and ratios to (a).
+Then ten successive closed-form rounds (each adding as many SKUs again) report the original
+SKUs' top-1 after each round: drift. ``--data DIR`` runs the comparison on the
+GroceryStoreDataset instead (~5 % of its classes held out as new; no drift rounds).
+Writes the ``benchmark_onboarding`` section of BENCHMARKS.md and a PNG beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_common import ROOT, machine, publish  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default=str(ROOT / "data" / "benchmark_onboarding"), help="scratch dir (wiped)")
+    p.add_argument("--skus", type=int, default=40, help="SKUs of the base model")
+    p.add_argument("--new-fraction", type=float, default=0.05)
+    p.add_argument("--images-per-sku", type=int, default=30)
+    p.add_argument("--size", type=int, default=128, help="rendered and trained image side (px)")
+    p.add_argument("--epochs", type=int, default=6, help="epochs of the base model and of the full retrain")
+    p.add_argument("--replay", type=int, default=5, help="onboard.replay_per_sku")
+    p.add_argument("--rounds", type=int, default=10, help="successive closed-form rounds for the drift check")
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--data", default=None, help="GroceryStoreDataset dir (train.txt/val.txt/test.txt) instead")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-markdown", action="store_true")
+    return p.parse_args(argv)
+
+
+# -- catalogues --------------------------------------------------------------------------------
+def synthetic_rows(args, out: Path) -> tuple[list[dict], list[list[dict]]]:
+    """(old rows, new rows per round). Round 1's SKUs are siblings of old SKUs (same brand family)."""
+    from skuvision.data.synthetic import make_catalogue, write_catalogue
+
+    per_round = max(1, round(args.skus * args.new_fraction))
+    total = args.skus + per_round * args.rounds
+    specs = make_catalogue(total + 8, args.seed)
+    families: dict[int, list] = {}
+    for spec in specs:
+        families.setdefault(spec.family, []).append(spec)
+    old, siblings, rest = [], [], []
+    for members in families.values():
+        if len(old) >= args.skus:
+            rest += members
+        elif len(members) >= 3:  # hold out the last member; its family stays in the base
+            old += members[:-1]
+            siblings.append(members[-1])
+        else:
+            old += members
+    rest = old[args.skus:] + rest
+    old = old[: args.skus]
+    new_pool = (siblings + rest)[: per_round * args.rounds]
+    if len(siblings) < per_round:
+        raise SystemExit(f"only {len(siblings)} same-family SKUs for {per_round} new; raise --skus")
+    write_catalogue(out, len(specs), args.images_per_sku, size=args.size, seed=args.seed, workers=2, progress=False)
+    by_sku: dict[str, list[dict]] = {}
+    for row in csv.DictReader((out / "catalogue.csv").open()):
+        by_sku.setdefault(row["sku_id"], []).append({**row, "path": str(out / row["path"])})
+    rows = [r for s in old for r in by_sku[s.sku_id]]
+    rounds = [[r for s in new_pool[i:i + per_round] for r in by_sku[s.sku_id]]
+              for i in range(0, len(new_pool), per_round)]
+    return rows, rounds
+
+
+def grocery_rows(args) -> tuple[list[dict], list[list[dict]]]:
+    """GroceryStoreDataset with its own splits; every 20th class (by fine id) is the month's new SKUs."""
+    data = Path(args.data)
+    names = {}
+    with (data / "classes.csv").open() as fh:
+        for row in csv.reader(fh):
+            if row and row[1].strip().isdigit():
+                names[int(row[1])] = (row[0].strip(), row[2].strip())
+    old, new = [], []
+    for split in ("train", "val", "test"):
+        for line in (data / f"{split}.txt").read_text().splitlines():
+            if not line.strip():
+                continue
+            path, fine, _ = (x.strip() for x in line.split(","))
+            sku, brand = names[int(fine)]
+            row = {"path": str(data / path), "sku_id": sku, "brand": brand, "category": brand, "split": split}
+            (new if int(fine) % 20 == 19 else old).append(row)
+    return old, [new]
+
+
+def write_listing(rows: list[dict], path: Path) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def build(rows: list[dict], listing: Path, out: Path, base: Path | None, size: int) -> dict:
+    from skuvision.data.shards import BuildSettings, build_shards
+
+    label_map = str(base / "manifest.json") if base else None
+    return build_shards(write_listing(rows, listing), out, BuildSettings(size=size, val=0.15, test=0.15, workers=2),
+                        label_map_path=label_map, progress=False)
+
+
+# -- runs ---------------------------------------------------------------------------------------
+def train_py(run_dir: Path, *overrides: str) -> tuple[dict, float]:
+    """Run ``python train.py`` in a fresh process; (metrics.json, wall seconds)."""
+    start = time.perf_counter()
+    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", "logger=csv", *overrides]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return json.loads((run_dir / "metrics.json").read_text()), wall
+
+
+def per_sku_top1(run_dir: Path, skus: set[str]) -> float:
+    rows = [r for r in csv.DictReader((run_dir / "per_sku.csv").open()) if r["sku_id"] in skus]
+    return sum(int(r["correct"]) for r in rows) / max(1, sum(int(r["test_images"]) for r in rows))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t0 = time.perf_counter()
+    old_rows, rounds = grocery_rows(args) if args.data else synthetic_rows(args, work / "images")
+    if args.data:
+        args.rounds = 1
+    old_skus = sorted({r["sku_id"] for r in old_rows})
+    new_skus = sorted({r["sku_id"] for r in rounds[0]})
+    base = work / "shards" / "base"
+    base_manifest = build(old_rows, work / "base.csv", base, None, args.size)
+    deltas, previous = [], base
+    for i, rows in enumerate(rounds[: args.rounds], 1):
+        deltas.append(work / "shards" / f"delta{i:02d}")
+        build(rows, work / f"delta{i:02d}.csv", deltas[-1], previous, args.size)
+        previous = deltas[-1]
+    full = work / "shards" / "full"
+    full_manifest = build(old_rows + rounds[0], work / "full.csv", full, base, args.size)
+    prep_seconds = time.perf_counter() - t0
+
+    recipe = ["experiment=quickstart", f"trainer.max_epochs={args.epochs}", f"data.image_size={args.size}",
+              "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
+    base_metrics, base_wall = train_py(work / "runs" / "base", *recipe, f"data.root={base}")
+    base_ckpt = base_metrics["best_checkpoint"]
+    results: dict[str, dict] = {"base": {"top1_old": base_metrics["test/top1"], "wall_s": base_wall,
+                                         "train_s": base_metrics.get("train/seconds")}}
+    full_metrics, full_wall = train_py(work / "runs" / "full", *recipe, f"data.root={full}")
+    epochs = int(full_metrics.get("epochs", args.epochs))
+    full_images = epochs * (full_manifest["splits"]["train"]["count"] + full_manifest["splits"]["val"]["count"])
+    results["full retrain"] = {
+        "top1_old": per_sku_top1(work / "runs" / "full", set(old_skus)),
+        "top1_new": per_sku_top1(work / "runs" / "full", set(new_skus)), "top1_all": full_metrics["test/top1"],
+        "wall_s": full_wall, "train_s": full_metrics.get("train/seconds"), "backbone_images": full_images}
+    onboard = ["experiment=onboard", f"onboard.from={base_ckpt}", f"data.root={deltas[0]}", f"data.image_size={args.size}",
+               f"onboard.replay_per_sku={args.replay}"]
+    variants = {"finetune": ["onboard.strategy=finetune"],
+                "closed_form (means)": ["onboard.strategy=closed_form", "onboard.solver=mean"],
+                "closed_form (ridge)": ["onboard.strategy=closed_form", "onboard.solver=ridge"]}
+    for name, extra in variants.items():
+        run_dir = work / "runs" / (name.split(" ")[0] + ("_ridge" if "ridge" in name else ""))
+        m, wall = train_py(run_dir, *onboard, *extra)
+        results[name] = {"top1_old": m["test/top1_old"], "top1_new": m["test/top1_new"], "top1_all": m["test/top1"],
+                         "wall_s": wall, "train_s": m["onboard/seconds"], "backbone_images": m["onboard/backbone_images"]}
+
+    drift = drift_rounds(args, work, base_ckpt, deltas, set(old_skus)) if len(deltas) > 1 else {}
+    counts = {k: sum(int(r["test_images"]) for r in csv.DictReader((work / "runs" / "full" / "per_sku.csv").open())
+                     if (r["sku_id"] in new_skus) == (k == "new_test")) for k in ("old_test", "new_test")}
+    results["_meta"] = {**counts, "old_skus": len(old_skus), "new_skus": len(new_skus), "same_family_new": not args.data,
+                        "base_train_images": base_manifest["splits"]["train"]["count"], "epochs": args.epochs,
+                        "replay_per_sku": args.replay, "size": args.size, "prep_s": prep_seconds,
+                        "data": args.data or "synthetic", "machine": machine()}
+    table = render(results, drift)
+    plot(results, drift, ROOT / "docs" / ("benchmark_onboarding_grocery.png" if args.data else "benchmark_onboarding.png"))
+    name = "benchmark_onboarding_grocery" if args.data else "benchmark_onboarding"
+    return publish(name, table, {"methods": results, "drift": drift}, args)
+
+
+def drift_rounds(args, work: Path, base_ckpt: str, deltas: list[Path], original: set[str]) -> dict:
+    """Chained closed-form rounds (means and ridge): the original SKUs' test top-1 after each."""
+    out = {}
+    for solver in ("mean", "ridge"):
+        ckpt, series = base_ckpt, []
+        for i, delta in enumerate(deltas, 1):
+            run_dir = work / "runs" / f"drift_{solver}_{i:02d}"
+            m, wall = train_py(run_dir, "experiment=onboard", f"onboard.from={ckpt}", f"data.root={delta}",
+                               f"data.image_size={args.size}", f"onboard.replay_per_sku={args.replay}",
+                               f"onboard.solver={solver}")
+            series.append({"round": i, "top1_original": per_sku_top1(run_dir, original), "top1_old": m["test/top1_old"],
+                           "top1_new": m["test/top1_new"], "num_classes": m["num_classes"], "wall_s": wall,
+                           "backbone_images": m["onboard/backbone_images"]})
+            ckpt = m["best_checkpoint"]
+        out[solver] = series
+    return out
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def render(results: dict, drift: dict) -> str:
+    meta, base, full = results["_meta"], results["base"], results["full retrain"]
+    lines = [
+        "## Monthly onboarding vs full retrain (`scripts/benchmark_onboarding.py`)", "",
+        f"{meta['data']}: base model on {meta['old_skus']} SKUs ({meta['base_train_images']} train images, "
+        f"{meta['epochs']} epochs, quickstart recipe at {meta['size']} px), then +{meta['new_skus']} new SKUs"
+        + (" from the same brand families" if meta["same_family_new"] else "") + f"; replay {meta['replay_per_sku']} "
+        f"images per old SKU. {meta['machine']}; all rows measured in the same run, on 2 CPU cores shared with other work.",
+        "", f"Base model: old-SKU test top-1 {_pct(base['top1_old'])} %.", "",
+        "| method | old top-1 % (Δ vs base) | new top-1 % | all top-1 % | wall s | × full | train-side s | × full | backbone images | × full |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        if name in ("_meta", "base"):
+            continue
+        drop = 100 * (r["top1_old"] - base["top1_old"])
+        ts = r.get("train_s")
+        lines.append(
+            f"| {name} | {_pct(r['top1_old'])} ({drop:+.1f}) | {_pct(r['top1_new'])} | {_pct(r['top1_all'])} | "
+            f"{r['wall_s']:.0f} | {r['wall_s'] / full['wall_s']:.3f} | {ts or 0:.1f} | "
+            f"{(ts or 0) / (full.get('train_s') or float('nan')):.3f} | {r['backbone_images']} | "
+            f"{r['backbone_images'] / full['backbone_images']:.3f} |")
+    note = (" The retrain ran the base model's epochs on more SKUs and ends below the base on old SKUs: it had "
+            "not converged as far, while the onboarded rows sit on the base model's features."
+            if full["top1_old"] < base["top1_old"] else "")
+    lines += ["", f"Test images: {meta.get('old_test', '?')} of old SKUs, {meta.get('new_test', '?')} of new ones (one "
+              f"new-SKU image is worth several points).{note} ![onboarding](docs/benchmark_onboarding.png)"]
+    lines += ["", "wall s: the whole `python train.py ...` command (start-up, data, training, testing on every test "
+              "image); train-side s: the retrain's `train/seconds` (fit only) vs onboarding's `onboard/seconds` "
+              "(load, features, solve/fit; no testing); backbone images: images (or augmented views) pushed through "
+              "the backbone for training (the retrain: epochs × (train + val))."]
+    if drift:
+        lines += ["", "Drift: successive closed-form rounds, each adding as many SKUs again; test top-1 of the "
+                  f"{meta['old_skus']} original SKUs after each round (base: {_pct(base['top1_old'])} %).", "",
+                  "| round | SKUs | means: original % | means: new % | ridge: original % | ridge: new % | ridge backbone images |",
+                  "|---|---|---|---|---|---|---|"]
+        for a, b in zip(drift["mean"], drift["ridge"]):
+            lines.append(f"| {a['round']} | {a['num_classes']} | {_pct(a['top1_original'])} | {_pct(a['top1_new'])} | "
+                         f"{_pct(b['top1_original'])} | {_pct(b['top1_new'])} | {b['backbone_images']} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, drift: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in results if n not in ("_meta", "base")]
+    fig, axes = plt.subplots(1, 3 if drift else 2, figsize=(15 if drift else 10, 4))
+    x = range(len(names))
+    for k, key in enumerate(("top1_old", "top1_new", "top1_all")):
+        axes[0].bar([i + 0.27 * (k - 1) for i in x], [100 * (results[n][key] or 0) for n in names], 0.27, label=key)
+    axes[0].axhline(100 * results["base"]["top1_old"], color="k", ls=":", lw=1, label="base old")
+    axes[0].set_xticks(list(x), names, rotation=15, fontsize=8)
+    axes[0].set_ylabel("test top-1 %")
+    axes[0].legend(fontsize=7)
+    full = results["full retrain"]
+    axes[1].bar(x, [results[n]["wall_s"] / full["wall_s"] for n in names])
+    axes[1].set_yscale("log")
+    axes[1].set_xticks(list(x), names, rotation=15, fontsize=8)
+    axes[1].set_ylabel("wall time / full retrain")
+    if drift:
+        for solver, series in drift.items():
+            axes[2].plot([s["round"] for s in series], [100 * s["top1_original"] for s in series], marker="o", label=solver)
+        axes[2].axhline(100 * results["base"]["top1_old"], color="k", ls=":", lw=1, label="base")
+        axes[2].set_xlabel("round")
+        axes[2].set_ylabel("original SKUs' top-1 %")
+        axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The old model, rebuilt with room for the new SKUs and everything it had learned copied over."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from skuvision.data.labels import LabelMap
+from skuvision.model.module import SKUClassifier
+from skuvision.onboarding.heads import grow_linear
+
+
+def load_checkpoint(path: str) -> dict:
+    from skuvision.errors import DataError
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"onboard.from={path}: file not found; pass last month's checkpoint (a .ckpt of train.py)") from None
+    except Exception as exc:  # unpickling / zip errors differ between torch versions
+        raise DataError(f"onboard.from={path}: not a readable checkpoint ({type(exc).__name__}); pass a .ckpt of train.py") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt or not ckpt.get("label_map"):
+        raise DataError(f"onboard.from={path}: no state_dict, hyper_parameters or label_map; pass a .ckpt written by train.py")
+    return ckpt
+
+
+def _grow_aux(old: nn.Linear, new: nn.Linear, old_vocab: list[str], new_vocab: list[str]) -> None:
+    """Copy brand/category rows by name (a new brand can sort into the middle); new names get the mean row."""
+    with torch.no_grad():
+        where = {name: i for i, name in enumerate(old_vocab)}
+        for j, name in enumerate(new_vocab):
+            if name in where:
+                new.weight[j] = old.weight[where[name]]
+                new.bias[j] = old.bias[where[name]]
+            else:
+                new.weight[j] = old.weight.mean(0)
+                new.bias[j] = old.bias.mean()
+
+
+def grown_model(ckpt: dict, new_map: LabelMap) -> tuple[SKUClassifier, int]:
+    """(model for ``new_map`` with the checkpoint's weights, number of old classes); new SKU rows are zero."""
+    hparams = dict(ckpt["hyper_parameters"])
+    old_count = int(hparams["num_classes"])
+    hparams.update(num_classes=len(new_map), pretrained=False, pretrained_file=None)
+    model = SKUClassifier(label_map=new_map.to_dict(), **hparams)
+    state = ckpt["state_dict"]
+    last = len(model.head) - 1
+    head_keys = {f"head.{last}.weight", f"head.{last}.bias"}
+    keep = {k: v for k, v in state.items() if k not in head_keys and not k.startswith("aux.")}
+    missing, unexpected = model.load_state_dict(keep, strict=False)
+    missing = [k for k in missing if k not in head_keys and not k.startswith("aux.")]
+    if missing or unexpected:
+        from skuvision.errors import DataError
+
+        raise DataError(f"checkpoint does not match its own hyper_parameters ({(missing or unexpected)[0]}); was it edited?")
+    old_last = nn.Linear(model.head[last].in_features, old_count)
+    old_last.load_state_dict({"weight": state[f"head.{last}.weight"], "bias": state[f"head.{last}.bias"]})
+    grown = grow_linear(old_last, len(new_map) - old_count)
+    with torch.no_grad():
+        grown.weight[old_count:] = 0.0
+        grown.bias[old_count:] = 0.0
+    model.head[last] = grown
+    old_map = LabelMap.from_dict(ckpt["label_map"])
+    for kind, layer in model.aux.items():
+        if f"aux.{kind}.weight" in state:
+            w, b = state[f"aux.{kind}.weight"], state[f"aux.{kind}.bias"]
+            old = nn.Linear(w.shape[1], w.shape[0])
+            old.load_state_dict({"weight": w, "bias": b})
+            _grow_aux(old, layer, old_map.attribute_vocab(kind), new_map.attribute_vocab(kind))
+    model.requires_grad_(False)
+    return model.eval(), old_count

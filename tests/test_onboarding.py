@@ -1,0 +1,242 @@
+"""Monthly onboarding: delta shards with a base, bounded replay, grown head, both strategies end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from skuvision.data.labels import LabelMap
+from skuvision.errors import DataError
+
+from conftest import compose_train_cfg, run_cli
+
+OLD_SKUS = 6  # of the 8 in the catalogue; the last 2 arrive "next month"
+
+
+def _listing(catalogue: Path, skus: list[str], out: Path) -> Path:
+    rows = [r for r in csv.DictReader((catalogue / "catalogue.csv").open()) if r["sku_id"] in skus]
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "sku_id", "brand", "category"])
+        w.writeheader()
+        w.writerows({**r, "path": str(catalogue / r["path"])} for r in rows)
+    return out
+
+
+def _checkpoint(base: Path, out: Path, seed: int = 0) -> Path:
+    """A train.py-format checkpoint for the base's label map (random weights: enough for plumbing tests)."""
+    from skuvision.model.module import SKUClassifier
+
+    torch.manual_seed(seed)
+    label_map = json.loads((base / "manifest.json").read_text())["label_map"]
+    model = SKUClassifier(len(label_map["sku_to_index"]), backbone="resnet10t", freeze_depth=0,
+                          head={"hidden_dims": [32], "dropout": 0.1}, label_map=label_map)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "label_map": label_map}, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory):
+    from skuvision.data.shards import BuildSettings, build_shards
+    from skuvision.data.synthetic import make_catalogue, write_catalogue
+
+    root = tmp_path_factory.mktemp("onboard")
+    write_catalogue(root / "images", 8, 12, size=64, seed=5, progress=False)
+    skus = [s.sku_id for s in make_catalogue(8, seed=5)]
+    settings = BuildSettings(size=48, val=0.2, test=0.2)
+    build_shards(_listing(root / "images", skus[:OLD_SKUS], root / "old.csv"), root / "base", settings, progress=False)
+    build_shards(_listing(root / "images", skus[OLD_SKUS:], root / "new.csv"), root / "delta", settings,
+                 label_map_path=str(root / "base" / "manifest.json"), progress=False)
+    return {"root": root, "base": root / "base", "delta": root / "delta", "new": skus[OLD_SKUS:],
+            "ckpt": _checkpoint(root / "base", root / "base.ckpt")}
+
+
+def test_delta_manifest_names_its_base_by_path_and_hash(month):
+    from skuvision.onboarding.lineage import manifest_hash, shard_chain
+
+    delta = json.loads((month["delta"] / "manifest.json").read_text())
+    base = json.loads((month["base"] / "manifest.json").read_text())
+    assert delta["base"] == {"path": str(month["base"].resolve()), "sha256": manifest_hash(base)}
+    assert set(delta["per_sku"]) == set(month["new"])  # only the new images are sharded
+    chain = shard_chain(str(month["delta"]), delta)
+    assert [r for r, _ in chain] == [str(month["base"].resolve())]
+    changed = dict(delta, base={**delta["base"], "sha256": "0" * 64})
+    with pytest.raises(DataError, match="has changed since"):
+        shard_chain(str(month["delta"]), changed)
+
+
+def test_replay_is_bounded_deterministic_and_reads_the_right_labels(month):
+    from skuvision.onboarding.lineage import shard_chain
+    from skuvision.onboarding.replay import old_sku_picks, read_picks
+
+    delta = json.loads((month["delta"] / "manifest.json").read_text())
+    chain = shard_chain(str(month["delta"]), delta)
+    base = chain[0][1]
+    old = LabelMap.from_dict(base["label_map"]).sku_to_index
+    picks = old_sku_picks(chain, old, "train", 3)
+    assert picks == old_sku_picks(chain, old, "train", 3)
+    per_label = {label: sum(p.label == label for p in picks) for label in old.values()}
+    assert per_label == {old[s]: min(3, c.get("train", 0)) for s, c in base["per_sku"].items()}
+    assert len(picks) < base["splits"]["train"]["count"]  # never the whole base
+    assert len({(p.split_dir, p.position) for p in picks}) == len(picks)
+    labels = [label for _, label in read_picks(picks)]  # raises if a position holds another SKU
+    assert labels == [p.label for p in picks]
+    every = old_sku_picks(chain, old, "train", None)
+    assert len(every) == base["splits"]["train"]["count"]
+
+
+def test_growing_keeps_every_old_row_bit_identical(month):
+    from skuvision.onboarding.grow import grown_model, load_checkpoint
+
+    ckpt = load_checkpoint(str(month["ckpt"]))
+    new_map = LabelMap.from_dict(json.loads((month["delta"] / "manifest.json").read_text())["label_map"])
+    model, old_count = grown_model(ckpt, new_map)
+    assert old_count == OLD_SKUS and model.head[-1].out_features == OLD_SKUS + 2
+    state = ckpt["state_dict"]
+    assert torch.equal(model.head[-1].weight[:OLD_SKUS], state["head.3.weight"])
+    assert torch.equal(model.head[-1].bias[:OLD_SKUS], state["head.3.bias"])
+    assert torch.equal(model.head[0].weight, state["head.0.weight"])
+    x = torch.rand(2, 3, 48, 48)
+    from skuvision.model.module import load_classifier
+
+    old_model = load_classifier(str(month["ckpt"])).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x)[:, :OLD_SKUS], old_model(x))
+
+
+def test_ridge_statistics_added_month_by_month_equal_the_joint_solution():
+    from skuvision.onboarding.heads import RidgeStats
+
+    g = torch.Generator().manual_seed(0)
+    feats, labels = torch.randn(90, 16, generator=g), torch.arange(90) % 9
+    stats = RidgeStats(16)
+    for month, classes in enumerate((range(0, 5), range(5, 7), range(7, 9))):
+        mask = torch.isin(labels, torch.tensor(list(classes)))
+        stats.add(feats[mask], labels[mask], max(classes) + 1)
+        if month == 0:
+            state = stats.state()
+            stats = RidgeStats.from_state({k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()})
+    joint = RidgeStats(16)
+    joint.add(feats, labels, 9)
+    w, b = stats.solve(0.5)
+    wj, bj = joint.solve(0.5)
+    assert w.shape == (9, 16)
+    assert torch.allclose(w, wj, atol=1e-6) and torch.allclose(b, bj, atol=1e-6)
+    assert stats.count == joint.count == 90
+
+
+def _onboard_cfg(month, tmp_path, *extra):
+    return compose_train_cfg(tmp_path, ["experiment=onboard", f"onboard.from={month['ckpt']}",
+                                        f"data.root={month['delta']}", "data.image_size=48", "data.batch_size=16",
+                                        "onboard.replay_per_sku=3", *extra])
+
+
+@pytest.mark.parametrize("strategy", ["closed_form", "finetune", "ridge"])
+def test_onboarding_run_writes_a_normal_run_dir(month, tmp_path, strategy):
+    from skuvision.model.module import load_classifier
+    from skuvision.train import run
+
+    extra = {"ridge": ["onboard.strategy=closed_form", "onboard.solver=ridge"],
+             "closed_form": ["onboard.strategy=closed_form", "onboard.solver=mean"],
+             "finetune": ["onboard.strategy=finetune", "onboard.views=2", "onboard.epochs=3"]}[strategy]
+    value = run(_onboard_cfg(month, tmp_path, *extra))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("test/top1", "test/top1_old", "test/top1_new", "onboard/seconds", "onboard/backbone_images", "val/top1"):
+        assert metrics[key] is not None, key
+    assert value == metrics["test/top1"]
+    base = json.loads((month["base"] / "manifest.json").read_text())
+    delta = json.loads((month["delta"] / "manifest.json").read_text())
+    replay = sum(min(3, c.get("train", 0)) for c in base["per_sku"].values())
+    views = 2 if strategy == "finetune" else 1
+    assert metrics["onboard/replay_images"] == replay
+    assert metrics["onboard/backbone_images"] == views * (replay + delta["splits"]["train"]["count"])
+    assert metrics["test/images"] == base["splits"]["test"]["count"] + delta["splits"]["test"]["count"]
+    rows = list(csv.DictReader((tmp_path / "per_sku.csv").open()))
+    assert {r["sku_id"] for r in rows if r["new"] == "1"} == set(month["new"])
+    assert len(rows) == 8
+    model = load_classifier(str(tmp_path / "checkpoints" / "last.ckpt"))
+    assert model.hparams.num_classes == 8 and len(model.label_map["sku_to_index"]) == 8
+    old = torch.load(month["ckpt"], weights_only=True)["state_dict"]["head.3.weight"]
+    assert torch.equal(model.head[-1].weight[:OLD_SKUS], old) == (strategy != "ridge")
+
+
+def test_ridge_second_month_adds_only_the_new_images(month, tmp_path):
+    """Statistics kept in the checkpoint: month 2 pushes only its own images through the backbone."""
+    from skuvision.data.shards import BuildSettings, build_shards
+    from skuvision.data.synthetic import make_catalogue, write_catalogue
+    from skuvision.train import run
+
+    ridge = ["onboard.strategy=closed_form", "onboard.solver=ridge"]
+    run(_onboard_cfg(month, tmp_path / "m1", *ridge))
+    write_catalogue(tmp_path / "images", 9, 12, size=64, seed=5, progress=False)
+    ninth = make_catalogue(9, seed=5)[-1].sku_id
+    build_shards(_listing(tmp_path / "images", [ninth], tmp_path / "m2.csv"), tmp_path / "delta2",
+                 BuildSettings(size=48, val=0.2, test=0.2), label_map_path=str(month["delta"] / "manifest.json"),
+                 progress=False)
+    cfg = _onboard_cfg(month, tmp_path / "m2", *ridge, f"onboard.from={tmp_path / 'm1/checkpoints/last.ckpt'}",
+                       f"data.root={tmp_path / 'delta2'}")
+    run(cfg)
+    metrics = json.loads((tmp_path / "m2" / "metrics.json").read_text())
+    delta2 = json.loads((tmp_path / "delta2" / "manifest.json").read_text())
+    assert metrics["onboard/backbone_images"] == delta2["splits"]["train"]["count"]
+    assert metrics["onboard/rounds"] == 2 and metrics["num_classes"] == 9
+    assert metrics["test/images"] > delta2["splits"]["test"]["count"]  # months 0 and 1 still tested
+
+
+def test_checkpoint_not_trained_on_the_delta_base_stops_with_one_line(month, tmp_path):
+    label_map = json.loads((month["base"] / "manifest.json").read_text())["label_map"]
+    swapped = dict(label_map["sku_to_index"])
+    a, b = list(swapped)[:2]
+    swapped[a], swapped[b] = swapped[b], swapped[a]
+    ckpt = torch.load(month["ckpt"], weights_only=True)
+    ckpt["label_map"] = {**label_map, "sku_to_index": swapped}
+    bad = tmp_path / "other.ckpt"
+    torch.save(ckpt, bad)
+    result = run_cli("train.py", "experiment=onboard", f"onboard.from={bad}", f"data.root={month['delta']}",
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("skuvision: error: label map mismatch: SKU"), lines[-3:]
+    assert str(bad) in lines[-1] and f"{month['delta']}/manifest.json" in lines[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_base_that_is_not_the_checkpoints_names_both_files(month):
+    from skuvision.onboarding.lineage import check_label_maps
+
+    ckpt_map = LabelMap.from_dict({"a": 0, "b": 1})
+    delta_map = LabelMap.from_dict({"a": 0, "b": 1, "c": 2, "d": 3})
+    base_map = LabelMap.from_dict({"a": 0, "b": 1, "c": 2})
+    with pytest.raises(DataError, match=r"base mismatch: m\.ckpt .* base B/manifest\.json .* D/manifest\.json extends"):
+        check_label_maps("m.ckpt", ckpt_map, "D/manifest.json", delta_map, "B/manifest.json", base_map)
+    assert check_label_maps("m.ckpt", ckpt_map, "D", delta_map, "B", LabelMap.from_dict({"a": 0, "b": 1})) == ["c", "d"]
+
+
+def test_checkpoint_from_s3_is_fetched_once_into_the_run_dir(aws, month, tmp_path):
+    from skuvision.train import run
+
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    s3.upload_file(str(month["ckpt"]), "models", "2026-11/last.ckpt")
+    cfg = _onboard_cfg(month, tmp_path, "onboard.from=s3://models/2026-11/last.ckpt")
+    run(cfg)
+    fetched = tmp_path / "onboard_from" / "last.ckpt"
+    assert fetched.read_bytes() == month["ckpt"].read_bytes()
+    s3.delete_object(Bucket="models", Key="2026-11/last.ckpt")  # a rerun (spot restart) in the same dir needs no S3
+    run(cfg)
+    assert json.loads((tmp_path / "metrics.json").read_text())["onboard/from"] == "s3://models/2026-11/last.ckpt"
+    with pytest.raises(DataError, match=r"onboard.from=s3://models/2026-12/last.ckpt: no such object"):
+        run(_onboard_cfg(month, tmp_path / "other", "onboard.from=s3://models/2026-12/last.ckpt"))
+
+
+def test_strategies_sweep_with_hydra_multirun(month, tmp_path):
+    """experiment=onboard is an ordinary Hydra experiment: `-m` runs one job per strategy."""
+    result = run_cli("train.py", "-m", "experiment=onboard", f"onboard.from={month['ckpt']}", f"data.root={month['delta']}",
+                     "data.image_size=48", "onboard.views=1", "onboard.epochs=2", "onboard.strategy=closed_form,finetune",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    strategies = sorted(json.loads(p.read_text())["onboard/strategy"] for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert strategies == ["closed_form", "finetune"]
