@@ -135,7 +135,7 @@ def run_onboard(cfg) -> float | None:
 
     from skuvision.data.datamodule import read_manifest, resolve_root
     from skuvision.files import atomic_path, write_json
-    from skuvision.model.module import write_per_sku_report
+    from skuvision.report.per_sku import write_per_sku_report
 
     ob = _settings(cfg)
     torch.manual_seed(int(cfg.seed))
