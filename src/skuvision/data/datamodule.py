@@ -20,6 +20,7 @@ from skuvision.errors import DataError
 
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,36 @@ from skuvision.data.transforms import AugmentConfig, eval_transform, preprocess_
 
 
 class SKUShardDataset(StreamingDataset):
-    """Decodes the shard JPEG and applies the transform, returning (image, label)."""
+    """Decodes the shard JPEG and applies the transform, returning (image, label).
 
-    def __init__(self, input_dir: str, transform, **kwargs: Any):
+    With ``seeded_augment`` the random draws of a sample's augmentation come from
+    (seed, epoch, sample index) instead of the worker's running random state: the same
+    sample gets the same crop, rotation and colour whichever worker decodes it and
+    however many samples that worker decoded before, which is what lets a run resumed
+    mid-epoch (new workers, some samples already consumed) train on exactly the batches
+    the uninterrupted run saw. The caller's random state is left as it was.
+    """
+
+    def __init__(self, input_dir: str, transform, seeded_augment: bool = False, augment_seed: int = 0, **kwargs: Any):
         super().__init__(input_dir, **kwargs)
         self.image_transform = transform
+        self.seeded_augment = seeded_augment
+        self.augment_seed = augment_seed
 
     def __getitem__(self, index: Any) -> dict:
         sample = super().__getitem__(index)
         image = decode_to_tensor(sample["image"])
-        return {"image": self.image_transform(image), "label": int(sample["label"])}
+        if self.seeded_augment:
+            position = getattr(index, "index", index)
+            state = random.getstate()
+            random.seed(f"{self.augment_seed}:{self.current_epoch}:{position}")
+            try:
+                image = self.image_transform(image)
+            finally:
+                random.setstate(state)
+        else:
+            image = self.image_transform(image)
+        return {"image": image, "label": int(sample["label"])}
 
 
 allow_http_endpoint_for_litdata()  # again in spawn-started workers, which re-import this module
@@ -175,7 +196,8 @@ class SKUDataModule(L.LightningDataModule):
                 transform = _uint8_as_is
             else:
                 transform = train_transform(self.image_size, self.augment, self.preprocess)
-            self.datasets[split] = SKUShardDataset(self._split_dir(split), transform, **kwargs)
+            self.datasets[split] = SKUShardDataset(self._split_dir(split), transform, seeded_augment=train and not self.augment_on_device,
+                                                   augment_seed=self.seed, **kwargs)
         return self.datasets[split]
 
     def check_batches_per_rank(self, split: str, batch_size: int, world_size: int) -> None:
@@ -215,6 +237,9 @@ class SKUDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             drop_last=split == "train",
             collate_fn=pad_collate if device_batch else None,
+            # worker seeds drawn from here, not from the global torch RNG: creating a loader (a new
+            # epoch, a validation, a resume) must not move the random stream the model's dropout uses
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -226,6 +251,10 @@ class SKUDataModule(L.LightningDataModule):
             batch = dict(batch)
             batch["image"] = self._device_augment(batch["image"], batch.pop("sizes"))
         return batch
+
+    def train_batches_per_rank(self) -> int:
+        """Batches in one training epoch on this rank (a loader that is never iterated: no workers start)."""
+        return len(self._loader("train", self.batch_size))
 
     def train_dataloader(self) -> StreamingDataLoader:
         return self._loader("train", self.batch_size)
