@@ -58,7 +58,7 @@ def _scalar(value: Any) -> Any:
         return value
 
 
-def collect_metrics(trainer, model, test_results: list[dict] | None) -> dict[str, Any]:
+def collect_metrics(trainer, model, test_results: list[dict] | None, datamodule=None) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from skuvision.callbacks.summary import TrainingReport
@@ -76,6 +76,9 @@ def collect_metrics(trainer, model, test_results: list[dict] | None) -> dict[str
         "global_batch": model.global_batch_size(), "lr/scaled": model.scaled_lr(),
         "world_size": trainer.world_size, "num_nodes": trainer.num_nodes, "epochs": trainer.current_epoch,
     })
+    bad = getattr(datamodule, "bad_samples", None)
+    if bad is not None:
+        metrics["data/bad_samples"] = len(bad.seen)  # skipped, never silently (skuvision.data.integrity)
     report = next((c for c in trainer.callbacks if isinstance(c, TrainingReport)), None)
     if report and report.images_per_sec:
         metrics["train/images_per_sec"] = statistics.median(report.images_per_sec)
@@ -136,7 +139,7 @@ def run(cfg: DictConfig) -> float | None:
         if cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
-        metrics = collect_metrics(trainer, model, test_results)
+        metrics = collect_metrics(trainer, model, test_results, datamodule)
         if trainer.is_global_zero:
             path = write_metrics(metrics, output_dir)
             log.info("metrics: %s", path)

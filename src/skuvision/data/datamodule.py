@@ -16,8 +16,6 @@ worker only the decode and moves the augmentation to the GPU, batched, in
 
 from __future__ import annotations
 
-from skuvision.errors import DataError
-
 import json
 import os
 import random
@@ -27,13 +25,16 @@ from typing import Any
 import lightning as L
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
+from torch.utils.data import default_collate
 
+from skuvision.data import integrity
 from skuvision.data.device_augment import DeviceAugment, pad_collate
 from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.labels import LabelMap
 from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
 from skuvision.data.shards import MANIFEST, load_manifest
 from skuvision.data.transforms import AugmentConfig, eval_transform, preprocess_spec, train_transform
+from skuvision.errors import DataError
 
 
 class SKUShardDataset(StreamingDataset):
@@ -47,15 +48,21 @@ class SKUShardDataset(StreamingDataset):
     the uninterrupted run saw. The caller's random state is left as it was.
     """
 
-    def __init__(self, input_dir: str, transform, seeded_augment: bool = False, augment_seed: int = 0, **kwargs: Any):
+    def __init__(self, input_dir: str, transform, seeded_augment: bool = False, augment_seed: int = 0,
+                 num_classes: int = 0, **kwargs: Any):
         super().__init__(input_dir, **kwargs)
         self.image_transform = transform
         self.seeded_augment = seeded_augment
         self.augment_seed = augment_seed
+        self.num_classes = num_classes
+        self.split_dir = input_dir
+        self.chunk_names = integrity.chunk_names(input_dir)
 
     def __getitem__(self, index: Any) -> dict:
-        sample = super().__getitem__(index)
-        image = decode_to_tensor(sample["image"])
+        sample, image = integrity.read_sample(lambda: super(SKUShardDataset, self).__getitem__(index), index,
+                                              self.split_dir, self.chunk_names, self.num_classes, decode_to_tensor)
+        if image is None:  # a damaged sample: dropped by the collate, counted in the training process
+            return sample
         if self.seeded_augment:
             position = getattr(index, "index", index)
             state = random.getstate()
@@ -112,6 +119,7 @@ class SKUDataModule(L.LightningDataModule):
         synthetic: dict | None = None,
         augment_on_device: bool = False,
         backbone: str = "resnet152",
+        max_bad_samples: int = 0,
     ):
         super().__init__()
         self.root = resolve_root(root)
@@ -134,6 +142,7 @@ class SKUDataModule(L.LightningDataModule):
         self._manifest: dict | None = None
         self._label_map: LabelMap | None = None
         self.datasets: dict[str, SKUShardDataset] = {}
+        self.bad_samples = integrity.BadSamples(max_bad_samples, self.root)  # see skuvision.data.integrity
 
     # -- what the model needs before any data is read --------------------------------
     @property
@@ -196,8 +205,10 @@ class SKUDataModule(L.LightningDataModule):
                 transform = _uint8_as_is
             else:
                 transform = train_transform(self.image_size, self.augment, self.preprocess)
-            self.datasets[split] = SKUShardDataset(self._split_dir(split), transform, seeded_augment=train and not self.augment_on_device,
-                                                   augment_seed=self.seed, **kwargs)
+            split_dir = self._split_dir(split)
+            integrity.check_chunks(self.root, split_dir)  # a truncated or foreign chunk: one line, before any step
+            self.datasets[split] = SKUShardDataset(split_dir, transform, seeded_augment=train and not self.augment_on_device,
+                                                   augment_seed=self.seed, num_classes=self.num_classes, **kwargs)
         return self.datasets[split]
 
     def check_batches_per_rank(self, split: str, batch_size: int, world_size: int) -> None:
@@ -236,11 +247,15 @@ class SKUDataModule(L.LightningDataModule):
             prefetch_factor=self.prefetch_factor,
             persistent_workers=self.persistent_workers,
             drop_last=split == "train",
-            collate_fn=pad_collate if device_batch else None,
+            collate_fn=integrity.collate_skipping_bad(pad_collate if device_batch else default_collate),
             # worker seeds drawn from here, not from the global torch RNG: creating a loader (a new
             # epoch, a validation, a resume) must not move the random stream the model's dropout uses
             generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count (and drop) the damaged samples the workers marked (skuvision.data.integrity)."""
+        return self.bad_samples.take(batch)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``augment_on_device``: augment the uint8 training batch where it now lives (the GPU)."""
