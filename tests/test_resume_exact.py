@@ -77,3 +77,16 @@ def test_sigterm_from_outside_saves_last_ckpt_and_exits_non_zero(tiny_shards, tm
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] > 0 and ckpt["epoch"] < 50
     assert "stopped by SIGTERM" in output
+
+
+def test_last_ckpt_is_the_last_epoch_even_when_that_epoch_did_not_improve(tiny_shards, tmp_path):
+    """ModelCheckpoint keeps the best; last.ckpt must still be the end of the run (was: the last improvement)."""
+    from conftest import FAST_TRAIN, compose_train_cfg
+    from skuvision.train import run
+
+    never_better = ["callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]  # only epoch 0 is "best"
+    cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, *never_better, "test=false", "logger=csv"])
+    run(cfg)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == cfg.trainer.max_epochs - 1
+    assert [p.name for p in (tmp_path / "checkpoints").glob("epoch_*.ckpt")] == ["epoch_000.ckpt"]
