@@ -9,6 +9,7 @@ without timing.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,7 +33,7 @@ RUN = [
 ENV = {"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
 
 
-def train(run_dir: Path, shards: Path, *extra: str) -> subprocess.CompletedProcess:
+def train_with(run_dir: Path, shards: Path, *extra: str) -> subprocess.CompletedProcess:
     return run_cli("train.py", f"hydra.run.dir={run_dir}", f"data.root={shards}", *RUN, *extra, env=ENV)
 
 
@@ -42,10 +43,16 @@ def final_state(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.slow
-def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_shards, tmp_path):
+@pytest.mark.parametrize("workers", [2, 0])
+def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_shards, tmp_path, workers):
+    def train(run_dir, shards, *extra):
+        return train_with(run_dir, shards, f"data.num_workers={workers}", *extra)
+
     whole = train(tmp_path / "whole", tiny_shards)
     assert whole.returncode == 0, whole.stderr[-3000:]
     steps, reference = final_state(tmp_path / "whole")
+    train_images = json.loads((tiny_shards / "manifest.json").read_text())["splits"]["train"]["count"]
+    assert steps == 3 * (train_images // 4)  # last.ckpt is the end of the run
 
     stop_at = steps // 3 + steps // 6  # mid second epoch (loader, optimiser, RNG mid-flight), a whole epoch after
     first = train(tmp_path / "resumed", tiny_shards, "+callbacks.fault._target_=fault_probe.SigtermAt",
@@ -81,8 +88,9 @@ def test_sigterm_from_outside_saves_last_ckpt_and_exits_non_zero(tiny_shards, tm
 
 def test_last_ckpt_is_the_last_epoch_even_when_that_epoch_did_not_improve(tiny_shards, tmp_path):
     """ModelCheckpoint keeps the best; last.ckpt must still be the end of the run (was: the last improvement)."""
-    from conftest import FAST_TRAIN, compose_train_cfg
     from skuvision.train import run
+
+    from conftest import FAST_TRAIN, compose_train_cfg
 
     never_better = ["callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]  # only epoch 0 is "best"
     cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, *never_better, "test=false", "logger=csv"])

@@ -115,6 +115,7 @@ class ResumeCheckpoint(L.Callback):
             self._save(trainer, f"every {self.every_n_train_steps} steps")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        _close_resumed_epoch(trainer)
         if not trainer.sanity_checking:
             self._save(trainer, "epoch end")
 
@@ -123,3 +124,19 @@ class ResumeCheckpoint(L.Callback):
 
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
             self._save(trainer, "SIGTERM; ckpt_path=last (locally) or auto (SageMaker) resumes here")
+
+
+def _close_resumed_epoch(trainer) -> None:
+    """Let the train loader start a fresh epoch after an epoch resumed mid-way.
+
+    litdata's ``StreamingDataLoader.load_state_dict`` sets ``restore`` and clears it only when its
+    iterator runs to exhaustion; Lightning stops at the loader's length instead, so the flag
+    survived into the next epoch, which then did not reset or advance the loader's epoch and
+    came up short (a resumed 3-epoch run ended at step 48 of 72). At an epoch's end the next
+    ``iter()`` must begin a new epoch, which is what ``restore = False`` means to litdata.
+    """
+    loader = trainer.train_dataloader
+    loaders = loader.values() if isinstance(loader, dict) else loader if isinstance(loader, (list, tuple)) else [loader]
+    for each in loaders:
+        if getattr(each, "restore", False):
+            each.restore = False
