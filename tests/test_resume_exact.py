@@ -43,16 +43,18 @@ def final_state(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [2, 0])
-def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_shards, tmp_path, workers):
+@pytest.mark.parametrize("ranks, workers", [(1, 2), (1, 0), (2, 1)], ids=["1rank-2workers", "1rank-0workers", "2ranks-gloo"])
+def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_shards, tmp_path, ranks, workers):
+    ddp = ["trainer=ddp", f"trainer.devices={ranks}", "trainer.accelerator=cpu", "trainer.strategy.timeout.seconds=120"]
+
     def train(run_dir, shards, *extra):
-        return train_with(run_dir, shards, f"data.num_workers={workers}", *extra)
+        return train_with(run_dir, shards, f"data.num_workers={workers}", *(ddp if ranks > 1 else []), *extra)
 
     whole = train(tmp_path / "whole", tiny_shards)
     assert whole.returncode == 0, whole.stderr[-3000:]
     steps, reference = final_state(tmp_path / "whole")
     train_images = json.loads((tiny_shards / "manifest.json").read_text())["splits"]["train"]["count"]
-    assert steps == 3 * (train_images // 4)  # last.ckpt is the end of the run
+    assert steps == 3 * (train_images // (4 * ranks))  # last.ckpt is the end of the run
 
     stop_at = steps // 3 + steps // 6  # mid second epoch (loader, optimiser, RNG mid-flight), a whole epoch after
     first = train(tmp_path / "resumed", tiny_shards, "+callbacks.fault._target_=fault_probe.SigtermAt",
