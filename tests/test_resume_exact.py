@@ -61,7 +61,9 @@ def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_ru
                   f"+callbacks.fault.step={stop_at}")
     assert first.returncode == 143, first.stderr[-3000:]  # not 0: the job did not finish
     stopped, _ = final_state(tmp_path / "resumed")
-    assert stopped == stop_at  # last.ckpt is the state at the signal, not the epoch before
+    # last.ckpt is the state at the signal, not the epoch before; with several ranks they agree on it at
+    # the end of the next step (the signal is marked after ResumeCheckpoint's hook in this step ran)
+    assert stopped == stop_at + (ranks > 1)
 
     second = train(tmp_path / "resumed", tiny_shards, "ckpt_path=last")
     assert second.returncode == 0, second.stderr[-3000:]

@@ -109,8 +109,37 @@ class ResumeCheckpoint(L.Callback):
             set_rng_state(self._pending_rng)
             self._pending_rng = None
 
+    # -- SIGTERM on several ranks -----------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        """With several ranks: a SIGTERM only marks this process; the ranks agree at a step's end.
+
+        (Here, not in ``on_fit_start``: Lightning installs its own handler after that hook.)
+
+        Lightning's own handler broadcasts from inside the signal handler and each rank also
+        checks its local flag after every step, so ranks signalled a moment apart stopped at
+        different steps and met in mismatched collectives (rank 0 in the save's barrier, rank 1
+        in the next step: "Connection closed by peer"). Here every rank issues one broadcast of
+        rank 0's mark at the same hook (``on_train_batch_end``) and all stop after that step.
+        """
+        self._sigterm = False
+        if trainer.world_size > 1:
+            import signal
+
+            signal.signal(signal.SIGTERM, self._mark_sigterm)
+
+    def _mark_sigterm(self, signum, frame) -> None:
+        self._sigterm = True
+
+    def _agree_on_sigterm(self, trainer) -> None:
+        if trainer.world_size > 1:
+            flag = torch.tensor([1 if getattr(self, "_sigterm", False) else 0], device=trainer.strategy.root_device)
+            torch.distributed.broadcast(flag, src=0)
+            if flag.item():
+                trainer._signal_connector.received_sigterm = True  # the loop raises SIGTERMException after this step
+
     # -- triggers --------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._agree_on_sigterm(trainer)
         if self.every_n_train_steps and trainer.global_step and trainer.global_step % self.every_n_train_steps == 0:
             self._save(trainer, f"every {self.every_n_train_steps} steps")
 
