@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -126,17 +125,6 @@ def test_entry_rejects_overrides_that_are_not_a_json_list(tmp_path, tiny_shards)
     result = run([sys.executable, *ENTRY, "--overrides", "model.freeze_depth=3"], env, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("skuvision: error: overrides='model.freeze_depth=3': not JSON")
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended (status {proc.returncode}) before {path} appeared: {proc.stdout.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"{path} did not appear within {timeout}s")
-        time.sleep(0.1)
 
 
 @pytest.mark.slow
