@@ -267,7 +267,7 @@ def test_ckpt_path_auto_resumes_only_when_a_last_checkpoint_exists(tmp_path):
 
     assert resolve_checkpoint("auto", tmp_path, str(tmp_path / "ckpts")) is None
     (tmp_path / "ckpts").mkdir()
-    (tmp_path / "ckpts" / "last.ckpt").write_bytes(b"x")
+    torch.save({"global_step": 3}, tmp_path / "ckpts" / "last.ckpt")
     assert resolve_checkpoint("auto", tmp_path, str(tmp_path / "ckpts")) == str(tmp_path / "ckpts" / "last.ckpt")
     assert resolve_checkpoint("last", tmp_path, str(tmp_path / "ckpts")) == str(tmp_path / "ckpts" / "last.ckpt")
     with pytest.raises(ConfigError, match="ckpt_path=last"):

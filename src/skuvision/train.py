@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
+SIGTERM_STATUS = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
 
 
 def instantiate_collection(node: DictConfig | None) -> list[Any]:
@@ -28,19 +29,23 @@ def instantiate_collection(node: DictConfig | None) -> list[Any]:
 
 
 def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, checkpoint_dir: str | None = None) -> str | None:
-    """None, a path, ``last`` (must exist) or ``auto`` (``last.ckpt`` if a previous attempt left one: spot restarts)."""
+    """None, a path, ``last`` (must exist) or ``auto`` (``last.ckpt`` if a previous attempt left one: spot restarts).
+
+    ``last``/``auto`` take ``last.ckpt`` when it loads, else the newest checkpoint in the dir that does.
+    """
     if not ckpt_path:
         return None
     from skuvision.errors import ConfigError
 
     if ckpt_path in ("last", "auto"):
-        path = Path(checkpoint_dir) if checkpoint_dir else output_dir / "checkpoints"
-        path = path / "last.ckpt"
-        if ckpt_path == "auto":
-            return str(path) if path.is_file() else None
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path=last: no {path}; pin the run dir of the run to resume (hydra.run.dir=...) or pass a checkpoint path")
-        return str(path)
+        from skuvision.checkpoints import newest_loadable
+
+        directory = Path(checkpoint_dir) if checkpoint_dir else output_dir / "checkpoints"
+        found = newest_loadable(directory)  # last.ckpt, or the newest checkpoint that loads if it does not
+        if found is not None or ckpt_path == "auto":
+            return str(found) if found else None
+        raise ConfigError(f"ckpt_path=last: no loadable checkpoint in {directory}; pin the run dir of the run to resume "
+                          "(hydra.run.dir=...) or pass a checkpoint path")
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
     return ckpt_path
@@ -53,7 +58,7 @@ def _scalar(value: Any) -> Any:
         return value
 
 
-def collect_metrics(trainer, model, test_results: list[dict] | None) -> dict[str, Any]:
+def collect_metrics(trainer, model, test_results: list[dict] | None, datamodule=None) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from skuvision.callbacks.summary import TrainingReport
@@ -71,6 +76,9 @@ def collect_metrics(trainer, model, test_results: list[dict] | None) -> dict[str
         "global_batch": model.global_batch_size(), "lr/scaled": model.scaled_lr(),
         "world_size": trainer.world_size, "num_nodes": trainer.num_nodes, "epochs": trainer.current_epoch,
     })
+    bad = getattr(datamodule, "bad_samples", None)
+    if bad is not None:
+        metrics["data/bad_samples"] = len(bad.seen)  # skipped, never silently (skuvision.data.integrity)
     report = next((c for c in trainer.callbacks if isinstance(c, TrainingReport)), None)
     if report and report.images_per_sec:
         metrics["train/images_per_sec"] = statistics.median(report.images_per_sec)
@@ -109,8 +117,12 @@ def run(cfg: DictConfig) -> float | None:
         from skuvision.callbacks.collectives import EpochMetricsSync
 
         callbacks = [EpochMetricsSync(), *instantiate_collection(cfg.get("callbacks"))]  # first: see its docstring
+        from skuvision.checkpoints import AtomicCheckpointIO
+
+        plugins = [AtomicCheckpointIO()] if "plugins" not in cfg.trainer else None  # a kill mid-save keeps the old file
         trainer = instantiate(cfg.trainer, callbacks=callbacks,
                               logger=instantiate_collection(cfg.get("logger")) or False, _convert_="all",
+                              **({"plugins": plugins} if plugins else {}),
                               **layout.cluster_layout(cfg.trainer))  # devices/num_nodes "auto" -> the cluster's
         table = model.parameter_table()
         log.info("model: %s freeze_depth=%d, %s params, %s trainable", cfg.model.backbone, table["freeze_depth"],
@@ -118,13 +130,19 @@ def run(cfg: DictConfig) -> float | None:
         from skuvision.loggers import wandb_report
 
         wandb_report.start_run(trainer, model, cfg)  # resolved config + per-stage params; no-op without W&B
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), output_dir,
-                                                                       cfg.paths.get("checkpoint_dir")))
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), output_dir,
+                                                                           cfg.paths.get("checkpoint_dir")))
+        except SIGTERMException:  # the resume checkpoint is written (callbacks.resume): a non-zero exit, not "done"
+            log.info("stopped by SIGTERM; resume with ckpt_path=last (the same run dir) or auto (SageMaker)")
+            raise SIGTERMException(SIGTERM_STATUS) from None
         test_results = None
         if cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
-        metrics = collect_metrics(trainer, model, test_results)
+        metrics = collect_metrics(trainer, model, test_results, datamodule)
         if trainer.is_global_zero:
             path = write_metrics(metrics, output_dir)
             log.info("metrics: %s", path)

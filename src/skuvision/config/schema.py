@@ -63,6 +63,7 @@ class DataConfig:
     augment: dict[str, float] = field(default_factory=dict)
     augment_on_device: bool = False
     decode_on_device: bool = False
+    max_bad_samples: int = 0
     synthetic: Optional[dict[str, Any]] = None
     backbone: str = "resnet152"  # ${model.backbone}: preprocessing follows the backbone's weights
 

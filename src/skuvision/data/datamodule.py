@@ -16,45 +16,81 @@ worker only the decode and moves the augmentation to the GPU, batched, in
 
 from __future__ import annotations
 
-from skuvision.errors import ConfigError, DataError
-
 import inspect
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
+from torch.utils.data import default_collate
 
+from skuvision.data import integrity
 from skuvision.data.device_augment import DeviceAugment, decode_batch, jpeg_collate, pad_collate
 from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.labels import LabelMap
 from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
 from skuvision.data.shards import MANIFEST, load_manifest
 from skuvision.data.transforms import AugmentConfig, eval_transform, preprocess_spec, train_transform
+from skuvision.errors import ConfigError, DataError
 
 
 class SKUShardDataset(StreamingDataset):
-    """Decodes the shard JPEG and applies the transform, returning (image, label)."""
+    """Decodes the shard JPEG and applies the transform, returning (image, label).
 
-    def __init__(self, input_dir: str, transform, decode: bool = True, **kwargs: Any):
+    With ``seeded_augment`` the random draws of a sample's augmentation come from
+    (seed, epoch, sample index) instead of the worker's running random state: the same
+    sample gets the same crop, rotation and colour whichever worker decodes it and
+    however many samples that worker decoded before, which is what lets a run resumed
+    mid-epoch (new workers, some samples already consumed) train on exactly the batches
+    the uninterrupted run saw. The caller's random state is left as it was.
+
+    With ``decode=False`` (``data.decode_on_device``) the sample's JPEG bytes are handed on as
+    a uint8 tensor, to be decoded where the model trains.
+    """
+
+    def __init__(self, input_dir: str, transform, seeded_augment: bool = False, augment_seed: int = 0,
+                 num_classes: int = 0, decode: bool = True, **kwargs: Any):
         super().__init__(input_dir, **kwargs)
         self.image_transform = transform
-        self.decode = decode  # False: hand the JPEG bytes on (data.decode_on_device)
+        self.decode = decode
+        self.seeded_augment = seeded_augment
+        self.augment_seed = augment_seed
+        self.num_classes = num_classes
+        self.split_dir = input_dir
+        self.chunk_names = integrity.chunk_names(input_dir)
 
     def __getitem__(self, index: Any) -> dict:
-        sample = super().__getitem__(index)
+        decode = decode_to_tensor if self.decode else _jpeg_bytes
+        sample, image = integrity.read_sample(lambda: super(SKUShardDataset, self).__getitem__(index), index,
+                                              self.split_dir, self.chunk_names, self.num_classes, decode)
+        if image is None:  # a damaged sample: dropped by the collate, counted in the training process
+            return sample
         if not self.decode:
-            return {"image": torch.frombuffer(bytearray(sample["image"]), dtype=torch.uint8), "label": int(sample["label"])}
-        image = decode_to_tensor(sample["image"])
-        return {"image": self.image_transform(image), "label": int(sample["label"])}
+            return {"image": image, "label": int(sample["label"])}
+        if self.seeded_augment:
+            position = getattr(index, "index", index)
+            state = random.getstate()
+            random.seed(f"{self.augment_seed}:{self.current_epoch}:{position}")
+            try:
+                image = self.image_transform(image)
+            finally:
+                random.setstate(state)
+        else:
+            image = self.image_transform(image)
+        return {"image": image, "label": int(sample["label"])}
 
 
 allow_http_endpoint_for_litdata()  # again in spawn-started workers, which re-import this module
 # older litdata permutes all items of a chunk and has no such argument
 _HAS_ITEM_WINDOW = "item_shuffle_window" in inspect.signature(StreamingDataset.__init__).parameters
+
+
+def _jpeg_bytes(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def _uint8_as_is(image: torch.Tensor) -> torch.Tensor:
@@ -98,6 +134,7 @@ class SKUDataModule(L.LightningDataModule):
         augment_on_device: bool = False,
         backbone: str = "resnet152",
         decode_on_device: bool = False,
+        max_bad_samples: int = 0,
     ):
         super().__init__()
         self.root = resolve_root(root)
@@ -124,6 +161,7 @@ class SKUDataModule(L.LightningDataModule):
         self._manifest: dict | None = None
         self._label_map: LabelMap | None = None
         self.datasets: dict[str, SKUShardDataset] = {}
+        self.bad_samples = integrity.BadSamples(max_bad_samples, self.root)  # see skuvision.data.integrity
 
     # -- what the model needs before any data is read --------------------------------
     @property
@@ -192,8 +230,11 @@ class SKUDataModule(L.LightningDataModule):
                 transform = _uint8_as_is
             else:
                 transform = train_transform(self.image_size, self.augment, self.preprocess)
-            decode = not (train and self.decode_on_device)
-            self.datasets[split] = SKUShardDataset(self._split_dir(split), transform, decode=decode, **kwargs)
+            split_dir = self._split_dir(split)
+            integrity.check_chunks(self.root, split_dir)  # a truncated or foreign chunk: one line, before any step
+            self.datasets[split] = SKUShardDataset(split_dir, transform, seeded_augment=train and not self.augment_on_device,
+                                                   augment_seed=self.seed, num_classes=self.num_classes,
+                                                   decode=not (train and self.decode_on_device), **kwargs)
         return self.datasets[split]
 
     def check_batches_per_rank(self, split: str, batch_size: int, world_size: int) -> None:
@@ -232,11 +273,17 @@ class SKUDataModule(L.LightningDataModule):
             prefetch_factor=self.prefetch_factor,
             persistent_workers=self.persistent_workers,
             drop_last=split == "train",
-            collate_fn=(jpeg_collate if self.decode_on_device else pad_collate) if device_batch else None,
+            collate_fn=integrity.collate_skipping_bad(
+                (jpeg_collate if self.decode_on_device else pad_collate) if device_batch else default_collate),
+            # worker seeds drawn from here, not from the global torch RNG: creating a loader (a new
+            # epoch, a validation, a resume) must not move the random stream the model's dropout uses
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """With ``decode_on_device``: decode the batch's JPEG bytes straight onto the training device."""
+        """Count (and drop) the damaged samples the workers marked (skuvision.data.integrity); with
+        ``decode_on_device``, decode the batch's JPEG bytes straight onto the training device."""
+        batch = self.bad_samples.take(batch)
         if isinstance(batch, dict) and "jpeg" in batch:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
             batch = decode_batch(batch, device)
@@ -251,6 +298,10 @@ class SKUDataModule(L.LightningDataModule):
             batch = dict(batch)
             batch["image"] = self._device_augment(batch["image"], batch.pop("sizes"))
         return batch
+
+    def train_batches_per_rank(self) -> int:
+        """Batches in one training epoch on this rank (a loader that is never iterated: no workers start)."""
+        return len(self._loader("train", self.batch_size))
 
     def train_dataloader(self) -> StreamingDataLoader:
         return self._loader("train", self.batch_size)

@@ -288,8 +288,15 @@ def load_manifest(root: str | Path) -> dict:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: no shard manifest; build shards with `skuvision shards build --input ... --out {root}`")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format_version") != FORMAT_VERSION:
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); run `skuvision shards verify {root}` or rebuild the shards") from None
+    version = manifest.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise DataError(f"{path}: format_version {version} is newer than this skuvision reads ({FORMAT_VERSION}); "
+                        f"upgrade skuvision, or rebuild the shards with this version (`skuvision shards build`)")
+    if version != FORMAT_VERSION:
         raise DataError(f"{path}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}; rebuild the shards")
     return manifest
 

@@ -202,6 +202,26 @@ class SKUClassifier(L.LightningModule):
     def scaled_lr(self) -> float:
         return float(self.hparams.optimizer.get("lr", 1e-3)) * self.global_batch_size() / REFERENCE_BATCH
 
+    def _total_steps(self) -> int:
+        """Optimiser steps in the whole fit, for the schedule, without ``trainer.estimated_stepping_batches``.
+
+        That property builds the fit loop's train loader here, before a resumed run restores the
+        loops; the loop then keeps that loader and never loads the checkpoint's litdata state
+        into it, so a resumed run restarted its epoch from the first batch. The same count from
+        a throwaway loader over the same dataset leaves the fit loop alone.
+        """
+        import math
+
+        trainer = self.trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "train_batches_per_rank"):
+            return trainer.estimated_stepping_batches
+        batches = datamodule.train_batches_per_rank()
+        limit = trainer.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+        total = trainer.max_epochs * math.ceil(batches / trainer.accumulate_grad_batches) if trainer.max_epochs != -1 else math.inf
+        return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
+
     def configure_optimizers(self):
         opt_cfg = dict(self.hparams.optimizer)
         name = opt_cfg.pop("name", "adamw").lower()
@@ -221,7 +241,7 @@ class SKUClassifier(L.LightningModule):
         else:
             raise ConfigError(f"model.optimizer.name={name}: use adamw or sgd")
         sched = self.hparams.scheduler or {}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, int(self._total_steps()))
         warmup = int(sched.get("warmup_fraction", 0.05) * total)
         floor = float(sched.get("min_lr_ratio", 0.01))
 

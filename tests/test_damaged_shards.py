@@ -1,0 +1,88 @@
+"""Shards damaged after the build, met at train time: one line naming the file and the remedy.
+
+Real shards (the session's tiny build) copied and damaged on disk the way storage and people
+damage them; the real CLI trains on them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import run_cli
+
+RUN = [
+    "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
+    "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "logger=csv",
+]
+
+
+@pytest.fixture
+def shards(tiny_shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(tiny_shards, copy)
+    return copy
+
+
+def train(shards, run_dir, *extra):
+    return run_cli("train.py", f"hydra.run.dir={run_dir}", f"data.root={shards}", *RUN, *extra)
+
+
+def one_error_line(result) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def _truncate(shards):
+    chunk = shards / "train" / "chunk-0-0.bin"
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+
+
+def _foreign(shards):  # a chunk of another build (here: another split's) copied over this one
+    shutil.copyfile(shards / "val" / "chunk-0-0.bin", shards / "train" / "chunk-0-0.bin")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _foreign], ids=["truncated", "from-another-build"])
+def test_a_damaged_chunk_stops_before_the_first_step_naming_it_and_the_remedy(shards, tmp_path, damage):
+    damage(shards)
+    line = one_error_line(train(shards, tmp_path / "run"))
+    assert f"{shards}/train/chunk-0-0.bin" in line and "skuvision shards verify" in line, line
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_manifest_from_a_newer_format_says_upgrade_or_rebuild(shards, tmp_path):
+    manifest = json.loads((shards / "manifest.json").read_text())
+    manifest["format_version"] += 1
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    line = one_error_line(train(shards, tmp_path / "run"))
+    assert "manifest.json" in line and "newer" in line and "upgrade skuvision" in line, line
+
+
+def _break_first_image(shards) -> None:
+    """The first sample's JPEG start marker zeroed: same chunk size, the image no longer decodes."""
+    chunk = shards / "train" / "chunk-0-0.bin"
+    data = bytearray(chunk.read_bytes())
+    at = bytes(data).index(b"\xff\xd8\xff")
+    data[at:at + 3] = b"\x00\x00\x00"
+    chunk.write_bytes(bytes(data))
+
+
+def test_an_image_that_no_longer_decodes_stops_the_run_by_default_naming_chunk_and_sample(shards, tmp_path):
+    _break_first_image(shards)
+    line = one_error_line(train(shards, tmp_path / "run"))
+    assert f"{shards}/train/chunk-0-0.bin sample 0" in line and "does not decode" in line, line
+    assert "data.max_bad_samples=0" in line and "skuvision shards verify" in line, line
+
+
+def test_with_max_bad_samples_the_image_is_skipped_and_counted_in_metrics(shards, tmp_path):
+    _break_first_image(shards)
+    result = train(shards, tmp_path / "run", "data.max_bad_samples=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data/bad_samples"] == 1
