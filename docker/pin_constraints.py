@@ -31,8 +31,10 @@ def complete(path: Path) -> int:
             try:
                 pins[name] = version(name)
             except PackageNotFoundError:
-                print(f"pin_constraints: {name} is not installed in this image; is it the PyTorch base image?",
-                      file=sys.stderr)
+                print(
+                    f"pin_constraints: {name} is not installed in this image; is it the PyTorch base image?",
+                    file=sys.stderr,
+                )
                 return 1
     path.write_text("".join(f"{name}=={pins[name]}\n" for name in PINNED))
     print(path.read_text(), end="")

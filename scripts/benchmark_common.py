@@ -47,7 +47,11 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> Path:
     """Replace (or append) the ``name`` section of BENCHMARKS.md, keeping every other section."""
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\n{body.rstrip()}\n{end}\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by `scripts/benchmark_*.py`; rerun them to refresh.\n\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmarks\n\nFigures written by `scripts/benchmark_*.py`; rerun them to refresh.\n\n"
+    )
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     path.write_text(text)

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_common import ROOT, dir_bytes, fmt_spread, machine, spread, publish  # noqa: E402
+from benchmark_common import ROOT, dir_bytes, fmt_spread, machine, publish, spread  # noqa: E402
 
 VARIANTS = {
     "imagefolder": "(a) ImageFolder + PIL + torchvision transforms",
@@ -76,8 +76,16 @@ def ensure_originals(args) -> Path:
         return out
     log(f"rendering {args.skus * args.images_per_sku} originals at {args.original_size} px into {out} (cached)")
     shutil.rmtree(out, ignore_errors=True)
-    write_catalogue(out, args.skus, args.images_per_sku, size=args.original_size, seed=0,
-                    workers=args.workers, quality=args.original_quality, progress=False)
+    write_catalogue(
+        out,
+        args.skus,
+        args.images_per_sku,
+        size=args.original_size,
+        seed=0,
+        workers=args.workers,
+        quality=args.original_quality,
+        progress=False,
+    )
     return out
 
 
@@ -91,9 +99,14 @@ def build(originals: Path, args) -> tuple[Path, dict]:
     seconds = time.perf_counter() - start
     count = sum(i["count"] for i in manifest["splits"].values()) + manifest["rejects"]
     before = sum(f.stat().st_size for f in originals.glob("*/*.jpg"))
-    return out, {"originals": count, "build_s": seconds, "build_originals_s": count / seconds,
-                 "bytes_before": before, "bytes_after": dir_bytes(out),
-                 "train_images": manifest["splits"]["train"]["count"]}
+    return out, {
+        "originals": count,
+        "build_s": seconds,
+        "build_originals_s": count / seconds,
+        "bytes_before": before,
+        "bytes_after": dir_bytes(out),
+        "train_images": manifest["splits"]["train"]["count"],
+    }
 
 
 # -- the three loaders ----------------------------------------------------------------
@@ -105,15 +118,17 @@ def baseline_transform(size: int):
     from skuvision.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
 
     aug = AugmentConfig()
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(aug.scale_min, 1.0), antialias=True),
-        v2.RandomRotation(aug.rotation_degrees),
-        v2.RandomHorizontalFlip(aug.hflip),
-        v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue),
-        v2.PILToTensor(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(aug.scale_min, 1.0), antialias=True),
+            v2.RandomRotation(aug.rotation_degrees),
+            v2.RandomHorizontalFlip(aug.hflip),
+            v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def _decode_only_dataset(split_dir: str):
@@ -134,18 +149,29 @@ def _decode_only_dataset(split_dir: str):
 def make_loader(variant: str, originals: Path, shards: Path, args):
     from torch.utils.data import DataLoader
 
-    common = dict(batch_size=args.batch_size, num_workers=args.workers, drop_last=True,
-                  persistent_workers=args.workers > 0, prefetch_factor=2 if args.workers > 0 else None)
+    common = dict(
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        drop_last=True,
+        persistent_workers=args.workers > 0,
+        prefetch_factor=2 if args.workers > 0 else None,
+    )
     if variant == "imagefolder":
         from torchvision.datasets import ImageFolder
 
-        return DataLoader(ImageFolder(str(originals), transform=baseline_transform(args.image_size)),
-                          shuffle=True, **common)
+        return DataLoader(
+            ImageFolder(str(originals), transform=baseline_transform(args.image_size)), shuffle=True, **common
+        )
     if variant in ("shards", "shards_device"):
         from skuvision.data.datamodule import SKUDataModule
 
-        dm = SKUDataModule(str(shards), image_size=args.image_size, batch_size=args.batch_size,
-                           num_workers=args.workers, augment_on_device=variant == "shards_device")
+        dm = SKUDataModule(
+            str(shards),
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            augment_on_device=variant == "shards_device",
+        )
         dm.setup("fit")
         return dm.train_dataloader()
     from litdata import StreamingDataLoader
@@ -197,7 +223,7 @@ def loader_throughput(originals: Path, shards: Path, args) -> dict[str, list[flo
     runs: dict[str, list[float]] = {v: [] for v in VARIANTS}
     names = list(VARIANTS)
     for rep in range(args.repeats):
-        for variant in names[rep % len(names):] + names[:rep % len(names)]:  # no path always runs first
+        for variant in names[rep % len(names) :] + names[: rep % len(names)]:  # no path always runs first
             loader = make_loader(variant, originals, shards, args)
             runs[variant].append(measure(loader, args.seconds))
             log(f"  rep {rep + 1}/{args.repeats} {variant:12s} {runs[variant][-1]:8.1f} img/s")
@@ -226,11 +252,16 @@ def per_image_costs(originals: Path, shards: Path, args, samples: int = 16, repe
         ds = StreamingDataset(str(shards / "train"))
         shard = [ds[i]["image"] for i in range(min(samples, len(ds)))]
         aug = AugmentConfig()
-        previous = v2.Compose([  # skuvision's train transform before this benchmark drove its rewrite
-            v2.RandomResizedCrop(args.image_size, scale=(aug.scale_min, 1.0), antialias=True),
-            v2.RandomRotation(aug.rotation_degrees), v2.RandomHorizontalFlip(aug.hflip),
-            v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue),
-            v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        previous = v2.Compose(
+            [  # skuvision's train transform before this benchmark drove its rewrite
+                v2.RandomResizedCrop(args.image_size, scale=(aug.scale_min, 1.0), antialias=True),
+                v2.RandomRotation(aug.rotation_degrees),
+                v2.RandomHorizontalFlip(aug.hflip),
+                v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
         fused, baseline = train_transform(args.image_size), baseline_transform(args.image_size)
         from skuvision.data.device_augment import DeviceAugment, pad_collate
 
@@ -252,10 +283,14 @@ def per_image_costs(originals: Path, shards: Path, args, samples: int = 16, repe
             "shard: decode_jpeg (c)": (shard, tv),
             "shard: decode_jpeg + skuvision train transform (b)": (shard, lambda d: fused(tv(d))),
             "shard: decode_jpeg + previous v2.Compose transform": (shard, lambda d: previous(tv(d))),
-            "shard: decode + pad_collate, per image of a batch of 32 (a (b′) worker's whole job)":
-                (batches, lambda _: pad_collate([{"image": tv(d), "label": 0} for d in (shard * 4)[:32]])),
-            "shard: DeviceAugment on this CPU, per image of a batch of 32 (b′ on a GPU-less machine)":
-                (batches, lambda _: device_aug(padded["image"], padded["sizes"])),
+            "shard: decode + pad_collate, per image of a batch of 32 (a (b′) worker's whole job)": (
+                batches,
+                lambda _: pad_collate([{"image": tv(d), "label": 0} for d in (shard * 4)[:32]]),
+            ),
+            "shard: DeviceAugment on this CPU, per image of a batch of 32 (b′ on a GPU-less machine)": (
+                batches,
+                lambda _: device_aug(padded["image"], padded["sizes"]),
+            ),
         }
         times: dict[str, list[float]] = {k: [] for k in stages}
         for _ in range(repeats):
@@ -278,14 +313,17 @@ def markdown(res: dict, args) -> str:
     pad = next(v for k, v in costs.items() if k.startswith("shard: decode + pad_collate"))
     mb = 2**20
     lines = [
-        "## Input pipeline — `scripts/benchmark_input.py`", "",
+        "## Input pipeline — `scripts/benchmark_input.py`",
+        "",
         f"`python scripts/benchmark_input.py {' '.join(res['argv'])}`".replace(" `", "`"),
         f"— {res['date']}, {res['machine']}. Originals: {res['build']['originals']} synthetic product photos, "
         f"{args.original_size}×{args.original_size} JPEG q{args.original_quality} "
         f"({res['build']['bytes_before'] / res['build']['originals'] / 1e3:.0f} KB on average). "
         f"Batches of {args.batch_size} augmented {args.image_size} px images, {args.workers} workers for every path, "
-        f"{args.repeats} interleaved repetitions of ≥{args.seconds:g} s each: median (min–max).", "",
-        "| path | images/s | vs (a) |", "|---|---|---|",
+        f"{args.repeats} interleaved repetitions of ≥{args.seconds:g} s each: median (min–max).",
+        "",
+        "| path | images/s | vs (a) |",
+        "|---|---|---|",
     ]
     for key, label in VARIANTS.items():
         s = t[key]
@@ -293,7 +331,8 @@ def markdown(res: dict, args) -> str:
     lines += [
         "",
         "Ratios are taken within each repetition (the paths ran back to back) — median (min–max) over "
-        "repetitions — so a burst of load on this shared machine cannot fake or hide a speed-up:", "",
+        "repetitions — so a burst of load on this shared machine cannot fake or hide a speed-up:",
+        "",
         f"- (b) ÷ (a) = **{fmt_spread(r['shards_vs_imagefolder'], 1)}×** (target ≥ 3×).",
         f"- (b) per image ÷ (c) per image = **{fmt_spread(r['shards_vs_decode'], 2)}×** (target ≤ 1.5×): the "
         "rest is rotation + colour jitter at 224² (one warp, one colour matrix) and handing float pixels to the "
@@ -308,7 +347,11 @@ def markdown(res: dict, args) -> str:
         f"(`--size {args.shard_size}`); on disk {res['build']['bytes_before'] / mb:.1f} MiB of originals → "
         f"{res['build']['bytes_after'] / mb:.1f} MiB of shards "
         f"({res['build']['bytes_before'] / max(1, res['build']['bytes_after']):.1f}× smaller).",
-        "", "Per image on one core (ms, median of 5):", "", "| stage | ms |", "|---|---|",
+        "",
+        "Per image on one core (ms, median of 5):",
+        "",
+        "| stage | ms |",
+        "|---|---|",
     ]
     lines += [f"| {k} | {v:.2f} |" for k, v in res["per_image_ms"].items()]
     return "\n".join(lines) + "\n"
@@ -333,17 +376,24 @@ def main(argv=None) -> int:
 
     med = {k: v["median"] for k, v in throughput.items()}
     res = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
         "argv": sys.argv[1:] if argv is None else list(argv),
-        "imagefolder_img_s": med["imagefolder"], "shards_img_s": med["shards"], "decode_img_s": med["decode"],
+        "imagefolder_img_s": med["imagefolder"],
+        "shards_img_s": med["shards"],
+        "decode_img_s": med["decode"],
         "shards_device_img_s": med["shards_device"],
         "shards_vs_imagefolder": statistics.median(ratio("shards", "imagefolder")),
         "shards_vs_decode": statistics.median(ratio("decode", "shards")),
         "shards_device_vs_decode": statistics.median(ratio("decode", "shards_device")),
-        "ratios": {"shards_vs_imagefolder": spread(ratio("shards", "imagefolder")),
-                   "shards_vs_decode": spread(ratio("decode", "shards")),
-                   "shards_device_vs_decode": spread(ratio("decode", "shards_device"))},
-        "throughput": throughput, "build": build_stats, "per_image_ms": costs,
+        "ratios": {
+            "shards_vs_imagefolder": spread(ratio("shards", "imagefolder")),
+            "shards_vs_decode": spread(ratio("decode", "shards")),
+            "shards_device_vs_decode": spread(ratio("decode", "shards_device")),
+        },
+        "throughput": throughput,
+        "build": build_stats,
+        "per_image_ms": costs,
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "no_markdown")},
     }
     table = markdown(res, args)

@@ -69,7 +69,7 @@ def synthetic_rows(args, out: Path) -> tuple[list[dict], list[list[dict]]]:
             siblings.append(members[-1])
         else:
             old += members
-    rest = old[args.skus:] + rest
+    rest = old[args.skus :] + rest
     old = old[: args.skus]
     new_pool = (siblings + rest)[: per_round * args.rounds]
     if len(siblings) < per_round:
@@ -79,8 +79,9 @@ def synthetic_rows(args, out: Path) -> tuple[list[dict], list[list[dict]]]:
     for row in csv.DictReader((out / "catalogue.csv").open()):
         by_sku.setdefault(row["sku_id"], []).append({**row, "path": str(out / row["path"])})
     rows = [r for s in old for r in by_sku[s.sku_id]]
-    rounds = [[r for s in new_pool[i:i + per_round] for r in by_sku[s.sku_id]]
-              for i in range(0, len(new_pool), per_round)]
+    rounds = [
+        [r for s in new_pool[i : i + per_round] for r in by_sku[s.sku_id]] for i in range(0, len(new_pool), per_round)
+    ]
     return rows, rounds
 
 
@@ -116,8 +117,13 @@ def build(rows: list[dict], listing: Path, out: Path, base: Path | None, size: i
     from skuvision.data.shards import BuildSettings, build_shards
 
     label_map = str(base / "manifest.json") if base else None
-    return build_shards(write_listing(rows, listing), out, BuildSettings(size=size, val=0.15, test=0.15, workers=2),
-                        label_map_path=label_map, progress=False)
+    return build_shards(
+        write_listing(rows, listing),
+        out,
+        BuildSettings(size=size, val=0.15, test=0.15, workers=2),
+        label_map_path=label_map,
+        progress=False,
+    )
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -159,39 +165,85 @@ def main(argv=None) -> int:
     full_manifest = build(old_rows + rounds[0], work / "full.csv", full, base, args.size)
     prep_seconds = time.perf_counter() - t0
 
-    recipe = ["experiment=quickstart", f"trainer.max_epochs={args.epochs}", f"data.image_size={args.size}",
-              "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
+    recipe = [
+        "experiment=quickstart",
+        f"trainer.max_epochs={args.epochs}",
+        f"data.image_size={args.size}",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.progress_bar",
+    ]
     base_metrics, base_wall = train_py(work / "runs" / "base", *recipe, f"data.root={base}")
     base_ckpt = base_metrics["best_checkpoint"]
-    results: dict[str, dict] = {"base": {"top1_old": base_metrics["test/top1"], "wall_s": base_wall,
-                                         "train_s": base_metrics.get("train/seconds")}}
+    results: dict[str, dict] = {
+        "base": {
+            "top1_old": base_metrics["test/top1"],
+            "wall_s": base_wall,
+            "train_s": base_metrics.get("train/seconds"),
+        }
+    }
     full_metrics, full_wall = train_py(work / "runs" / "full", *recipe, f"data.root={full}")
     epochs = int(full_metrics.get("epochs", args.epochs))
     full_images = epochs * (full_manifest["splits"]["train"]["count"] + full_manifest["splits"]["val"]["count"])
     results["full retrain"] = {
         "top1_old": per_sku_top1(work / "runs" / "full", set(old_skus)),
-        "top1_new": per_sku_top1(work / "runs" / "full", set(new_skus)), "top1_all": full_metrics["test/top1"],
-        "wall_s": full_wall, "train_s": full_metrics.get("train/seconds"), "backbone_images": full_images}
-    onboard = ["experiment=onboard", f"onboard.from={base_ckpt}", f"data.root={deltas[0]}", f"data.image_size={args.size}",
-               f"onboard.replay_per_sku={args.replay}"]
-    variants = {"finetune": ["onboard.strategy=finetune"],
-                "closed_form (means)": ["onboard.strategy=closed_form", "onboard.solver=mean"],
-                "closed_form (ridge)": ["onboard.strategy=closed_form", "onboard.solver=ridge"]}
+        "top1_new": per_sku_top1(work / "runs" / "full", set(new_skus)),
+        "top1_all": full_metrics["test/top1"],
+        "wall_s": full_wall,
+        "train_s": full_metrics.get("train/seconds"),
+        "backbone_images": full_images,
+    }
+    onboard = [
+        "experiment=onboard",
+        f"onboard.from={base_ckpt}",
+        f"data.root={deltas[0]}",
+        f"data.image_size={args.size}",
+        f"onboard.replay_per_sku={args.replay}",
+    ]
+    variants = {
+        "finetune": ["onboard.strategy=finetune"],
+        "closed_form (means)": ["onboard.strategy=closed_form", "onboard.solver=mean"],
+        "closed_form (ridge)": ["onboard.strategy=closed_form", "onboard.solver=ridge"],
+    }
     for name, extra in variants.items():
         run_dir = work / "runs" / (name.split(" ")[0] + ("_ridge" if "ridge" in name else ""))
         m, wall = train_py(run_dir, *onboard, *extra)
-        results[name] = {"top1_old": m["test/top1_old"], "top1_new": m["test/top1_new"], "top1_all": m["test/top1"],
-                         "wall_s": wall, "train_s": m["onboard/seconds"], "backbone_images": m["onboard/backbone_images"]}
+        results[name] = {
+            "top1_old": m["test/top1_old"],
+            "top1_new": m["test/top1_new"],
+            "top1_all": m["test/top1"],
+            "wall_s": wall,
+            "train_s": m["onboard/seconds"],
+            "backbone_images": m["onboard/backbone_images"],
+        }
 
     drift = drift_rounds(args, work, base_ckpt, deltas, set(old_skus)) if len(deltas) > 1 else {}
-    counts = {k: sum(int(r["test_images"]) for r in csv.DictReader((work / "runs" / "full" / "per_sku.csv").open())
-                     if (r["sku_id"] in new_skus) == (k == "new_test")) for k in ("old_test", "new_test")}
-    results["_meta"] = {**counts, "old_skus": len(old_skus), "new_skus": len(new_skus), "same_family_new": not args.data,
-                        "base_train_images": base_manifest["splits"]["train"]["count"], "epochs": args.epochs,
-                        "replay_per_sku": args.replay, "size": args.size, "prep_s": prep_seconds,
-                        "data": args.data or "synthetic", "machine": machine()}
+    counts = {
+        k: sum(
+            int(r["test_images"])
+            for r in csv.DictReader((work / "runs" / "full" / "per_sku.csv").open())
+            if (r["sku_id"] in new_skus) == (k == "new_test")
+        )
+        for k in ("old_test", "new_test")
+    }
+    results["_meta"] = {
+        **counts,
+        "old_skus": len(old_skus),
+        "new_skus": len(new_skus),
+        "same_family_new": not args.data,
+        "base_train_images": base_manifest["splits"]["train"]["count"],
+        "epochs": args.epochs,
+        "replay_per_sku": args.replay,
+        "size": args.size,
+        "prep_s": prep_seconds,
+        "data": args.data or "synthetic",
+        "machine": machine(),
+    }
     table = render(results, drift)
-    plot(results, drift, ROOT / "docs" / ("benchmark_onboarding_grocery.png" if args.data else "benchmark_onboarding.png"))
+    plot(
+        results,
+        drift,
+        ROOT / "docs" / ("benchmark_onboarding_grocery.png" if args.data else "benchmark_onboarding.png"),
+    )
     name = "benchmark_onboarding_grocery" if args.data else "benchmark_onboarding"
     return publish(name, table, {"methods": results, "drift": drift}, args)
 
@@ -203,12 +255,26 @@ def drift_rounds(args, work: Path, base_ckpt: str, deltas: list[Path], original:
         ckpt, series = base_ckpt, []
         for i, delta in enumerate(deltas, 1):
             run_dir = work / "runs" / f"drift_{solver}_{i:02d}"
-            m, wall = train_py(run_dir, "experiment=onboard", f"onboard.from={ckpt}", f"data.root={delta}",
-                               f"data.image_size={args.size}", f"onboard.replay_per_sku={args.replay}",
-                               f"onboard.solver={solver}")
-            series.append({"round": i, "top1_original": per_sku_top1(run_dir, original), "top1_old": m["test/top1_old"],
-                           "top1_new": m["test/top1_new"], "num_classes": m["num_classes"], "wall_s": wall,
-                           "backbone_images": m["onboard/backbone_images"]})
+            m, wall = train_py(
+                run_dir,
+                "experiment=onboard",
+                f"onboard.from={ckpt}",
+                f"data.root={delta}",
+                f"data.image_size={args.size}",
+                f"onboard.replay_per_sku={args.replay}",
+                f"onboard.solver={solver}",
+            )
+            series.append(
+                {
+                    "round": i,
+                    "top1_original": per_sku_top1(run_dir, original),
+                    "top1_old": m["test/top1_old"],
+                    "top1_new": m["test/top1_new"],
+                    "num_classes": m["num_classes"],
+                    "wall_s": wall,
+                    "backbone_images": m["onboard/backbone_images"],
+                }
+            )
             ckpt = m["best_checkpoint"]
         out[solver] = series
     return out
@@ -221,12 +287,16 @@ def _pct(x) -> str:
 def render(results: dict, drift: dict) -> str:
     meta, base, full = results["_meta"], results["base"], results["full retrain"]
     lines = [
-        "## Monthly onboarding vs full retrain (`scripts/benchmark_onboarding.py`)", "",
+        "## Monthly onboarding vs full retrain (`scripts/benchmark_onboarding.py`)",
+        "",
         f"{meta['data']}: base model on {meta['old_skus']} SKUs ({meta['base_train_images']} train images, "
         f"{meta['epochs']} epochs, quickstart recipe at {meta['size']} px), then +{meta['new_skus']} new SKUs"
-        + (" from the same brand families" if meta["same_family_new"] else "") + f"; replay {meta['replay_per_sku']} "
+        + (" from the same brand families" if meta["same_family_new"] else "")
+        + f"; replay {meta['replay_per_sku']} "
         f"images per old SKU. {meta['machine']}; all rows measured in the same run, on 2 CPU cores shared with other work.",
-        "", f"Base model: old-SKU test top-1 {_pct(base['top1_old'])} %.", "",
+        "",
+        f"Base model: old-SKU test top-1 {_pct(base['top1_old'])} %.",
+        "",
         "| method | old top-1 % (Δ vs base) | new top-1 % | all top-1 % | wall s | × full | train-side s | × full | backbone images | × full |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -239,24 +309,40 @@ def render(results: dict, drift: dict) -> str:
             f"| {name} | {_pct(r['top1_old'])} ({drop:+.1f}) | {_pct(r['top1_new'])} | {_pct(r['top1_all'])} | "
             f"{r['wall_s']:.0f} | {r['wall_s'] / full['wall_s']:.3f} | {ts or 0:.1f} | "
             f"{(ts or 0) / (full.get('train_s') or float('nan')):.3f} | {r['backbone_images']} | "
-            f"{r['backbone_images'] / full['backbone_images']:.3f} |")
-    note = (" The retrain ran the base model's epochs on more SKUs and ends below the base on old SKUs: it had "
-            "not converged as far, while the onboarded rows sit on the base model's features."
-            if full["top1_old"] < base["top1_old"] else "")
-    lines += ["", f"Test images: {meta.get('old_test', '?')} of old SKUs, {meta.get('new_test', '?')} of new ones (one "
-              f"new-SKU image is worth several points).{note} ![onboarding](docs/benchmark_onboarding.png)"]
-    lines += ["", "wall s: the whole `python train.py ...` command (start-up, data, training, testing on every test "
-              "image); train-side s: the retrain's `train/seconds` (fit only) vs onboarding's `onboard/seconds` "
-              "(load, features, solve/fit; no testing); backbone images: images (or augmented views) pushed through "
-              "the backbone for training (the retrain: epochs × (train + val))."]
+            f"{r['backbone_images'] / full['backbone_images']:.3f} |"
+        )
+    note = (
+        " The retrain ran the base model's epochs on more SKUs and ends below the base on old SKUs: it had "
+        "not converged as far, while the onboarded rows sit on the base model's features."
+        if full["top1_old"] < base["top1_old"]
+        else ""
+    )
+    lines += [
+        "",
+        f"Test images: {meta.get('old_test', '?')} of old SKUs, {meta.get('new_test', '?')} of new ones (one "
+        f"new-SKU image is worth several points).{note} ![onboarding](docs/benchmark_onboarding.png)",
+    ]
+    lines += [
+        "",
+        "wall s: the whole `python train.py ...` command (start-up, data, training, testing on every test "
+        "image); train-side s: the retrain's `train/seconds` (fit only) vs onboarding's `onboard/seconds` "
+        "(load, features, solve/fit; no testing); backbone images: images (or augmented views) pushed through "
+        "the backbone for training (the retrain: epochs × (train + val)).",
+    ]
     if drift:
-        lines += ["", "Drift: successive closed-form rounds, each adding as many SKUs again; test top-1 of the "
-                  f"{meta['old_skus']} original SKUs after each round (base: {_pct(base['top1_old'])} %).", "",
-                  "| round | SKUs | means: original % | means: new % | ridge: original % | ridge: new % | ridge backbone images |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Drift: successive closed-form rounds, each adding as many SKUs again; test top-1 of the "
+            f"{meta['old_skus']} original SKUs after each round (base: {_pct(base['top1_old'])} %).",
+            "",
+            "| round | SKUs | means: original % | means: new % | ridge: original % | ridge: new % | ridge backbone images |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for a, b in zip(drift["mean"], drift["ridge"]):
-            lines.append(f"| {a['round']} | {a['num_classes']} | {_pct(a['top1_original'])} | {_pct(a['top1_new'])} | "
-                         f"{_pct(b['top1_original'])} | {_pct(b['top1_new'])} | {b['backbone_images']} |")
+            lines.append(
+                f"| {a['round']} | {a['num_classes']} | {_pct(a['top1_original'])} | {_pct(a['top1_new'])} | "
+                f"{_pct(b['top1_original'])} | {_pct(b['top1_new'])} | {b['backbone_images']} |"
+            )
     return "\n".join(lines)
 
 
@@ -282,7 +368,9 @@ def plot(results: dict, drift: dict, path: Path) -> None:
     axes[1].set_ylabel("wall time / full retrain")
     if drift:
         for solver, series in drift.items():
-            axes[2].plot([s["round"] for s in series], [100 * s["top1_original"] for s in series], marker="o", label=solver)
+            axes[2].plot(
+                [s["round"] for s in series], [100 * s["top1_original"] for s in series], marker="o", label=solver
+            )
         axes[2].axhline(100 * results["base"]["top1_old"], color="k", ls=":", lw=1, label="base")
         axes[2].set_xlabel("round")
         axes[2].set_ylabel("original SKUs' top-1 %")

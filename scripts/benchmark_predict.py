@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import skuvision  # noqa: E402,F401  before torch: OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads made eager 10x slower here)
+
 from benchmark_common import ROOT, machine, publish  # noqa: E402
 
 
@@ -46,8 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run", default=None, help="a finished run dir for the second model (else a random SKU head)")
     p.add_argument("--backbone", default="efficientnet_lite0", help="second model's backbone (pretrained=true)")
     p.add_argument("--size", type=int, default=224, help="second model's image size")
-    p.add_argument("--photos", default=str(ROOT / "data" / "external" / "dataset"),
-                   help="GroceryStoreDataset dir (train.txt, test.txt: 'path, fine_id, coarse_id')")
+    p.add_argument(
+        "--photos",
+        default=str(ROOT / "data" / "external" / "dataset"),
+        help="GroceryStoreDataset dir (train.txt, test.txt: 'path, fine_id, coarse_id')",
+    )
     p.add_argument("--latency-images", type=int, default=60, help="batch-1 forward passes per backend and repetition")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
     p.add_argument("--calibration-images", type=int, default=256)
@@ -72,12 +76,17 @@ def trained_model(run: Path, args, name: str) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     manifest = json.loads((Path(shards) / "manifest.json").read_text())
     data = f"{manifest['num_classes']} SKUs, " + " / ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
-    return {"name": f"{name} ({model.model.hparams['backbone']}, {model.spec['crop']} px, trained)",
-            "trained_with": f"`python train.py {trained_with}`".replace(" `", "`"),
-            "test_top1": metrics.get("test/top1"), "data": data,
-            "model": model.model, "spec": model.spec, "held_out": held,
-            "calibration": load_batch(shards, "train", model.transform, limit=args.calibration_images)[0],
-            "agreement_on": f"its test shards ({len(held)})"}
+    return {
+        "name": f"{name} ({model.model.hparams['backbone']}, {model.spec['crop']} px, trained)",
+        "trained_with": f"`python train.py {trained_with}`".replace(" `", "`"),
+        "test_top1": metrics.get("test/top1"),
+        "data": data,
+        "model": model.model,
+        "spec": model.spec,
+        "held_out": held,
+        "calibration": load_batch(shards, "train", model.transform, limit=args.calibration_images)[0],
+        "agreement_on": f"its test shards ({len(held)})",
+    }
 
 
 def yaml_list(path: Path) -> list[str]:
@@ -128,8 +137,10 @@ def build_models(args, work: Path) -> list[dict]:
     if args.run:
         models.append(trained_model(Path(args.run), args, Path(args.run).name))
     elif (photos / "train.txt").is_file():
-        classes = sorted({line.split(",")[1].strip() for line in (photos / "train.txt").read_text().splitlines() if line.strip()},
-                         key=int)
+        classes = sorted(
+            {line.split(",")[1].strip() for line in (photos / "train.txt").read_text().splitlines() if line.strip()},
+            key=int,
+        )
         cfg = compose([f"model.backbone={args.backbone}", "model.pretrained=true", f"data.image_size={args.size}"])
         model_cfg = {k: v for k, v in cfg.model.items() if k not in ("_target_", "num_classes")}
         labels = LabelMap({f"grocery-{c}": i for i, c in enumerate(classes)})
@@ -137,14 +148,22 @@ def build_models(args, work: Path) -> list[dict]:
         model = SKUClassifier(num_classes=len(classes), label_map=labels.to_dict(), **model_cfg).eval()
         spec = preprocess_spec(args.backbone, args.size)
         transform = eval_transform(spec)
-        models.append({"name": f"{args.backbone} ({args.size} px, ImageNet weights, random SKU head)",
-                       "model": model, "spec": spec,
-                       "calibration": photo_batch(photo_list(photos, "train.txt", args.calibration_images), transform),
-                       "held_out": photo_batch(photo_list(photos, "test.txt", args.agreement_images), transform),
-                       "agreement_on": f"GroceryStoreDataset test photos ({args.agreement_images})"})
+        models.append(
+            {
+                "name": f"{args.backbone} ({args.size} px, ImageNet weights, random SKU head)",
+                "model": model,
+                "spec": spec,
+                "calibration": photo_batch(photo_list(photos, "train.txt", args.calibration_images), transform),
+                "held_out": photo_batch(photo_list(photos, "test.txt", args.agreement_images), transform),
+                "agreement_on": f"GroceryStoreDataset test photos ({args.agreement_images})",
+            }
+        )
     for m in models:  # the timing images: real photos when present
-        m["timing"] = (photo_batch(photo_list(photos, "test.txt", 32), eval_transform(m["spec"]))
-                       if (photos / "test.txt").is_file() else m["held_out"][:32])
+        m["timing"] = (
+            photo_batch(photo_list(photos, "test.txt", 32), eval_transform(m["spec"]))
+            if (photos / "test.txt").is_file()
+            else m["held_out"][:32]
+        )
     return models
 
 
@@ -165,16 +184,23 @@ def export_both(m: dict, work: Path, threads: int) -> dict:
     export_onnx(m["model"], fp32, int(m["spec"]["crop"]))
     files = {"ort_fp32": fp32}
     for act in ("uint8", "int8"):
-        files[f"ort_{act}"] = quantize_int8(fp32, work / f"{id(m)}.{act}.onnx", m["calibration"].numpy(), activations=act)
+        files[f"ort_{act}"] = quantize_int8(
+            fp32, work / f"{id(m)}.{act}.onnx", m["calibration"].numpy(), activations=act
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # passive, like torch's OpenMP threads
     sessions = {k: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for k, p in files.items()}
     held = m["held_out"].numpy()
-    run = lambda s: np.concatenate([s.run(["logits"], {"images": held[i:i + 32]})[0] for i in range(0, len(held), 32)])  # noqa: E731
+    run = lambda s: np.concatenate(
+        [s.run(["logits"], {"images": held[i : i + 32]})[0] for i in range(0, len(held), 32)]
+    )  # noqa: E731
     reference = run(sessions["ort_fp32"])
-    return {"sessions": sessions, "agreement_images": len(held),
-            "agreement": {k: top1_agreement(reference, run(sessions[k])) for k in ("ort_uint8", "ort_int8")}}
+    return {
+        "sessions": sessions,
+        "agreement_images": len(held),
+        "agreement": {k: top1_agreement(reference, run(sessions[k])) for k in ("ort_uint8", "ort_int8")},
+    }
 
 
 def time_backends(m: dict, sessions: dict, args) -> dict:
@@ -203,8 +229,15 @@ def time_backends(m: dict, sessions: dict, args) -> dict:
                 fn(many())
                 throughput[name].append(32 / (time.perf_counter() - t))
     q = lambda v, p: statistics.quantiles(v, n=100)[p - 1]  # noqa: E731
-    return {k: {"p50_ms": statistics.median(latencies[k]), "p95_ms": q(latencies[k], 95),
-                "batch32_img_s": statistics.median(throughput[k]), "batch32_runs": throughput[k]} for k in runners}
+    return {
+        k: {
+            "p50_ms": statistics.median(latencies[k]),
+            "p95_ms": q(latencies[k], 95),
+            "batch32_img_s": statistics.median(throughput[k]),
+            "batch32_runs": throughput[k],
+        }
+        for k in runners
+    }
 
 
 def main(argv=None) -> int:
@@ -215,16 +248,29 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    results = {"machine": machine(), "settings": vars(args), "torch": torch.__version__, "onnxruntime": ort.__version__,
-               "load_average_before": os.getloadavg()[0], "models": []}
+    results = {
+        "machine": machine(),
+        "settings": vars(args),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "load_average_before": os.getloadavg()[0],
+        "models": [],
+    }
     with tempfile.TemporaryDirectory(prefix="skuvision-bench-") as tmp:
         for m in build_models(args, Path(tmp)):
             exported = export_both(m, Path(tmp), args.threads)
             timing = time_backends(m, exported["sessions"], args)
-            results["models"].append({"name": m["name"], "agreement": exported["agreement"],
-                                      "agreement_on": m["agreement_on"], "timing": timing,
-                                      "trained_with": m.get("trained_with", ""), "test_top1": m.get("test_top1"),
-                                      "data": m.get("data", "")})
+            results["models"].append(
+                {
+                    "name": m["name"],
+                    "agreement": exported["agreement"],
+                    "agreement_on": m["agreement_on"],
+                    "timing": timing,
+                    "trained_with": m.get("trained_with", ""),
+                    "test_top1": m.get("test_top1"),
+                    "data": m.get("data", ""),
+                }
+            )
     results["load_average_after"] = os.getloadavg()[0]
     return publish("benchmark_predict", render(results, argv), results, args)
 
@@ -232,7 +278,8 @@ def main(argv=None) -> int:
 def render(results: dict, argv) -> str:
     s = results["settings"]
     lines = [
-        "## Inference at the counter — `scripts/benchmark_predict.py`", "",
+        "## Inference at the counter — `scripts/benchmark_predict.py`",
+        "",
         f"`python scripts/benchmark_predict.py {' '.join(sys.argv[1:] if argv is None else argv)}`".replace(" `", "`")
         + f" — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {results['machine']}, torch {results['torch']}, "
         f"onnxruntime {results['onnxruntime']}; {s['threads']} threads for every backend, none spinning while idle "
@@ -241,32 +288,53 @@ def render(results: dict, argv) -> str:
         f"within a model, not across runs). Model forward only (the eval transform is the same code for all "
         f"backends); batch 1: {s['latency_images']} single images × {s['repeats']} interleaved repetitions; batch 32: "
         f"median of {s['repeats']}. INT8: static QDQ, int8 per-channel weights, uint8 (U8S8, the export default) or "
-        f"int8 (S8S8) activations, {s['calibration_images']} calibration images.", "",
+        f"int8 (S8S8) activations, {s['calibration_images']} calibration images.",
+        "",
         "| model | backend | batch-1 p50 ms | batch-1 p95 ms | batch-32 img/s | vs eager (batch 1 / 32) | INT8 vs fp32 | INT8 top-1 agreement |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in results["models"]:
         t = m["timing"]
-        for k, label in (("eager", "PyTorch eager"), ("ort_fp32", "ONNX Runtime fp32"),
-                         ("ort_uint8", "ONNX Runtime INT8 (U8S8)"), ("ort_int8", "ONNX Runtime INT8 (S8S8)")):
+        for k, label in (
+            ("eager", "PyTorch eager"),
+            ("ort_fp32", "ONNX Runtime fp32"),
+            ("ort_uint8", "ONNX Runtime INT8 (U8S8)"),
+            ("ort_int8", "ONNX Runtime INT8 (S8S8)"),
+        ):
             vs = f"{t['eager']['p50_ms'] / t[k]['p50_ms']:.2f}× / {t[k]['batch32_img_s'] / t['eager']['batch32_img_s']:.2f}×"
             quantised = k in m["agreement"]
-            int8 = (f"{t['ort_fp32']['p50_ms'] / t[k]['p50_ms']:.2f}× / {t[k]['batch32_img_s'] / t['ort_fp32']['batch32_img_s']:.2f}×"
-                    if quantised else "")
+            int8 = (
+                f"{t['ort_fp32']['p50_ms'] / t[k]['p50_ms']:.2f}× / {t[k]['batch32_img_s'] / t['ort_fp32']['batch32_img_s']:.2f}×"
+                if quantised
+                else ""
+            )
             agree = f"{m['agreement'][k]:.3f} on {m['agreement_on']}" if quantised else ""
-            lines.append(f"| {m['name'] if k == 'eager' else ''} | {label} | {t[k]['p50_ms']:.2f} | {t[k]['p95_ms']:.2f} | "
-                         f"{t[k]['batch32_img_s']:.0f} | {vs} | {int8} | {agree} |")
-    lines += [""] + [f"- {m['name']}: {m['trained_with']} ({m['data']} images), test top-1 {m['test_top1']:.3f}"
-                     for m in results["models"] if m.get("trained_with")]
-    lines += ["", "Goals (issue 12): ONNX Runtime fp32 ≥ 1.2× eager at batch 1; INT8 ≥ 1.5× ONNX Runtime fp32 with ≥ 99 % "
-              "top-1 agreement. Per model (INT8 = the export default, U8S8):"]
+            lines.append(
+                f"| {m['name'] if k == 'eager' else ''} | {label} | {t[k]['p50_ms']:.2f} | {t[k]['p95_ms']:.2f} | "
+                f"{t[k]['batch32_img_s']:.0f} | {vs} | {int8} | {agree} |"
+            )
+    lines += [""] + [
+        f"- {m['name']}: {m['trained_with']} ({m['data']} images), test top-1 {m['test_top1']:.3f}"
+        for m in results["models"]
+        if m.get("trained_with")
+    ]
+    lines += [
+        "",
+        "Goals (issue 12): ONNX Runtime fp32 ≥ 1.2× eager at batch 1; INT8 ≥ 1.5× ONNX Runtime fp32 with ≥ 99 % "
+        "top-1 agreement. Per model (INT8 = the export default, U8S8):",
+    ]
     for m in results["models"]:
         t = m["timing"]
-        fp32, int8, agree = (t["eager"]["p50_ms"] / t["ort_fp32"]["p50_ms"], t["ort_fp32"]["p50_ms"] / t["ort_uint8"]["p50_ms"],
-                             m["agreement"]["ort_uint8"])
+        fp32, int8, agree = (
+            t["eager"]["p50_ms"] / t["ort_fp32"]["p50_ms"],
+            t["ort_fp32"]["p50_ms"] / t["ort_uint8"]["p50_ms"],
+            m["agreement"]["ort_uint8"],
+        )
         verdict = lambda ok: "met" if ok else "**not met**"  # noqa: E731
-        lines.append(f"- {m['name']}: fp32 {fp32:.1f}× eager ({verdict(fp32 >= 1.2)}); INT8 {int8:.1f}× fp32 "
-                     f"({verdict(int8 >= 1.5)}), agreement {agree:.3f} ({verdict(agree >= 0.99)})")
+        lines.append(
+            f"- {m['name']}: fp32 {fp32:.1f}× eager ({verdict(fp32 >= 1.2)}); INT8 {int8:.1f}× fp32 "
+            f"({verdict(int8 >= 1.5)}), agreement {agree:.3f} ({verdict(agree >= 0.99)})"
+        )
     if any("random SKU head" in m["name"] for m in results["models"]):
         lines[-1] += " A random SKU head has small logit margins, so its agreement understates a trained head's."
 

@@ -39,10 +39,18 @@ SPLITS = ("train", "val", "test")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--report", metavar="WORKDIR", default=None,
-                   help="only tabulate the finished runs of an earlier (possibly interrupted) benchmark's output dir")
-    p.add_argument("--data", metavar="DIR", help="the GroceryStoreDataset's dataset/ folder (train.txt, classes.csv, ...)")
-    p.add_argument("--out", default=str(ROOT / "data" / "benchmark_real"), metavar="DIR", help="CSV, shards and runs go here")
+    p.add_argument(
+        "--report",
+        metavar="WORKDIR",
+        default=None,
+        help="only tabulate the finished runs of an earlier (possibly interrupted) benchmark's output dir",
+    )
+    p.add_argument(
+        "--data", metavar="DIR", help="the GroceryStoreDataset's dataset/ folder (train.txt, classes.csv, ...)"
+    )
+    p.add_argument(
+        "--out", default=str(ROOT / "data" / "benchmark_real"), metavar="DIR", help="CSV, shards and runs go here"
+    )
     p.add_argument("--image-size", type=int, default=160, help="training/eval crop of the pretrained runs (px)")
     p.add_argument("--depths", default="5,4", help="freeze depths of the pretrained sweep, run in this order")
     p.add_argument("--epochs", type=int, default=5, help="epochs of each pretrained run")
@@ -60,7 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def write_csv(data: Path, out: Path, limit: int) -> tuple[Path, dict]:
     """The data set's own listing as a skuvision CSV; returns it and the photo count per split."""
     if not (data / "classes.csv").is_file():
-        raise SystemExit(f"benchmark_real: error: {data}/classes.csv not found; pass --data the data set's dataset/ folder")
+        raise SystemExit(
+            f"benchmark_real: error: {data}/classes.csv not found; pass --data the data set's dataset/ folder"
+        )
     with (data / "classes.csv").open(newline="") as fh:
         reader = csv.reader(fh)
         next(reader)
@@ -77,8 +87,15 @@ def write_csv(data: Path, out: Path, limit: int) -> tuple[Path, dict]:
                 continue
             taken[fine_id] = taken.get(fine_id, 0) + 1
             name, coarse = classes[fine_id]
-            rows.append({"path": str((data / rel).resolve()), "sku_id": name, "brand": coarse,
-                         "category": rel.split("/")[1], "split": split})
+            rows.append(
+                {
+                    "path": str((data / rel).resolve()),
+                    "sku_id": name,
+                    "brand": coarse,
+                    "category": rel.split("/")[1],
+                    "split": split,
+                }
+            )
         counts[split] = sum(taken.values())
     out.mkdir(parents=True, exist_ok=True)
     path = out / "grocery.csv"
@@ -93,8 +110,9 @@ def timed(cmd: list[str], log: Path) -> float:
     """Run a command with its output to ``log``; its wall time in seconds (stop on failure)."""
     start = time.perf_counter()
     with log.open("w") as fh:
-        code = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                              env={**os.environ, "WANDB_MODE": "disabled"}).returncode
+        code = subprocess.run(
+            cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"}
+        ).returncode
     if code:
         raise SystemExit(f"benchmark_real: error: {' '.join(cmd[:4])} ... failed (exit {code}); see {log}")
     return time.perf_counter() - start
@@ -103,10 +121,21 @@ def timed(cmd: list[str], log: Path) -> float:
 def run_row(run_dir: Path, recipe: str, wall: float) -> dict:
     m = json.loads((run_dir / "metrics.json").read_text())
     epochs = max(1, int(m.get("epochs") or 1))
-    return {"recipe": recipe, "freeze_depth": m.get("freeze_depth"), "test_top1": m.get("test/top1"),
-            "test_top5": m.get("test/top5"), "coarse_top1": m.get("test/brand_top1"), "coarse_top5": m.get("test/brand_top5"),
-            "val_top1": m.get("val/top1"), "s_per_epoch": (m.get("train/seconds") or 0) / epochs, "epochs": epochs,
-            "trainable": m.get("params/trainable"), "total": m.get("params/total"), "wall_s": wall, "run_dir": str(run_dir)}
+    return {
+        "recipe": recipe,
+        "freeze_depth": m.get("freeze_depth"),
+        "test_top1": m.get("test/top1"),
+        "test_top5": m.get("test/top5"),
+        "coarse_top1": m.get("test/brand_top1"),
+        "coarse_top5": m.get("test/brand_top5"),
+        "val_top1": m.get("val/top1"),
+        "s_per_epoch": (m.get("train/seconds") or 0) / epochs,
+        "epochs": epochs,
+        "trainable": m.get("params/trainable"),
+        "total": m.get("params/total"),
+        "wall_s": wall,
+        "run_dir": str(run_dir),
+    }
 
 
 def fmt(v, digits=3) -> str:
@@ -121,18 +150,62 @@ def run_all(args, work: Path) -> None:
     csv_path, listed = write_csv(data, work, args.limit_per_class)
     shards = work / "shards"
     shard_size = math.ceil(max(args.image_size, args.scratch_image_size) / 0.875)  # the eval resize, no upscaling later
-    build_s = timed([skuvision, "shards", "build", "--input", str(csv_path), "--out", str(shards), "--size", str(shard_size),
-                     "--workers", str(args.workers)], work / "build.log")
-    (work / "setup.json").write_text(json.dumps({"build_seconds": build_s, "splits_listed": listed, "shard_size": shard_size,
-                                                 "args": vars(args)}, indent=1))
-    common = [f"data.root={shards}", f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}",
-              "logger=csv", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
-    timed([sys.executable, "train.py", "-m", "experiment=quickstart", *common, f"hydra.sweep.dir={work / 'pretrained'}",
-           f"model.freeze_depth={args.depths}", f"trainer.max_epochs={args.epochs}", f"data.image_size={args.image_size}"],
-          work / "pretrained.log")
+    build_s = timed(
+        [
+            skuvision,
+            "shards",
+            "build",
+            "--input",
+            str(csv_path),
+            "--out",
+            str(shards),
+            "--size",
+            str(shard_size),
+            "--workers",
+            str(args.workers),
+        ],
+        work / "build.log",
+    )
+    (work / "setup.json").write_text(
+        json.dumps(
+            {"build_seconds": build_s, "splits_listed": listed, "shard_size": shard_size, "args": vars(args)}, indent=1
+        )
+    )
+    common = [
+        f"data.root={shards}",
+        f"data.batch_size={args.batch_size}",
+        f"data.num_workers={args.workers}",
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+    ]
+    timed(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "experiment=quickstart",
+            *common,
+            f"hydra.sweep.dir={work / 'pretrained'}",
+            f"model.freeze_depth={args.depths}",
+            f"trainer.max_epochs={args.epochs}",
+            f"data.image_size={args.image_size}",
+        ],
+        work / "pretrained.log",
+    )
     if not args.skip_scratch:
-        timed([sys.executable, "train.py", "experiment=scratch", *common, f"hydra.run.dir={work / 'scratch'}",
-               f"trainer.max_epochs={args.scratch_epochs}", f"data.image_size={args.scratch_image_size}"], work / "scratch.log")
+        timed(
+            [
+                sys.executable,
+                "train.py",
+                "experiment=scratch",
+                *common,
+                f"hydra.run.dir={work / 'scratch'}",
+                f"trainer.max_epochs={args.scratch_epochs}",
+                f"data.image_size={args.scratch_image_size}",
+            ],
+            work / "scratch.log",
+        )
 
 
 def report(work: Path, args) -> int:
@@ -141,41 +214,61 @@ def report(work: Path, args) -> int:
     run_args = setup["args"]
     manifest = json.loads((work / "shards" / "manifest.json").read_text())
     built = {s: manifest["splits"].get(s, {}).get("count", 0) for s in SPLITS}
-    rows = [run_row(job, "pretrained Lite0", _wall(job)) for job in sorted(p.parent for p in (work / "pretrained").glob("*/metrics.json"))]
+    rows = [
+        run_row(job, "pretrained Lite0", _wall(job))
+        for job in sorted(p.parent for p in (work / "pretrained").glob("*/metrics.json"))
+    ]
     rows.sort(key=lambda r: r["freeze_depth"])
     if (work / "scratch" / "metrics.json").is_file():
         rows.insert(0, run_row(work / "scratch", "scratch (ResNet10-T)", _wall(work / "scratch")))
     if not rows:
         raise SystemExit(f"benchmark_real: error: no finished run under {work}; see its *.log files")
     skuvision = Path(sys.executable).parent / "skuvision"
-    timed([str(skuvision) if skuvision.exists() else "skuvision", "compare", *[r["run_dir"] for r in rows], "--out", str(work)],
-          work / "compare.log")
-    head = ("| recipe | px | freeze_depth | fine top-1 | fine top-5 | coarse top-1 | coarse top-5 | val top-1 "
-            "| trainable | s/epoch | epochs | run, min |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    timed(
+        [
+            str(skuvision) if skuvision.exists() else "skuvision",
+            "compare",
+            *[r["run_dir"] for r in rows],
+            "--out",
+            str(work),
+        ],
+        work / "compare.log",
+    )
+    head = (
+        "| recipe | px | freeze_depth | fine top-1 | fine top-5 | coarse top-1 | coarse top-5 | val top-1 "
+        "| trainable | s/epoch | epochs | run, min |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for r in rows:
         px = run_args["scratch_image_size"] if r["recipe"].startswith("scratch") else run_args["image_size"]
-        lines.append(f"| {r['recipe']} | {px} | {r['freeze_depth']} | {fmt(r['test_top1'])} | {fmt(r['test_top5'])} | "
-                     f"{fmt(r['coarse_top1'])} | {fmt(r['coarse_top5'])} | {fmt(r['val_top1'])} | "
-                     f"{r['trainable'] / 1e6:.2f}M | {r['s_per_epoch']:.0f} | {r['epochs']} | {r['wall_s'] / 60:.1f} |")
+        lines.append(
+            f"| {r['recipe']} | {px} | {r['freeze_depth']} | {fmt(r['test_top1'])} | {fmt(r['test_top5'])} | "
+            f"{fmt(r['coarse_top1'])} | {fmt(r['coarse_top5'])} | {fmt(r['val_top1'])} | "
+            f"{r['trainable'] / 1e6:.2f}M | {r['s_per_epoch']:.0f} | {r['epochs']} | {r['wall_s'] / 60:.1f} |"
+        )
     listed = setup["splits_listed"]
-    split_note = ("the data set's own split, honoured through the CSV `split` column" if built == listed else
-                  f"NOT the data set's split: the build gave {built} for {listed} listed (CSV `split` not honoured)")
-    table = "\n".join([
-        "## Real photos: from scratch vs the embedded pretrained backbone (`scripts/benchmark_real.py`)",
-        "",
-        f"GroceryStoreDataset ({manifest['num_classes']} fine classes; train/val/test {built['train']}/{built['val']}/"
-        f"{built['test']}: {split_note}). Shards at short side {setup['shard_size']} px, built in "
-        f"{setup['build_seconds'] / 60:.1f} min. Coarse = the predicted SKU's coarse class (`test/brand_top1`). "
-        f"`run, min` = fit + test of that run, from its log's first to last line. "
-        f"Machine: {machine()}, shared with other work while measured.",
-        "",
-        *lines,
-        "",
-        f"Command: `python scripts/benchmark_real.py --data DIR --image-size {run_args['image_size']} "
-        f"--depths {run_args['depths']} --epochs {run_args['epochs']} --scratch-epochs {run_args['scratch_epochs']}`; "
-        "plot and `skuvision compare` table: `compare.png`, `compare.md` in its output dir.",
-    ])
+    split_note = (
+        "the data set's own split, honoured through the CSV `split` column"
+        if built == listed
+        else f"NOT the data set's split: the build gave {built} for {listed} listed (CSV `split` not honoured)"
+    )
+    table = "\n".join(
+        [
+            "## Real photos: from scratch vs the embedded pretrained backbone (`scripts/benchmark_real.py`)",
+            "",
+            f"GroceryStoreDataset ({manifest['num_classes']} fine classes; train/val/test {built['train']}/{built['val']}/"
+            f"{built['test']}: {split_note}). Shards at short side {setup['shard_size']} px, built in "
+            f"{setup['build_seconds'] / 60:.1f} min. Coarse = the predicted SKU's coarse class (`test/brand_top1`). "
+            f"`run, min` = fit + test of that run, from its log's first to last line. "
+            f"Machine: {machine()}, shared with other work while measured.",
+            "",
+            *lines,
+            "",
+            f"Command: `python scripts/benchmark_real.py --data DIR --image-size {run_args['image_size']} "
+            f"--depths {run_args['depths']} --epochs {run_args['epochs']} --scratch-epochs {run_args['scratch_epochs']}`; "
+            "plot and `skuvision compare` table: `compare.png`, `compare.md` in its output dir.",
+        ]
+    )
     results = {"rows": rows, "splits_built": built, **setup, "out": str(work)}
     (work / "benchmark_real.json").write_text(json.dumps(results, indent=1))
     return publish("benchmark_real", table, results, args)

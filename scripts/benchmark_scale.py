@@ -102,13 +102,23 @@ def build_and_load(source: Path, out: Path, args) -> dict:
     manifest = build_shards(source, out, BuildSettings(workers=args.workers), progress=False)
     seconds = time.perf_counter() - start
     images = sum(i["count"] for i in manifest["splits"].values())
-    proc = subprocess.run([sys.executable, "-c", STARTUP, str(out)], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", STARTUP, str(out)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent,
+        check=True,
+    )
     load = json.loads(proc.stdout.strip().splitlines()[-1])
     return {
-        "skus": manifest["num_classes"], "images": images, "build_s": seconds, "build_img_s": images / seconds,
-        "manifest_bytes": (out / "manifest.json").stat().st_size, "shard_bytes": dir_bytes(out),
-        "pinned": len(manifest["pinned_splits"]), "groups": sum(len(g) for g in manifest["near_duplicate_groups"].values()),
+        "skus": manifest["num_classes"],
+        "images": images,
+        "build_s": seconds,
+        "build_img_s": images / seconds,
+        "manifest_bytes": (out / "manifest.json").stat().st_size,
+        "shard_bytes": dir_bytes(out),
+        "pinned": len(manifest["pinned_splits"]),
+        "groups": sum(len(g) for g in manifest["near_duplicate_groups"].values()),
         **load,
     }
 
@@ -128,11 +138,13 @@ def label_map_lookups(n: int = 100_000) -> dict:
 def markdown(res: dict, args) -> str:
     small, big = res["subset"], res["full"]
     lines = [
-        "## Catalogue scale — `scripts/benchmark_scale.py`", "",
+        "## Catalogue scale — `scripts/benchmark_scale.py`",
+        "",
         f"`python scripts/benchmark_scale.py {' '.join(res['argv'])}`".replace(" `", "`")
         + f" — {res['date']}, {res['machine']}. Synthetic catalogue, {args.images_per_sku} images per SKU at "
         f"{args.size} px, built with {args.workers} processes; start-up = a fresh process opening the shards "
-        "with SKUDataModule (manifest, label map, every `sku(i)`, `setup('fit')`) and reading one batch.", "",
+        "with SKUDataModule (manifest, label map, every `sku(i)`, `setup('fit')`) and reading one batch.",
+        "",
         "| SKUs | images | build s | images/s | manifest | shards | imports s | start-up ms (setup + 1st batch) | RSS MiB (after imports → after 1st batch) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -141,7 +153,8 @@ def markdown(res: dict, args) -> str:
             f"| {r['skus']:,} | {r['images']:,} | {r['build_s']:.1f} | {r['build_img_s']:.0f} | "
             f"{r['manifest_bytes'] / 1024:.0f} KiB | {r['shard_bytes'] / 2**20:.1f} MiB | "
             f"{r['import_s']:.1f} | {r['setup_s'] * 1e3:.0f} + {r['first_batch_s'] * 1e3:.0f} | "
-            f"{r['rss_imports_mb']:.0f} → {r['rss_mb']:.0f} |")
+            f"{r['rss_imports_mb']:.0f} → {r['rss_mb']:.0f} |"
+        )
     k = big["skus"] / small["skus"]
     lines += [
         "",
@@ -164,8 +177,11 @@ def main(argv=None) -> int:
     import skuvision  # noqa: F401
 
     originals = ensure_originals(args)
-    res = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-           "argv": sys.argv[1:] if argv is None else list(argv)}
+    res = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+    }
     for key, n in (("subset", args.subset), ("full", args.skus)):
         log(f"build + load {n} SKUs ...")
         res[key] = build_and_load(listing(originals, n), Path(args.data_dir) / f"scale-shards-{n}", args)

@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_common import machine, publish  # noqa: E402
+import torch  # noqa: E402
 
 import skuvision  # noqa: E402,F401  OMP_WAIT_POLICY before torch
 
-import torch  # noqa: E402
+from benchmark_common import machine, publish  # noqa: E402
 
 # dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets, SXM parts)
 PEAK_BF16_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "L4": 121.0, "A10G": 70.0}
@@ -42,14 +42,19 @@ VARIANTS = {
     "a": ("(a) fp32 NCHW eager", dict()),
     "b": ("(b) bf16 + channels_last", dict(channels_last=True, frozen_precision="bf16")),
     "c": ("(c) (b) + compile", dict(channels_last=True, frozen_precision="bf16", compile=True)),
-    "d": ("(d) (c) + folded frozen BN", dict(channels_last=True, frozen_precision="bf16", compile=True, fold_frozen_bn=True)),
+    "d": (
+        "(d) (c) + folded frozen BN",
+        dict(channels_last=True, frozen_precision="bf16", compile=True, fold_frozen_bn=True),
+    ),
 }
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     gpu = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", default=not gpu, help="small CPU configuration (default without a GPU)")
+    p.add_argument(
+        "--tiny", action="store_true", default=not gpu, help="small CPU configuration (default without a GPU)"
+    )
     p.add_argument("--backbone", default=None, help="timm backbone (resnet152; tiny: resnet10t)")
     p.add_argument("--image-size", type=int, default=None, help="training crop (224; tiny: 64)")
     p.add_argument("--num-classes", type=int, default=None, help="SKUs in the head (12000; tiny: 50)")
@@ -58,16 +63,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", default=None, help="subset of a,b,c,d (default: all)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (30; tiny: 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (compile happens here) (10; tiny: 1)")
-    p.add_argument("--end-to-end", dest="end_to_end", action=argparse.BooleanOptionalAction, default=True,
-                   help="also feed the step from shards through SKUDataModule")
+    p.add_argument(
+        "--end-to-end",
+        dest="end_to_end",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also feed the step from shards through SKUDataModule",
+    )
     p.add_argument("--workers", type=int, default=None, help="loader workers for the end-to-end run (8; tiny: 2)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-markdown", action="store_true", help="do not write BENCHMARKS.md")
     args = p.parse_args(argv)
     tiny = args.tiny
-    for key, big, small in (("backbone", "resnet152", "resnet10t"), ("image_size", 224, 64), ("num_classes", 12000, 50),
-                            ("batch_size", 128, 8), ("depths", "0,1,2,3,4,5", "3,5"), ("variants", "a,b,c,d", "a,b,c,d"),
-                            ("steps", 30, 3), ("warmup", 10, 1), ("workers", 8, 2)):
+    for key, big, small in (
+        ("backbone", "resnet152", "resnet10t"),
+        ("image_size", 224, 64),
+        ("num_classes", 12000, 50),
+        ("batch_size", 128, 8),
+        ("depths", "0,1,2,3,4,5", "3,5"),
+        ("variants", "a,b,c,d", "a,b,c,d"),
+        ("steps", 30, 3),
+        ("warmup", 10, 1),
+        ("workers", 8, 2),
+    ):
         if getattr(args, key) is None:
             setattr(args, key, small if tiny else big)
     args.depths = [int(d) for d in str(args.depths).split(",")]
@@ -86,8 +104,14 @@ def build_step(args, depth: int, speed: dict, device: torch.device):
     """(model, step(images, labels)) for one configuration: a full optimizer step, as training runs it."""
     from skuvision.model.module import SKUClassifier
 
-    model = SKUClassifier(num_classes=args.num_classes, backbone=args.backbone, freeze_depth=depth,
-                          head={"hidden_dims": [512], "dropout": 0.2}, aux_heads=False, **speed).to(device)
+    model = SKUClassifier(
+        num_classes=args.num_classes,
+        backbone=args.backbone,
+        freeze_depth=depth,
+        head={"hidden_dims": [512], "dropout": 0.2},
+        aux_heads=False,
+        **speed,
+    ).to(device)
     model.configure_model()
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -145,8 +169,14 @@ def synthetic_batches(args, device: torch.device):
 def shard_batches(args, root: str, device: torch.device, on_device: bool):
     from skuvision.data.datamodule import SKUDataModule
 
-    dm = SKUDataModule(root, image_size=args.image_size, batch_size=args.batch_size, num_workers=args.workers,
-                       persistent_workers=True, augment_on_device=on_device)
+    dm = SKUDataModule(
+        root,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        persistent_workers=True,
+        augment_on_device=on_device,
+    )
     dm.setup("fit")
     while True:
         for batch in dm.train_dataloader():
@@ -161,8 +191,12 @@ def make_shards(args, workdir: Path) -> str:
     images = workdir / "images"
     write_catalogue(images, 16, 20 if args.tiny else 64, size=max(2 * args.image_size, 160), seed=5, progress=False)
     out = workdir / "shards"
-    build_shards(images, out, BuildSettings(size=max(args.image_size + args.image_size // 7, 64), val=0.1, test=0.1),
-                 progress=False)
+    build_shards(
+        images,
+        out,
+        BuildSettings(size=max(args.image_size + args.image_size // 7, 64), val=0.1, test=0.1),
+        progress=False,
+    )
     return str(out)
 
 
@@ -179,8 +213,17 @@ def run(args) -> dict:
             flops = flops_per_image(args, build_step(args, depth, {}, device)[1], device)
             rate = time_steps(step, synthetic_batches(args, device), args.steps, args.warmup, device)
             memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-            rows.append({"depth": depth, "variant": key, "label": label, "img_s": rate, "gflop_per_img": flops / 1e9,
-                         "peak_fraction": rate * flops / peak if peak else None, "peak_mem_gib": memory})
+            rows.append(
+                {
+                    "depth": depth,
+                    "variant": key,
+                    "label": label,
+                    "img_s": rate,
+                    "gflop_per_img": flops / 1e9,
+                    "peak_fraction": rate * flops / peak if peak else None,
+                    "peak_mem_gib": memory,
+                }
+            )
             print(f"depth {depth} {label}: {rate:,.1f} img/s", file=sys.stderr)
             del model, step
     e2e = []
@@ -192,38 +235,62 @@ def run(args) -> dict:
             model_only = time_steps(step, synthetic_batches(args, device), args.steps, args.warmup, device)
             for on_device in (False, True):
                 rate = time_steps(step, shard_batches(args, root, device, on_device), args.steps, args.warmup, device)
-                e2e.append({"depth": depth, "augment_on_device": on_device, "img_s": rate, "model_only_img_s": model_only,
-                            "ratio_to_model_only": rate / model_only})
+                e2e.append(
+                    {
+                        "depth": depth,
+                        "augment_on_device": on_device,
+                        "img_s": rate,
+                        "model_only_img_s": model_only,
+                        "ratio_to_model_only": rate / model_only,
+                    }
+                )
     base = {(r["depth"]): r["img_s"] for r in rows if r["variant"] == "a"}
     for r in rows:
         r["speedup_vs_a"] = r["img_s"] / base[r["depth"]] if r["depth"] in base else None
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({machine()})",
-            "torch": torch.__version__, "config": {k: getattr(args, k) for k in
-                                                   ("backbone", "image_size", "num_classes", "batch_size", "steps", "tiny")},
-            "model_only": rows, "end_to_end": e2e}
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({machine()})",
+        "torch": torch.__version__,
+        "config": {
+            k: getattr(args, k) for k in ("backbone", "image_size", "num_classes", "batch_size", "steps", "tiny")
+        },
+        "model_only": rows,
+        "end_to_end": e2e,
+    }
 
 
 def table(results: dict) -> str:
     c = results["config"]
     lines = [
-        "## Training throughput — `scripts/benchmark_train.py`", "",
+        "## Training throughput — `scripts/benchmark_train.py`",
+        "",
         f"Device: {results['device']}, torch {results['torch']}; {c['backbone']} at {c['image_size']} px, "
         f"{c['num_classes']:,} SKUs, batch {c['batch_size']}, {c['steps']} timed steps"
-        + (" (tiny CPU configuration: proves the paths, says nothing about GPUs)" if c["tiny"] else "") + ".", "",
+        + (" (tiny CPU configuration: proves the paths, says nothing about GPUs)" if c["tiny"] else "")
+        + ".",
+        "",
         "| freeze depth | variant | img/s | × (a) | GFLOP/img | of bf16 peak | peak mem (GiB) |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results["model_only"]:
         frac = f"{r['peak_fraction']:.1%}" if r["peak_fraction"] is not None else "n/a"
         mem = f"{r['peak_mem_gib']:.1f}" if r["peak_mem_gib"] is not None else "n/a"
-        lines.append(f"| {r['depth']} | {r['label']} | {r['img_s']:,.1f} | {r['speedup_vs_a']:.2f} | "
-                     f"{r['gflop_per_img']:.2f} | {frac} | {mem} |")
+        lines.append(
+            f"| {r['depth']} | {r['label']} | {r['img_s']:,.1f} | {r['speedup_vs_a']:.2f} | "
+            f"{r['gflop_per_img']:.2f} | {frac} | {mem} |"
+        )
     if results["end_to_end"]:
-        lines += ["", "End to end (shards + SKUDataModule feeding variant (b)):", "",
-                  "| freeze depth | augment_on_device | img/s | model-only img/s | ratio |", "|---:|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "End to end (shards + SKUDataModule feeding variant (b)):",
+            "",
+            "| freeze depth | augment_on_device | img/s | model-only img/s | ratio |",
+            "|---:|---|---:|---:|---:|",
+        ]
         for r in results["end_to_end"]:
-            lines.append(f"| {r['depth']} | {r['augment_on_device']} | {r['img_s']:,.1f} | {r['model_only_img_s']:,.1f} | "
-                         f"{r['ratio_to_model_only']:.2f} |")
+            lines.append(
+                f"| {r['depth']} | {r['augment_on_device']} | {r['img_s']:,.1f} | {r['model_only_img_s']:,.1f} | "
+                f"{r['ratio_to_model_only']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -58,13 +58,22 @@ def compose_train_cfg(tmp_path: Path, overrides: list[str]):
 
 
 FAST_TRAIN = [
-    "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[64]",
-    "data.image_size=48", "data.batch_size=16", "data.num_workers=0",
-    "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+    "model.backbone=resnet10t",
+    "model.pretrained=false",
+    "model.freeze_depth=0",
+    "model.head.hidden_dims=[64]",
+    "data.image_size=48",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
     "~callbacks.progress_bar",
 ]
 
 
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

@@ -35,12 +35,18 @@ class RankProbe(L.Callback):
         dist = torch.distributed
         env = trainer.strategy.cluster_environment
         record = {
-            "global_rank": trainer.global_rank, "local_rank": trainer.local_rank, "node_rank": trainer.node_rank,
-            "world_size": trainer.world_size, "num_nodes": trainer.num_nodes, "num_devices": trainer.num_devices,
+            "global_rank": trainer.global_rank,
+            "local_rank": trainer.local_rank,
+            "node_rank": trainer.node_rank,
+            "world_size": trainer.world_size,
+            "num_nodes": trainer.num_nodes,
+            "num_devices": trainer.num_devices,
             "dist_rank": dist.get_rank() if dist.is_initialized() else None,
             "backend": dist.get_backend() if dist.is_initialized() else None,
-            "strategy": type(trainer.strategy).__name__, "environment": type(env).__name__ if env else None,
-            "start_digest": self.start_digest, "end_digest": weights_digest(pl_module),
+            "strategy": type(trainer.strategy).__name__,
+            "environment": type(env).__name__ if env else None,
+            "start_digest": self.start_digest,
+            "end_digest": weights_digest(pl_module),
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record, indent=2))

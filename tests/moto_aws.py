@@ -58,8 +58,13 @@ class MotoAWS:
     def client(self, service: str):
         import boto3
 
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
     def outbound(self) -> list[str]:
         """Hosts beyond 127.0.0.1 that this test or its subprocesses tried to reach."""
@@ -85,14 +90,27 @@ def aws(moto_server, monkeypatch, tmp_path):
     guard_dir.mkdir()
     (guard_dir / "sitecustomize.py").write_text(GUARD)
     env = {
-        "AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "SKUVISION_TEST_NET_LOG": str(tmp_path / "net_guard.log"),
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        "SKUVISION_TEST_NET_LOG": str(tmp_path / "net_guard.log"),
         "PYTHONPATH": os.pathsep.join(p for p in (str(guard_dir), os.environ.get("PYTHONPATH")) if p),
     }
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "SKUVISION_SAGEMAKER_ROLE", "SKUVISION_IMAGE_URI",
-                "SKUVISION_S3_PREFIX", "SKUVISION_WANDB_SECRET", "WANDB_API_KEY"):
+    for key in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "SKUVISION_SAGEMAKER_ROLE",
+        "SKUVISION_IMAGE_URI",
+        "SKUVISION_S3_PREFIX",
+        "SKUVISION_WANDB_SECRET",
+        "WANDB_API_KEY",
+    ):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         if key != "PYTHONPATH":

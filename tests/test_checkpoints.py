@@ -24,9 +24,17 @@ from skuvision.train import resolve_checkpoint
 from conftest import ROOT, run_cli
 
 RUN = [
-    "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
-    "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "trainer.enable_progress_bar=false",
-    "~callbacks.progress_bar", "test=false", "logger=csv",
+    "model.backbone=resnet10t",
+    "model.pretrained=false",
+    "model.freeze_depth=0",
+    "model.head.hidden_dims=[32]",
+    "data.image_size=32",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "test=false",
+    "logger=csv",
 ]
 
 
@@ -48,6 +56,7 @@ def test_resume_takes_last_ckpt_or_else_the_newest_checkpoint_that_loads(tmp_pat
 def _limit_file_size(limit: int):
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -60,9 +69,15 @@ def test_a_write_cut_off_in_the_middle_of_a_checkpoint_leaves_the_previous_last_
     last = run_dir / "checkpoints" / "last.ckpt"
     size = last.stat().st_size
 
-    killed = subprocess.run([sys.executable, *base, "trainer.max_epochs=2", "ckpt_path=last"], cwd=ROOT,
-                            env={**os.environ}, capture_output=True, text=True, timeout=300,
-                            preexec_fn=_limit_file_size(size // 2))
+    killed = subprocess.run(
+        [sys.executable, *base, "trainer.max_epochs=2", "ckpt_path=last"],
+        cwd=ROOT,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limit_file_size(size // 2),
+    )
     output = killed.stdout + killed.stderr
     assert killed.returncode != 0 and "epoch end: saved" not in output, output[-3000:]  # failed inside the save
     assert loads(last), "last.ckpt was left truncated"
@@ -76,11 +91,20 @@ def test_a_write_cut_off_in_the_middle_of_a_checkpoint_leaves_the_previous_last_
 def test_an_unwritable_checkpoint_dir_stops_before_the_first_step_with_one_line(tiny_shards, tmp_path):
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where the checkpoint dir's parent should be")
-    result = run_cli("train.py", f"hydra.run.dir={tmp_path / 'run'}", f"data.root={tiny_shards}", *RUN,
-                     f"callbacks.resume_checkpoint.dirpath={blocker}/checkpoints", "trainer.max_epochs=1")
+    result = run_cli(
+        "train.py",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"data.root={tiny_shards}",
+        *RUN,
+        f"callbacks.resume_checkpoint.dirpath={blocker}/checkpoints",
+        "trainer.max_epochs=1",
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")]
-    assert len(lines) == 1 and "callbacks.resume_checkpoint.dirpath" in lines[0] and str(blocker) in lines[0], result.stderr[-3000:]
+    assert len(lines) == 1 and "callbacks.resume_checkpoint.dirpath" in lines[0] and str(blocker) in lines[0], (
+        result.stderr[-3000:]
+    )
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "run").glob("csv/*/metrics.csv")) or "train/loss" not in "".join(
-        p.read_text() for p in (tmp_path / "run").glob("csv/*/metrics.csv"))  # no step ran
+        p.read_text() for p in (tmp_path / "run").glob("csv/*/metrics.csv")
+    )  # no step ran

@@ -22,9 +22,16 @@ def fake_job(root: Path, name: str, overrides: list[str], metrics: dict | None) 
 
 
 def metrics_for(depth: int) -> dict:
-    return {"val/top1": 0.5 + depth / 20, "test/top1": 0.4 + depth / 20, "test/top5": 0.9,
-            "params/trainable": 1_000_000 - depth * 100_000, "params/total": 1_000_000,
-            "train/seconds": 60.0 - depth * 10, "epochs": 6, "train/images_per_sec": 100.0 + depth}
+    return {
+        "val/top1": 0.5 + depth / 20,
+        "test/top1": 0.4 + depth / 20,
+        "test/top5": 0.9,
+        "params/trainable": 1_000_000 - depth * 100_000,
+        "params/total": 1_000_000,
+        "train/seconds": 60.0 - depth * 10,
+        "epochs": 6,
+        "train/images_per_sec": 100.0 + depth,
+    }
 
 
 def test_rows_sort_numerically_by_the_varying_key_and_failed_jobs_show(tmp_path):
@@ -66,18 +73,25 @@ def test_several_run_dirs_compare_by_their_differing_overrides(tmp_path):
     from skuvision.report.runs import load_local_runs
 
     a = fake_job(tmp_path, "a", ["experiment=finetune_synthetic", "model.freeze_depth=3"], metrics_for(3))
-    b = fake_job(tmp_path, "b", ["experiment=finetune_synthetic", "model.freeze_depth=3", "data.image_size=96"],
-                 metrics_for(3))
+    b = fake_job(
+        tmp_path, "b", ["experiment=finetune_synthetic", "model.freeze_depth=3", "data.image_size=96"], metrics_for(3)
+    )
     header, rows = build_table(load_local_runs([a, b]))
-    assert header[1:2] == ["data.image_size"] and [r["data.image_size"] for r in rows] == ["96", ""]  # unset (the default) last
+    assert header[1:2] == ["data.image_size"] and [r["data.image_size"] for r in rows] == [
+        "96",
+        "",
+    ]  # unset (the default) last
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["/nonexistent/sweep"], "/nonexistent/sweep: no such directory"),
-    (["--wandb", "team/skuvision", "--group", "g"], "WANDB_MODE=offline"),
-    (["--wandb", "team/skuvision"], "needs --group"),
-    ([], "pass run/multirun DIRs"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["/nonexistent/sweep"], "/nonexistent/sweep: no such directory"),
+        (["--wandb", "team/skuvision", "--group", "g"], "WANDB_MODE=offline"),
+        (["--wandb", "team/skuvision"], "needs --group"),
+        ([], "pass run/multirun DIRs"),
+    ],
+)
 def test_compare_errors_are_one_line(tmp_path, args, expected):
     result = run_cli("-m", "skuvision.cli", "compare", *args, env={"WANDB_MODE": "offline"})
     assert result.returncode == 2, result.stderr[-2000:]
@@ -103,10 +117,17 @@ def test_wandb_runs_become_rows_from_config_overrides_and_summary():
     from skuvision.report.compare import build_table
     from skuvision.report.runs import wandb_run_to_run
 
-    api_runs = [SimpleNamespace(name=f"freeze_depth={d}", id=f"id{d}", state="finished", url="",
-                                config={"overrides": [f"model.freeze_depth={d}"], "model": {"freeze_depth": d}},
-                                summary={**metrics_for(d), "_runtime": 3})
-                for d in (4, 2)]
+    api_runs = [
+        SimpleNamespace(
+            name=f"freeze_depth={d}",
+            id=f"id{d}",
+            state="finished",
+            url="",
+            config={"overrides": [f"model.freeze_depth={d}"], "model": {"freeze_depth": d}},
+            summary={**metrics_for(d), "_runtime": 3},
+        )
+        for d in (4, 2)
+    ]
     header, rows = build_table([wandb_run_to_run(r) for r in api_runs])
     assert [r["run"] for r in rows] == ["freeze_depth=2", "freeze_depth=4"]
     assert rows[0]["trainable params"] == 800_000 and rows[0]["status"] == "ok"
@@ -118,10 +139,20 @@ def test_pretrain_then_finetune_freeze_sweep_offline(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    tiny = ["model.backbone=resnet10t", "model.pretrained=false", "data.synthetic.skus=6", "data.synthetic.images_per_sku=10",
-            "data.synthetic.size=48", "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
-            "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
-            f"paths.data_dir={tmp_path / 'data'}"]
+    tiny = [
+        "model.backbone=resnet10t",
+        "model.pretrained=false",
+        "data.synthetic.skus=6",
+        "data.synthetic.images_per_sku=10",
+        "data.synthetic.size=48",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.progress_bar",
+        f"paths.data_dir={tmp_path / 'data'}",
+    ]
     env = {"WANDB_MODE": "offline"}
     pre = run_cli("train.py", "experiment=pretrain_synthetic", *tiny, f"hydra.run.dir={tmp_path / 'pre'}", env=env)
     assert pre.returncode == 0, pre.stderr[-3000:]
@@ -129,12 +160,21 @@ def test_pretrain_then_finetune_freeze_sweep_offline(tmp_path):
     assert exported.is_file() and str(exported) in pre.stdout + pre.stderr  # the log says where it went
 
     sweep = tmp_path / "sweep"
-    fine = run_cli("train.py", "-m", "experiment=finetune_synthetic", "model.freeze_depth=0,3,5", *tiny,
-                   f"hydra.sweep.dir={sweep}", env=env)
+    fine = run_cli(
+        "train.py",
+        "-m",
+        "experiment=finetune_synthetic",
+        "model.freeze_depth=0,3,5",
+        *tiny,
+        f"hydra.sweep.dir={sweep}",
+        env=env,
+    )
     assert fine.returncode == 0, fine.stderr[-3000:]
 
-    manifests = [json.loads((tmp_path / "data" / f"synthetic_{k}" / "shards" / "manifest.json").read_text())
-                 for k in ("pretrain", "finetune")]
+    manifests = [
+        json.loads((tmp_path / "data" / f"synthetic_{k}" / "shards" / "manifest.json").read_text())
+        for k in ("pretrain", "finetune")
+    ]
     skus = [set(m["label_map"]["sku_to_index"]) for m in manifests]
     brands = [set(m["label_map"]["brands"].values()) for m in manifests]
     assert not skus[0] & skus[1] and not brands[0] & brands[1]  # disjoint catalogues

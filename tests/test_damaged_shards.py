@@ -14,9 +14,17 @@ import pytest
 from conftest import run_cli
 
 RUN = [
-    "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
-    "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "logger=csv",
+    "model.backbone=resnet10t",
+    "model.pretrained=false",
+    "model.freeze_depth=0",
+    "model.head.hidden_dims=[32]",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "logger=csv",
 ]
 
 
@@ -69,7 +77,7 @@ def _break_first_image(shards) -> None:
     chunk = shards / "train" / "chunk-0-0.bin"
     data = bytearray(chunk.read_bytes())
     at = bytes(data).index(b"\xff\xd8\xff")
-    data[at:at + 3] = b"\x00\x00\x00"
+    data[at : at + 3] = b"\x00\x00\x00"
     chunk.write_bytes(bytes(data))
 
 

@@ -15,13 +15,20 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import run_cli
 from skuvision.data.shards import BuildSettings, build_shards, load_manifest
 from skuvision.data.splits import hash_unit, split_for_unit
 
+from conftest import run_cli
+
 TWINS = [  # (sku position, image index, crop fraction, JPEG quality)
-    (0, 0, 0.0, 70), (0, 3, 0.02, 85), (1, 1, 0.01, 80), (1, 5, 0.03, 75),
-    (2, 2, 0.02, 90), (3, 4, 0.0, 60), (3, 7, 0.01, 85), (4, 6, 0.03, 80),
+    (0, 0, 0.0, 70),
+    (0, 3, 0.02, 85),
+    (1, 1, 0.01, 80),
+    (1, 5, 0.03, 75),
+    (2, 2, 0.02, 90),
+    (3, 4, 0.0, 60),
+    (3, 7, 0.01, 85),
+    (4, 6, 0.03, 80),
 ]
 
 
@@ -66,8 +73,21 @@ def catalogue_with_twins(tmp_path_factory) -> tuple[Path, list[tuple[Path, Path]
 def test_twins_share_a_split_and_the_manifest_lists_each_group(catalogue_with_twins, tmp_path):
     root, pairs = catalogue_with_twins
     out = tmp_path / "shards"
-    result = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(root), "--out", str(out),
-                     "--size", "128", "--workers", "2", "--quiet")
+    result = run_cli(
+        "-m",
+        "skuvision.cli",
+        "shards",
+        "build",
+        "--input",
+        str(root),
+        "--out",
+        str(out),
+        "--size",
+        "128",
+        "--workers",
+        "2",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     split = splits_by_hash(out)
     for original, twin in pairs:
@@ -102,7 +122,10 @@ def test_a_twin_added_later_joins_its_groups_split(catalogue_with_twins, tmp_pat
     for quality in range(50, 100):
         late = make_twin(original, grown / original.parent.name / "late.jpg", 0.01, quality)
         unit = hash_unit(sha1(late))
-        if unit < min(hash_unit(sha1(original)), hash_unit(sha1(twin))) and split_for_unit(unit, 0.1, 0.1) != group_split:
+        if (
+            unit < min(hash_unit(sha1(original)), hash_unit(sha1(twin)))
+            and split_for_unit(unit, 0.1, 0.1) != group_split
+        ):
             break
     else:
         pytest.skip("no re-encoding quality gives a hash that would move the group")
@@ -134,5 +157,5 @@ def test_phash_distance_separates_twins_from_distinct_views():
             twin = io.BytesIO()
             img.crop((2, 2, w - 2, h - 3)).save(twin, "JPEG", quality=75)  # ~2 % crop, re-encoded
             twins.append((prepare_image(twin.getvalue(), 128).phash ^ hashes[-1]).bit_count())
-        views += [(a ^ b).bit_count() for k, a in enumerate(hashes) for b in hashes[k + 1:]]
+        views += [(a ^ b).bit_count() for k, a in enumerate(hashes) for b in hashes[k + 1 :]]
     assert max(twins) <= threshold < min(views)

@@ -12,19 +12,28 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from test_distributed_entry import ENTRY, TORCHRUN, overrides_arg, run, sagemaker_env
 
 COLLECTIVE_TIMEOUT = "trainer.strategy.timeout.seconds=60"
 DEFAULTS_ON = [  # tiny model, default callbacks (progress bar, checkpoints, lr monitor, report) and loggers (csv + wandb)
-    "data.root=null", "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
-    "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=2", "trainer.accelerator=cpu",
+    "data.root=null",
+    "model.backbone=resnet10t",
+    "model.pretrained=false",
+    "model.freeze_depth=0",
+    "model.head.hidden_dims=[32]",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer, stub", [("smddp", True), ("ddp", False)])
-def test_container_entry_on_two_ranks_with_default_callbacks_trains_tests_and_exports_once(trainer, stub, tiny_shards, tmp_path):
+def test_container_entry_on_two_ranks_with_default_callbacks_trains_tests_and_exports_once(
+    trainer, stub, tiny_shards, tmp_path
+):
     overrides = [*DEFAULTS_ON, f"trainer={trainer}", COLLECTIVE_TIMEOUT]
     env = sagemaker_env(tmp_path, tiny_shards, stub=stub)
     result = run([*TORCHRUN, *ENTRY, *overrides_arg(*overrides)], env, timeout=300)
@@ -46,8 +55,9 @@ def test_a_split_smaller_than_ranks_times_batch_stops_with_one_line_before_train
     val = manifest["splits"]["val"]["count"]
     batch = val // 2 + 1  # 2 ranks x batch > val images: one rank would get no batch
     overrides = [*DEFAULTS_ON, "trainer=ddp", COLLECTIVE_TIMEOUT, f"data.eval_batch_size={batch}"]
-    result = run([*TORCHRUN, *ENTRY, *overrides_arg(*overrides)], sagemaker_env(tmp_path, tiny_shards, stub=False),
-                 timeout=240)
+    result = run(
+        [*TORCHRUN, *ENTRY, *overrides_arg(*overrides)], sagemaker_env(tmp_path, tiny_shards, stub=False), timeout=240
+    )
     assert result.returncode != 0
     lines = sorted({line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")})
     assert len(lines) == 1, result.output[-4000:]

@@ -23,8 +23,15 @@ from distributed_probe import read_probes
 TESTS = Path(__file__).resolve().parent
 STUBS = TESTS / "stubs"
 TINY = [
-    "data.root=null", "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
-    "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1",
+    "data.root=null",
+    "model.backbone=resnet10t",
+    "model.pretrained=false",
+    "model.freeze_depth=0",
+    "model.head.hidden_dims=[32]",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
     "trainer.accelerator=cpu",
 ]  # default callbacks (progress bar included) and loggers (csv + W&B offline): what a real job runs
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -33,16 +40,28 @@ ENTRY = ["-m", "skuvision.sagemaker.entry"]
 
 def sagemaker_env(tmp_path: Path, shards: Path, *, stub: bool, gpus: int = 2, **extra: str) -> dict:
     """What a SageMaker container sees, pointed at tmp_path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "OMPI_", "TORCHELASTIC"))
-           and k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update({
-        "SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-1", "SM_NUM_GPUS": str(gpus),
-        "SM_CHANNEL_TRAIN": str(shards), "SM_MODEL_DIR": str(tmp_path / "model"),
-        "SM_OUTPUT_DATA_DIR": str(tmp_path / "output"), "SKUVISION_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-        "SKUVISION_DATA_DIR": str(tmp_path / "data"),
-        "PYTHONPATH": os.pathsep.join([*([str(STUBS)] if stub else []), str(TESTS)]),
-        "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SM_", "OMPI_", "TORCHELASTIC"))
+        and k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    env.update(
+        {
+            "SM_HOSTS": '["algo-1"]',
+            "SM_CURRENT_HOST": "algo-1",
+            "SM_NUM_GPUS": str(gpus),
+            "SM_CHANNEL_TRAIN": str(shards),
+            "SM_MODEL_DIR": str(tmp_path / "model"),
+            "SM_OUTPUT_DATA_DIR": str(tmp_path / "output"),
+            "SKUVISION_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+            "SKUVISION_DATA_DIR": str(tmp_path / "data"),
+            "PYTHONPATH": os.pathsep.join([*([str(STUBS)] if stub else []), str(TESTS)]),
+            "WANDB_MODE": "offline",
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -72,14 +91,23 @@ def test_torchrun_two_ranks_train_over_smddp_and_export_the_model_once(tiny_shar
     ranks = read_probes(tmp_path / "probe")
     assert [r["global_rank"] for r in ranks] == [0, 1] and [r["dist_rank"] for r in ranks] == [0, 1]
     assert {r["backend"] for r in ranks} == {"smddp"}
-    assert {r["strategy"] for r in ranks} == {"SMDDPStrategy"} and {r["environment"] for r in ranks} == {"SageMakerEnvironment"}
+    assert {r["strategy"] for r in ranks} == {"SMDDPStrategy"} and {r["environment"] for r in ranks} == {
+        "SageMakerEnvironment"
+    }
     assert {(r["num_nodes"], r["num_devices"], r["world_size"]) for r in ranks} == {(1, 2, 2)}  # from SM_HOSTS/launcher
     assert ranks[0]["end_digest"] == ranks[1]["end_digest"] != ranks[0]["start_digest"]  # trained, and in sync
 
     model_dir = tmp_path / "model"
     assert sorted(p.name for p in model_dir.iterdir()) == [  # + the fp32 ONNX export (issue 12): deployable as is
-        "export.json", "label_map.json", "labels.json", "metrics.json", "model.ckpt", "model.onnx", "model_card.md",
-        "preprocess.json"]
+        "export.json",
+        "label_map.json",
+        "labels.json",
+        "metrics.json",
+        "model.ckpt",
+        "model.onnx",
+        "model_card.md",
+        "preprocess.json",
+    ]
     metrics = json.loads((model_dir / "metrics.json").read_text())
     lr = compose(["trainer=smddp"]).model.optimizer.lr
     assert metrics["world_size"] == 2 and metrics["global_batch"] == 2 * 4  # 1 node x 2 ranks x per-rank batch
@@ -124,7 +152,11 @@ def test_entry_rejects_overrides_that_are_not_a_json_list(tmp_path, tiny_shards)
     env = sagemaker_env(tmp_path, tiny_shards, stub=False, gpus=1)
     result = run([sys.executable, *ENTRY, "--overrides", "model.freeze_depth=3"], env, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("skuvision: error: overrides='model.freeze_depth=3': not JSON")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("skuvision: error: overrides='model.freeze_depth=3': not JSON")
+    )
 
 
 @pytest.mark.slow
@@ -135,8 +167,14 @@ def test_sigterm_mid_epoch_then_restart_resumes_from_the_checkpoint_and_complete
     # not where a timer lands: a tiny epoch lasts well under a second. The restart runs the same command; the
     # probe does not fire again, as the resumed run starts past that step.
     sigterm_step = steps_per_epoch + steps_per_epoch // 2
-    overrides = [*TINY, "data.batch_size=2", "trainer.max_epochs=3", "trainer.log_every_n_steps=1",
-                 "+callbacks.fault._target_=fault_probe.SigtermAt", f"+callbacks.fault.step={sigterm_step}"]
+    overrides = [
+        *TINY,
+        "data.batch_size=2",
+        "trainer.max_epochs=3",
+        "trainer.log_every_n_steps=1",
+        "+callbacks.fault._target_=fault_probe.SigtermAt",
+        f"+callbacks.fault.step={sigterm_step}",
+    ]
     env = sagemaker_env(tmp_path, tiny_shards, stub=False, gpus=1)
     command = [sys.executable, *ENTRY, *overrides_arg(*overrides)]
     last = tmp_path / "checkpoints" / "last.ckpt"

@@ -16,11 +16,26 @@ from conftest import run_cli
 def test_multirun_with_local_ddp_leaves_one_run_per_job(tiny_shards, tmp_path):
     sweep_dir, log_dir = tmp_path / "sweep", tmp_path / "logs"
     result = run_cli(
-        "train.py", "-m", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "model.freeze_depth=3,4",
-        f"data.root={tiny_shards}", "data.synthetic=null", "model.backbone=resnet10t", "model.pretrained=false", "model.head.hidden_dims=[32]",
-        "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "trainer.max_epochs=2",
+        "train.py",
+        "-m",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "model.freeze_depth=3,4",
+        f"data.root={tiny_shards}",
+        "data.synthetic=null",
+        "model.backbone=resnet10t",
+        "model.pretrained=false",
+        "model.head.hidden_dims=[32]",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "trainer.max_epochs=2",
         "trainer.strategy.timeout.seconds=60",  # default callbacks and loggers; an out-of-step rank fails in a minute
-        f"hydra.sweep.dir={sweep_dir}", f"paths.log_dir={log_dir}", timeout=480)
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.log_dir={log_dir}",
+        timeout=480,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert output.count("Launching 2 jobs locally") == 1  # the sweep ran once, not once per rank

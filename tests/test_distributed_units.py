@@ -17,9 +17,24 @@ from skuvision.distributed.environment import SageMakerEnvironment, launcher_ran
 from skuvision.distributed.layout import cluster_layout, local_process_count
 from skuvision.errors import ConfigError, UserError
 
-LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
-               "OMPI_COMM_WORLD_LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE",
-               "LOCAL_WORLD_SIZE", "SM_HOSTS", "SM_CURRENT_HOST", "SM_NUM_GPUS", "SM_HPS", "NODE_RANK")
+LAUNCH_VARS = (
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "GROUP_WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "SM_HOSTS",
+    "SM_CURRENT_HOST",
+    "SM_NUM_GPUS",
+    "SM_HPS",
+    "NODE_RANK",
+)
 
 
 @pytest.fixture
@@ -74,12 +89,15 @@ def test_main_address_is_the_first_host_unless_master_addr_and_port_defaults_to_
     assert (env.main_address, env.main_port) == ("10.0.0.5", 29500)
 
 
-@pytest.mark.parametrize("devices, nodes, world, expected", [
-    (8, 2, "16", None),
-    (4, 2, "16", "trainer.devices=4 x trainer.num_nodes=2 = 8 processes, but the launcher started 16"),
-    (8, 1, "16", "trainer.num_nodes=1 but this SageMaker job has 2 host(s)"),
-    (1, 2, None, "no launcher started the ranks"),
-])
+@pytest.mark.parametrize(
+    "devices, nodes, world, expected",
+    [
+        (8, 2, "16", None),
+        (4, 2, "16", "trainer.devices=4 x trainer.num_nodes=2 = 8 processes, but the launcher started 16"),
+        (8, 1, "16", "trainer.num_nodes=1 but this SageMaker job has 2 host(s)"),
+        (1, 2, None, "no launcher started the ranks"),
+    ],
+)
 def test_validate_settings_says_what_does_not_add_up(two_hosts, devices, nodes, world, expected):
     if world:
         two_hosts.setenv("WORLD_SIZE", world)
@@ -92,10 +110,13 @@ def test_validate_settings_says_what_does_not_add_up(two_hosts, devices, nodes, 
         SageMakerEnvironment().validate_settings(devices, nodes)
 
 
-@pytest.mark.parametrize("hosts, current, message", [
-    ("algo-1", "algo-1", "expected a JSON list"),
-    ('["algo-1"]', "algo-9", "SM_CURRENT_HOST='algo-9' is not in SM_HOSTS"),
-])
+@pytest.mark.parametrize(
+    "hosts, current, message",
+    [
+        ("algo-1", "algo-1", "expected a JSON list"),
+        ('["algo-1"]', "algo-9", "SM_CURRENT_HOST='algo-9' is not in SM_HOSTS"),
+    ],
+)
 def test_bad_host_variables_name_the_variable(clean_env, hosts, current, message):
     clean_env.setenv("SM_HOSTS", hosts)
     clean_env.setenv("SM_CURRENT_HOST", current)
@@ -116,7 +137,11 @@ def test_layout_on_sagemaker_fills_auto_from_the_hosts_and_the_launcher(two_host
 def test_layout_under_smddp_launcher_picks_the_smddp_strategy(two_hosts):
     from skuvision.distributed.strategy import SMDDPStrategy
 
-    for var, value in (("OMPI_COMM_WORLD_SIZE", "16"), ("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_LOCAL_RANK", "0")):
+    for var, value in (
+        ("OMPI_COMM_WORLD_SIZE", "16"),
+        ("OMPI_COMM_WORLD_RANK", "0"),
+        ("OMPI_COMM_WORLD_LOCAL_RANK", "0"),
+    ):
         two_hosts.setenv(var, value)
     layout = cluster_layout({"devices": "auto", "num_nodes": "auto", "strategy": "auto"})
     # SMDDP validates/tests under no_grad: torch 2.4 register_backend collectives fail on inference tensors
@@ -138,7 +163,12 @@ def test_smddp_trainer_config_turns_inference_mode_off(clean_env):
 def test_layout_off_sagemaker(clean_env):
     assert cluster_layout({"devices": "auto", "num_nodes": "auto"}) == {"num_nodes": 1}
     assert cluster_layout({"devices": 2, "num_nodes": 1}) == {}
-    for var, value in (("TORCHELASTIC_RUN_ID", "x"), ("GROUP_WORLD_SIZE", "2"), ("LOCAL_WORLD_SIZE", "4"), ("WORLD_SIZE", "8")):
+    for var, value in (
+        ("TORCHELASTIC_RUN_ID", "x"),
+        ("GROUP_WORLD_SIZE", "2"),
+        ("LOCAL_WORLD_SIZE", "4"),
+        ("WORLD_SIZE", "8"),
+    ):
         clean_env.setenv(var, value)
     assert cluster_layout({"devices": "auto", "num_nodes": "auto"}) == {"devices": 4, "num_nodes": 2}
     with pytest.raises(ConfigError, match="launcher started 8"):
@@ -191,10 +221,13 @@ def test_fallback_auto_uses_gloo_on_cpu_with_one_warning_naming_it(no_smddp):
     assert len(messages) == 1 and "using the gloo backend" in messages[0] and "not installed" in messages[0]
 
 
-@pytest.mark.parametrize("fallback, message", [
-    ("error", "SMDDP is not available: smdistributed.dataparallel.torch.torch_smddp is not installed"),
-    ("nccl", "trainer.strategy.fallback=nccl needs GPUs"),
-])
+@pytest.mark.parametrize(
+    "fallback, message",
+    [
+        ("error", "SMDDP is not available: smdistributed.dataparallel.torch.torch_smddp is not installed"),
+        ("nccl", "trainer.strategy.fallback=nccl needs GPUs"),
+    ],
+)
 def test_fallbacks_that_cannot_work_here_stop_clearly(no_smddp, fallback, message):
     from skuvision.distributed.strategy import resolve_backend
 
@@ -219,7 +252,9 @@ def test_entry_decodes_the_overrides_hyperparameter(raw):
     assert decode_overrides(raw) == ["a=1", "b=2"]
 
 
-@pytest.mark.parametrize("raw, message", [("a=1", "not JSON"), ('{"a": 1}', "expected a JSON list"), ("[1, 2]", "expected a JSON list")])
+@pytest.mark.parametrize(
+    "raw, message", [("a=1", "not JSON"), ('{"a": 1}', "expected a JSON list"), ("[1, 2]", "expected a JSON list")]
+)
 def test_entry_rejects_bad_overrides(raw, message):
     from skuvision.sagemaker.entry import decode_overrides
 
@@ -242,8 +277,11 @@ def test_rank_overrides_pin_the_run_dir_and_keep_job_files_to_rank_zero():
     from skuvision.distributed.launch import rank_overrides
 
     assert rank_overrides("/opt/ml/output/data/run", 0, job_files=True) == ["hydra.run.dir='/opt/ml/output/data/run'"]
-    assert rank_overrides("/r", 3, job_files=True) == ["hydra.run.dir='/r'", "hydra.output_subdir=null",
-                                                       "hydra.job_logging.root.handlers=[console]"]
+    assert rank_overrides("/r", 3, job_files=True) == [
+        "hydra.run.dir='/r'",
+        "hydra.output_subdir=null",
+        "hydra.job_logging.root.handlers=[console]",
+    ]
 
 
 def test_export_model_artifacts_copies_best_checkpoint_label_map_and_metrics(tmp_path):
@@ -258,7 +296,10 @@ def test_export_model_artifacts_copies_best_checkpoint_label_map_and_metrics(tmp
     written = export_model_artifacts(run_dir, tmp_path / "model")
     assert sorted(p.name for p in written) == ["label_map.json", "metrics.json", "model.ckpt"]
     assert json.loads((tmp_path / "model" / "label_map.json").read_text()) == label_map
-    assert json.loads((tmp_path / "model" / "metrics.json").read_text()) == {"val/top1": 0.9, "best_checkpoint": "model.ckpt"}
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text()) == {
+        "val/top1": 0.9,
+        "best_checkpoint": "model.ckpt",
+    }
     assert (tmp_path / "model" / "model.ckpt").read_bytes() == ckpt.read_bytes()
 
 
@@ -290,9 +331,20 @@ def test_sagemaker_env_routes_data_checkpoints_and_resume(clean_env, tmp_path):
 def test_sweep_relaunch_only_for_script_launched_ddp_strategies():
     from skuvision.distributed.sweep import _strategy_launches_script
 
-    for strategy in ("ddp", "auto", None, "smddp", "ddp_find_unused_parameters_true",
-                     {"_target_": "skuvision.distributed.strategy.SMDDPStrategy", "fallback": "auto"}):
+    for strategy in (
+        "ddp",
+        "auto",
+        None,
+        "smddp",
+        "ddp_find_unused_parameters_true",
+        {"_target_": "skuvision.distributed.strategy.SMDDPStrategy", "fallback": "auto"},
+    ):
         assert _strategy_launches_script(strategy), strategy
-    for strategy in ("ddp_spawn", "ddp_fork", "ddp_notebook", "single_device",
-                     {"_target_": "lightning.pytorch.strategies.DDPStrategy", "start_method": "spawn"}):
+    for strategy in (
+        "ddp_spawn",
+        "ddp_fork",
+        "ddp_notebook",
+        "single_device",
+        {"_target_": "lightning.pytorch.strategies.DDPStrategy", "start_method": "spawn"},
+    ):
         assert not _strategy_launches_script(strategy), strategy

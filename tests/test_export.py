@@ -26,8 +26,10 @@ def trained_run(tiny_shards, tmp_path_factory):
     from skuvision.train import run
 
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = compose_train_cfg(run_dir, [f"data.root={tiny_shards}", *FAST_TRAIN, "model.pretrained=false",
-                                       "trainer.max_epochs=1", "logger=csv"])
+    cfg = compose_train_cfg(
+        run_dir,
+        [f"data.root={tiny_shards}", *FAST_TRAIN, "model.pretrained=false", "trainer.max_epochs=1", "logger=csv"],
+    )
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # what Hydra writes for a real run
     run(cfg)
@@ -69,21 +71,28 @@ def test_training_run_writes_confusions_next_to_per_sku(trained_run):
     counts = [int(r["count"]) for r in confusions]
     assert counts == sorted(counts, reverse=True)
     for r in confusions:
-        assert r["true_sku"] != r["predicted_sku"] and r["same_brand"] == ("yes" if r["true_brand"] == r["predicted_brand"] else "no")
+        assert r["true_sku"] != r["predicted_sku"] and r["same_brand"] == (
+            "yes" if r["true_brand"] == r["predicted_brand"] else "no"
+        )
 
 
 def test_confusion_rows_and_plotted_skus_worst_first():
     from skuvision.export.confusions import confusion_pairs, confusion_rows, worst_skus
 
-    label_map = {"sku_to_index": {"a1": 0, "a2": 1, "b1": 2, "b2": 3},
-                 "brands": {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}}
+    label_map = {
+        "sku_to_index": {"a1": 0, "a2": 1, "b1": 2, "b2": 3},
+        "brands": {"a1": "A", "a2": "A", "b1": "B", "b2": "B"},
+    }
     true = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3]
     pred = [1, 1, 2, 0, 1, 1, 2, 0, 3, 3]  # a1: 1/4 right (taken for a2 twice, b1 once); b1: 1/2 (taken for a1)
     pairs = confusion_pairs(true, pred)
     totals = [4, 2, 2, 2]
     rows = confusion_rows(pairs, totals, label_map)
     assert [(r["true_sku"], r["predicted_sku"], r["count"], r["same_brand"]) for r in rows] == [
-        ("a1", "a2", 2, "yes"), ("b1", "a1", 1, "no"), ("a1", "b1", 1, "no")]  # ties: the larger share first
+        ("a1", "a2", 2, "yes"),
+        ("b1", "a1", 1, "no"),
+        ("a1", "b1", 1, "no"),
+    ]  # ties: the larger share first
     assert rows[0]["share_of_true"] == 0.5
     assert worst_skus(pairs, totals, limit=4) == [0, 2, 1]  # a1 (0.25), b1 (0.5), a2 (1.0): least accurate first
 
@@ -135,8 +144,11 @@ def test_int8_model_is_static_qdq_per_channel_with_measured_agreement(export_dir
     ops = {n.op_type for n in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     init = {t.name: t for t in graph.initializer}
-    weight_scales = [init[n.input[1]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init
-                     and len(init[n.input[0]].dims) == 4]
+    weight_scales = [
+        init[n.input[1]]
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in init and len(init[n.input[0]].dims) == 4
+    ]
     assert weight_scales and all(len(s.dims) == 1 and s.dims[0] > 1 for s in weight_scales)  # per output channel
 
 
@@ -175,8 +187,9 @@ def photo_inputs(tiny_catalogue, tmp_path):
 def test_predict_cli_rows_error_rows_and_exit_status_1(export_dir, photo_inputs, tmp_path):
     folder, listing = photo_inputs
     out = tmp_path / "pred.csv"
-    result = run_cli("-m", "skuvision.cli", "predict", str(export_dir), str(folder), str(listing),
-                     "--topk", "3", "--out", str(out))
+    result = run_cli(
+        "-m", "skuvision.cli", "predict", str(export_dir), str(folder), str(listing), "--topk", "3", "--out", str(out)
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4 + 3  # 4 files in the folder, 3 rows in the CSV, in order
@@ -202,25 +215,32 @@ def test_predict_checkpoint_and_export_give_the_same_answers(best_ckpt, export_d
     for a, b in zip(by_ckpt, by_export):
         assert a["error"] == b["error"]
         assert [p["sku_id"] for p in a["predictions"]] == [p["sku_id"] for p in b["predictions"]]
-        assert np.allclose([p["probability"] for p in a["predictions"]], [p["probability"] for p in b["predictions"]],
-                           atol=1e-5)
+        assert np.allclose(
+            [p["probability"] for p in a["predictions"]], [p["probability"] for p in b["predictions"]], atol=1e-5
+        )
     doc = json.loads(render(by_export, 5, "json"))
     broken = [r for r in doc if r["path"].endswith("broken.jpg")]
     assert len(broken) == 1 and broken[0]["predictions"] == [] and "truncated" in broken[0]["error"]
     assert all(r["error"] is None and len(r["predictions"]) == 5 for r in doc if r is not broken[0])
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["predict", "{export}", "/nonexistent/photo.jpg"], "INPUT /nonexistent/photo.jpg: no such file or directory"),
-    (["predict", "/nonexistent/model", "{shards}/manifest.json"], "MODEL /nonexistent/model: no such file or directory"),
-    (["predict", "{export}", "{shards}"], "INPUT {shards}: no images"),
-    (["predict", "{shards}", "{shards}/manifest.json"], "not an export dir (missing model.onnx"),
-    (["predict", "{export}", "{shards}/manifest.json", "--int8", "--image-size", "48"], None),
-    (["evaluate", "{export}", "{shards}", "--split", "holdout"], "--split holdout:"),
-    (["export", "{ckpt}", "--out", "{tmp}/e", "--int8"], "--int8 needs --calibration SHARDS_DIR"),
-    (["export", "{ckpt}", "--out", "{export}"], "already holds model.onnx"),
-    (["predict", "{export}", "{shards}", "--topk", "0"], "argument --topk: 0 must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["predict", "{export}", "/nonexistent/photo.jpg"], "INPUT /nonexistent/photo.jpg: no such file or directory"),
+        (
+            ["predict", "/nonexistent/model", "{shards}/manifest.json"],
+            "MODEL /nonexistent/model: no such file or directory",
+        ),
+        (["predict", "{export}", "{shards}"], "INPUT {shards}: no images"),
+        (["predict", "{shards}", "{shards}/manifest.json"], "not an export dir (missing model.onnx"),
+        (["predict", "{export}", "{shards}/manifest.json", "--int8", "--image-size", "48"], None),
+        (["evaluate", "{export}", "{shards}", "--split", "holdout"], "--split holdout:"),
+        (["export", "{ckpt}", "--out", "{tmp}/e", "--int8"], "--int8 needs --calibration SHARDS_DIR"),
+        (["export", "{ckpt}", "--out", "{export}"], "already holds model.onnx"),
+        (["predict", "{export}", "{shards}", "--topk", "0"], "argument --topk: 0 must be at least 1"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(args, expected, export_dir, tiny_shards, best_ckpt, tmp_path, capsys):
     from skuvision.cli import main
 
@@ -236,7 +256,9 @@ def test_bad_arguments_exit_2_with_one_line(args, expected, export_dir, tiny_sha
     assert len(lines) == 1 and expected.format(**values) in lines[0], lines
 
 
-def test_evaluate_checkpoint_and_export_agree_with_the_training_run(trained_run, best_ckpt, export_dir, tiny_shards, tmp_path):
+def test_evaluate_checkpoint_and_export_agree_with_the_training_run(
+    trained_run, best_ckpt, export_dir, tiny_shards, tmp_path
+):
     from skuvision.export.evaluate import evaluate
 
     by_ckpt, ckpt_dir = evaluate(best_ckpt, str(tiny_shards), out=str(tmp_path / "ckpt"), progress=False)

@@ -14,10 +14,11 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from conftest import FAST_TRAIN, compose_train_cfg, run_cli
 from skuvision.data.device_augment import DeviceAugment, pad_collate
 from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.transforms import AugmentConfig, TrainTransform, colour_matrix
+
+from conftest import FAST_TRAIN, compose_train_cfg, run_cli
 
 STILL = dict(scale_min=1.0, rotation_degrees=0.0, hflip=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # no normalisation: outputs in 0..1
@@ -113,7 +114,7 @@ def test_device_augment_matches_per_image_path_on_padded_mixed_sizes():
         matrix, offset = colour_matrix(*factors[:, k].tolist(), grey)
         m = torch.tensor([[sc * v for v in row] for sc, row in zip(per_image._scale, matrix)])
         o = torch.tensor([[sc * v + sh] for sc, v, sh in zip(per_image._scale, offset, per_image._shift)])
-        ref = (m @ pixels[k].view(3, -1) + o)
+        ref = m @ pixels[k].view(3, -1) + o
         for ch in range(3):
             ref[ch].clamp_(per_image._lo[ch], per_image._hi[ch])
         assert torch.allclose(dev[k].view(3, -1), ref, atol=1e-4)
@@ -138,9 +139,12 @@ def test_decode_on_device_gives_the_batch_the_workers_would_have_decoded(tiny_sh
     from skuvision.data.datamodule import SKUDataModule
     from skuvision.errors import ConfigError
 
-    decoded_by_workers = SKUDataModule(str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True)
-    bytes_only = SKUDataModule(str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True,
-                               decode_on_device=True)
+    decoded_by_workers = SKUDataModule(
+        str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True
+    )
+    bytes_only = SKUDataModule(
+        str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True, decode_on_device=True
+    )
     for dm in (decoded_by_workers, bytes_only):
         dm.setup("fit")
     want = next(iter(decoded_by_workers.train_dataloader()))
@@ -159,8 +163,16 @@ def test_decode_on_device_gives_the_batch_the_workers_would_have_decoded(tiny_sh
 def test_training_runs_with_augmentation_on_the_device(decode, tiny_shards, tmp_path):
     from skuvision.train import run
 
-    cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "trainer.max_epochs=1",
-                                       "data.augment_on_device=true", f"data.decode_on_device={decode}"])
+    cfg = compose_train_cfg(
+        tmp_path,
+        [
+            f"data.root={tiny_shards}",
+            *FAST_TRAIN,
+            "trainer.max_epochs=1",
+            "data.augment_on_device=true",
+            f"data.decode_on_device={decode}",
+        ],
+    )
     run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert "test/top1" in metrics and metrics["epochs"] == 1
@@ -174,9 +186,26 @@ def test_benchmark_scripts_explain_themselves():
 
 @pytest.mark.slow
 def test_benchmark_input_runs_end_to_end_on_a_tiny_set(tmp_path):
-    result = run_cli("scripts/benchmark_input.py", "--data-dir", str(tmp_path), "--skus", "2", "--images-per-sku", "10",
-                     "--original-size", "240", "--batch-size", "4", "--repeats", "1", "--seconds", "0.3",
-                     "--no-markdown", "--json", timeout=600)
+    result = run_cli(
+        "scripts/benchmark_input.py",
+        "--data-dir",
+        str(tmp_path),
+        "--skus",
+        "2",
+        "--images-per-sku",
+        "10",
+        "--original-size",
+        "240",
+        "--batch-size",
+        "4",
+        "--repeats",
+        "1",
+        "--seconds",
+        "0.3",
+        "--no-markdown",
+        "--json",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout)
     for key in ("imagefolder_img_s", "shards_img_s", "decode_img_s"):

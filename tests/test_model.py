@@ -13,12 +13,16 @@ def test_trainable_parameters_fall_strictly_with_freeze_depth():
         assert (table["total"], table["trainable"]) == (total, trainable)
         counts.append(trainable)
     assert all(a > b for a, b in zip(counts, counts[1:])), counts
-    head_only = sum(p.numel() for p in SKUClassifier(10, "resnet10t", freeze_depth=5, head={"hidden_dims": [32]}).head.parameters())
+    head_only = sum(
+        p.numel() for p in SKUClassifier(10, "resnet10t", freeze_depth=5, head={"hidden_dims": [32]}).head.parameters()
+    )
     assert counts[-1] == head_only
 
 
 def test_resnet152_case_study_architecture_sizes():
-    model = SKUClassifier(num_classes=12000, backbone="resnet152", freeze_depth=4, head={"hidden_dims": [512]}, aux_heads=False)
+    model = SKUClassifier(
+        num_classes=12000, backbone="resnet152", freeze_depth=4, head={"hidden_dims": [512]}, aux_heads=False
+    )
     table = model.parameter_table()
     assert 64e6 < table["total"] < 68e6
     assert 21e6 < table["trainable"] < 24e6

@@ -15,18 +15,32 @@ from conftest import run_cli
 
 TESTS = Path(__file__).resolve().parent
 RUN = [
-    "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
-    "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "logger=csv",
+    "model.backbone=resnet10t",
+    "model.pretrained=false",
+    "model.freeze_depth=0",
+    "model.head.hidden_dims=[32]",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "logger=csv",
     "callbacks.resume_checkpoint.every_n_train_steps=2",
 ]
 
 
 def test_nan_loss_stops_at_that_step_and_last_ckpt_keeps_the_last_good_weights(tiny_shards, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("train.py", f"hydra.run.dir={run_dir}", f"data.root={tiny_shards}", *RUN,
-                     "+callbacks.fault._target_=fault_probe.PoisonAt", "+callbacks.fault.step=5",
-                     env={"PYTHONPATH": str(TESTS)})
+    result = run_cli(
+        "train.py",
+        f"hydra.run.dir={run_dir}",
+        f"data.root={tiny_shards}",
+        *RUN,
+        "+callbacks.fault._target_=fault_probe.PoisonAt",
+        "+callbacks.fault.step=5",
+        env={"PYTHONPATH": str(TESTS)},
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")]
     assert len(lines) == 1, result.stderr[-3000:]

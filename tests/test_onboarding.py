@@ -32,8 +32,13 @@ def _checkpoint(base: Path, out: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     label_map = json.loads((base / "manifest.json").read_text())["label_map"]
-    model = SKUClassifier(len(label_map["sku_to_index"]), backbone="resnet10t", freeze_depth=0,
-                          head={"hidden_dims": [32], "dropout": 0.1}, label_map=label_map)
+    model = SKUClassifier(
+        len(label_map["sku_to_index"]),
+        backbone="resnet10t",
+        freeze_depth=0,
+        head={"hidden_dims": [32], "dropout": 0.1},
+        label_map=label_map,
+    )
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "label_map": label_map}, out)
     return out
 
@@ -48,10 +53,20 @@ def month(tmp_path_factory):
     skus = [s.sku_id for s in make_catalogue(8, seed=5)]
     settings = BuildSettings(size=48, val=0.2, test=0.2)
     build_shards(_listing(root / "images", skus[:OLD_SKUS], root / "old.csv"), root / "base", settings, progress=False)
-    build_shards(_listing(root / "images", skus[OLD_SKUS:], root / "new.csv"), root / "delta", settings,
-                 label_map_path=str(root / "base" / "manifest.json"), progress=False)
-    return {"root": root, "base": root / "base", "delta": root / "delta", "new": skus[OLD_SKUS:],
-            "ckpt": _checkpoint(root / "base", root / "base.ckpt")}
+    build_shards(
+        _listing(root / "images", skus[OLD_SKUS:], root / "new.csv"),
+        root / "delta",
+        settings,
+        label_map_path=str(root / "base" / "manifest.json"),
+        progress=False,
+    )
+    return {
+        "root": root,
+        "base": root / "base",
+        "delta": root / "delta",
+        "new": skus[OLD_SKUS:],
+        "ckpt": _checkpoint(root / "base", root / "base.ckpt"),
+    }
 
 
 def test_delta_manifest_names_its_base_by_path_and_hash(month):
@@ -129,9 +144,18 @@ def test_ridge_statistics_added_month_by_month_equal_the_joint_solution():
 
 
 def _onboard_cfg(month, tmp_path, *extra):
-    return compose_train_cfg(tmp_path, ["experiment=onboard", f"onboard.from={month['ckpt']}",
-                                        f"data.root={month['delta']}", "data.image_size=48", "data.batch_size=16",
-                                        "onboard.replay_per_sku=3", *extra])
+    return compose_train_cfg(
+        tmp_path,
+        [
+            "experiment=onboard",
+            f"onboard.from={month['ckpt']}",
+            f"data.root={month['delta']}",
+            "data.image_size=48",
+            "data.batch_size=16",
+            "onboard.replay_per_sku=3",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.parametrize("strategy", ["closed_form", "finetune", "ridge"])
@@ -139,12 +163,21 @@ def test_onboarding_run_writes_a_normal_run_dir(month, tmp_path, strategy):
     from skuvision.model.module import load_classifier
     from skuvision.train import run
 
-    extra = {"ridge": ["onboard.strategy=closed_form", "onboard.solver=ridge"],
-             "closed_form": ["onboard.strategy=closed_form", "onboard.solver=mean"],
-             "finetune": ["onboard.strategy=finetune", "onboard.views=2", "onboard.epochs=3"]}[strategy]
+    extra = {
+        "ridge": ["onboard.strategy=closed_form", "onboard.solver=ridge"],
+        "closed_form": ["onboard.strategy=closed_form", "onboard.solver=mean"],
+        "finetune": ["onboard.strategy=finetune", "onboard.views=2", "onboard.epochs=3"],
+    }[strategy]
     value = run(_onboard_cfg(month, tmp_path, *extra))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("test/top1", "test/top1_old", "test/top1_new", "onboard/seconds", "onboard/backbone_images", "val/top1"):
+    for key in (
+        "test/top1",
+        "test/top1_old",
+        "test/top1_new",
+        "onboard/seconds",
+        "onboard/backbone_images",
+        "val/top1",
+    ):
         assert metrics[key] is not None, key
     assert value == metrics["test/top1"]
     base = json.loads((month["base"] / "manifest.json").read_text())
@@ -173,11 +206,20 @@ def test_ridge_second_month_adds_only_the_new_images(month, tmp_path):
     run(_onboard_cfg(month, tmp_path / "m1", *ridge))
     write_catalogue(tmp_path / "images", 9, 12, size=64, seed=5, progress=False)
     ninth = make_catalogue(9, seed=5)[-1].sku_id
-    build_shards(_listing(tmp_path / "images", [ninth], tmp_path / "m2.csv"), tmp_path / "delta2",
-                 BuildSettings(size=48, val=0.2, test=0.2), label_map_path=str(month["delta"] / "manifest.json"),
-                 progress=False)
-    cfg = _onboard_cfg(month, tmp_path / "m2", *ridge, f"onboard.from={tmp_path / 'm1/checkpoints/last.ckpt'}",
-                       f"data.root={tmp_path / 'delta2'}")
+    build_shards(
+        _listing(tmp_path / "images", [ninth], tmp_path / "m2.csv"),
+        tmp_path / "delta2",
+        BuildSettings(size=48, val=0.2, test=0.2),
+        label_map_path=str(month["delta"] / "manifest.json"),
+        progress=False,
+    )
+    cfg = _onboard_cfg(
+        month,
+        tmp_path / "m2",
+        *ridge,
+        f"onboard.from={tmp_path / 'm1/checkpoints/last.ckpt'}",
+        f"data.root={tmp_path / 'delta2'}",
+    )
     run(cfg)
     metrics = json.loads((tmp_path / "m2" / "metrics.json").read_text())
     delta2 = json.loads((tmp_path / "delta2" / "manifest.json").read_text())
@@ -195,8 +237,13 @@ def test_checkpoint_not_trained_on_the_delta_base_stops_with_one_line(month, tmp
     ckpt["label_map"] = {**label_map, "sku_to_index": swapped}
     bad = tmp_path / "other.ckpt"
     torch.save(ckpt, bad)
-    result = run_cli("train.py", "experiment=onboard", f"onboard.from={bad}", f"data.root={month['delta']}",
-                     f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(
+        "train.py",
+        "experiment=onboard",
+        f"onboard.from={bad}",
+        f"data.root={month['delta']}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("skuvision: error: label map mismatch: SKU"), lines[-3:]
@@ -234,9 +281,21 @@ def test_checkpoint_from_s3_is_fetched_once_into_the_run_dir(aws, month, tmp_pat
 
 def test_strategies_sweep_with_hydra_multirun(month, tmp_path):
     """experiment=onboard is an ordinary Hydra experiment: `-m` runs one job per strategy."""
-    result = run_cli("train.py", "-m", "experiment=onboard", f"onboard.from={month['ckpt']}", f"data.root={month['delta']}",
-                     "data.image_size=48", "onboard.views=1", "onboard.epochs=2", "onboard.strategy=closed_form,finetune",
-                     f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=csv")
+    result = run_cli(
+        "train.py",
+        "-m",
+        "experiment=onboard",
+        f"onboard.from={month['ckpt']}",
+        f"data.root={month['delta']}",
+        "data.image_size=48",
+        "onboard.views=1",
+        "onboard.epochs=2",
+        "onboard.strategy=closed_form,finetune",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "logger=csv",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    strategies = sorted(json.loads(p.read_text())["onboard/strategy"] for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    strategies = sorted(
+        json.loads(p.read_text())["onboard/strategy"] for p in (tmp_path / "sweep").glob("*/metrics.json")
+    )
     assert strategies == ["closed_form", "finetune"]

@@ -32,7 +32,9 @@ def test_embedded_weights_name_real_photos_as_imagenet_classes():
 def test_headless_backbone_gets_every_tensor_but_imagenet_classifier():
     headless = create_timm_model("efficientnet_lite0", pretrained=True).eval()
     full = create_timm_model("efficientnet_lite0", pretrained=True, num_classes=1000).eval()
-    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in headless.parameters()) == 1280 * 1000 + 1000
+    assert (
+        sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in headless.parameters()) == 1280 * 1000 + 1000
+    )
     x = _photos()
     with torch.no_grad():
         assert torch.allclose(headless(x), full.forward_head(full.forward_features(x), pre_logits=True), atol=1e-5)
@@ -82,8 +84,9 @@ def test_data_module_normalises_as_the_backbone_weights_need(tiny_shards):
     for backbone, white_value in (("efficientnet_lite0", 1.0), ("resnet10t", (1 - 0.485) / 0.229)):
         # no colour jitter: a darkening draw would keep white below the clamp (the check was order-dependent)
         no_jitter = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
-        dm = SKUDataModule(str(tiny_shards), image_size=48, batch_size=4, num_workers=0, backbone=backbone,
-                           augment=no_jitter)
+        dm = SKUDataModule(
+            str(tiny_shards), image_size=48, batch_size=4, num_workers=0, backbone=backbone, augment=no_jitter
+        )
         evaluate, train = dm._dataset("val").image_transform, dm._dataset("train").image_transform
         assert evaluate(white).shape == (3, 48, 48)
         assert evaluate(white)[0].mean().item() == pytest.approx(white_value, abs=1e-3)

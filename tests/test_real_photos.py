@@ -11,13 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_train_cfg
 from skuvision.train import run
+
+from conftest import compose_train_cfg
 
 GROCERY_CSV = Path(__file__).parent / "data" / "grocery" / "grocery.csv"
 CHANCE = 1 / 6
-SHORT_RUN = ["data.batch_size=8", "data.num_workers=0", "trainer.max_epochs=4", "trainer.enable_progress_bar=false",
-             "~callbacks.progress_bar", "logger=csv"]
+SHORT_RUN = [
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "trainer.max_epochs=4",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "logger=csv",
+]
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,19 @@ from conftest import ROOT, run_cli
 
 TESTS = Path(__file__).resolve().parent
 RUN = [
-    "model.backbone=resnet10t", "model.pretrained=false", "model.freeze_depth=0", "model.head.hidden_dims=[32]",
+    "model.backbone=resnet10t",
+    "model.pretrained=false",
+    "model.freeze_depth=0",
+    "model.head.hidden_dims=[32]",
     "model.head.dropout=0.2",  # the model draws random numbers too
-    "data.image_size=32", "data.batch_size=4", "data.num_workers=2", "trainer.max_epochs=3",
-    "trainer.deterministic=true", "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "test=false",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=2",
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "test=false",
     "trainer.log_every_n_steps=1",
 ]
 ENV = {"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
@@ -43,8 +52,12 @@ def final_state(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ranks, workers", [(1, 2), (1, 0), (2, 1)], ids=["1rank-2workers", "1rank-0workers", "2ranks-gloo"])
-def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_shards, tmp_path, ranks, workers):
+@pytest.mark.parametrize(
+    "ranks, workers", [(1, 2), (1, 0), (2, 1)], ids=["1rank-2workers", "1rank-0workers", "2ranks-gloo"]
+)
+def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_run(
+    tiny_shards, tmp_path, ranks, workers
+):
     ddp = ["trainer=ddp", f"trainer.devices={ranks}", "trainer.accelerator=cpu", "trainer.strategy.timeout.seconds=120"]
 
     def train(run_dir, shards, *extra):
@@ -57,8 +70,12 @@ def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_ru
     assert steps == 3 * (train_images // (4 * ranks))  # last.ckpt is the end of the run
 
     stop_at = steps // 3 + steps // 6  # mid second epoch (loader, optimiser, RNG mid-flight), a whole epoch after
-    first = train(tmp_path / "resumed", tiny_shards, "+callbacks.fault._target_=fault_probe.SigtermAt",
-                  f"+callbacks.fault.step={stop_at}")
+    first = train(
+        tmp_path / "resumed",
+        tiny_shards,
+        "+callbacks.fault._target_=fault_probe.SigtermAt",
+        f"+callbacks.fault.step={stop_at}",
+    )
     assert first.returncode == 143, first.stderr[-3000:]  # not 0: the job did not finish
     stopped, _ = final_state(tmp_path / "resumed")
     # last.ckpt is the state at the signal, not the epoch before; with several ranks they agree on it at
@@ -76,9 +93,19 @@ def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_ru
 def test_sigterm_from_outside_saves_last_ckpt_and_exits_non_zero(tiny_shards, tmp_path):
     """A local ``kill`` mid-epoch: last.ckpt is written at the step it landed on, exit status 143."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "train.py", f"hydra.run.dir={run_dir}", f"data.root={tiny_shards}", *RUN,
-           "data.num_workers=0", "trainer.max_epochs=50", "data.batch_size=2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "train.py",
+        f"hydra.run.dir={run_dir}",
+        f"data.root={tiny_shards}",
+        *RUN,
+        "data.num_workers=0",
+        "trainer.max_epochs=50",
+        "data.batch_size=2",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     metrics_csv = run_dir / "csv" / "version_0" / "metrics.csv"
     while not (metrics_csv.is_file() and metrics_csv.stat().st_size) and proc.poll() is None:
         time.sleep(0.1)  # training steps are being logged: the signal lands mid-fit
@@ -96,8 +123,13 @@ def test_last_ckpt_is_the_last_epoch_even_when_that_epoch_did_not_improve(tiny_s
 
     from conftest import FAST_TRAIN, compose_train_cfg
 
-    never_better = ["callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]  # only epoch 0 is "best"
-    cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, *never_better, "test=false", "logger=csv"])
+    never_better = [
+        "callbacks.model_checkpoint.monitor=epoch",
+        "callbacks.model_checkpoint.mode=min",
+    ]  # only epoch 0 is "best"
+    cfg = compose_train_cfg(
+        tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, *never_better, "test=false", "logger=csv"]
+    )
     run(cfg)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == cfg.trainer.max_epochs - 1

@@ -20,13 +20,33 @@ def make_bucket(aws, name: str = "shards"):
 
 
 def keys(s3, bucket: str = "shards") -> list[str]:
-    return sorted(o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-                  for o in p.get("Contents", []))
+    return sorted(
+        o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in p.get("Contents", [])
+    )
 
 
 def build(aws, catalogue, out: str = URI, *extra: str):
-    return run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(catalogue), "--out", out,
-                   "--size", "64", "--val", "0.2", "--test", "0.2", "--workers", "1", "--quiet", *extra, env=aws.env)
+    return run_cli(
+        "-m",
+        "skuvision.cli",
+        "shards",
+        "build",
+        "--input",
+        str(catalogue),
+        "--out",
+        out,
+        "--size",
+        "64",
+        "--val",
+        "0.2",
+        "--test",
+        "0.2",
+        "--workers",
+        "1",
+        "--quiet",
+        *extra,
+        env=aws.env,
+    )
 
 
 def one_error_line(result) -> str:
@@ -48,8 +68,16 @@ def test_build_to_s3_then_train_from_it_through_a_local_cache(aws, tiny_catalogu
     assert sum(i["count"] for i in manifest["splits"].values()) == len(list(tiny_catalogue.glob("*/*.jpg")))
 
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
-    result = run_cli("train.py", f"data.root={URI}", f"data.cache_dir={cache}", f"hydra.run.dir={run_dir}",
-                     *FAST_TRAIN, "trainer.max_epochs=1", env=aws.env, timeout=600)
+    result = run_cli(
+        "train.py",
+        f"data.root={URI}",
+        f"data.cache_dir={cache}",
+        f"hydra.run.dir={run_dir}",
+        *FAST_TRAIN,
+        "trainer.max_epochs=1",
+        env=aws.env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "test/top1" in metrics and metrics["epochs"] == 1
@@ -94,7 +122,9 @@ def test_missing_manifest_under_an_existing_bucket_says_how_to_build_it(aws):
     from skuvision.errors import DataError
 
     make_bucket(aws)
-    with pytest.raises(DataError, match=r"no s3://shards/empty/manifest.json; build shards there with `skuvision shards build"):
+    with pytest.raises(
+        DataError, match=r"no s3://shards/empty/manifest.json; build shards there with `skuvision shards build"
+    ):
         _ = SKUDataModule("s3://shards/empty").num_classes
 
 
@@ -102,8 +132,18 @@ def test_missing_credentials_is_one_clear_line(aws, tiny_catalogue, tmp_path):
     make_bucket(aws)
     env = {k: v for k, v in aws.env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     env = {**{k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}, **env}
-    result = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(tiny_catalogue), "--out", URI,
-                     "--quiet", env={**env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    result = run_cli(
+        "-m",
+        "skuvision.cli",
+        "shards",
+        "build",
+        "--input",
+        str(tiny_catalogue),
+        "--out",
+        URI,
+        "--quiet",
+        env={**env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""},
+    )
     assert "no AWS credentials found" in one_error_line(result)
 
 

@@ -44,7 +44,11 @@ def test_constraints_step_pins_the_installed_torch_and_fails_when_replaced(tmp_p
     result = subprocess.run(["bash", "-c", step], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     pins = (tmp_path / "docker" / "constraints.txt").read_text().split()
-    assert pins == [f"torch=={version('torch')}", f"torchvision=={version('torchvision')}", f"numpy=={version('numpy')}"]
+    assert pins == [
+        f"torch=={version('torch')}",
+        f"torchvision=={version('torchvision')}",
+        f"numpy=={version('numpy')}",
+    ]
     check = [sys.executable, "docker/pin_constraints.py", "--check", "docker/constraints.txt"]
     assert subprocess.run(check, cwd=tmp_path, capture_output=True, timeout=60).returncode == 0
     (tmp_path / "docker" / "constraints.txt").write_text("torch==2.4.1\ntorchvision==0.19.1\nnumpy==1.26.4\n")
@@ -54,7 +58,12 @@ def test_constraints_step_pins_the_installed_torch_and_fails_when_replaced(tmp_p
 
 def test_build_context_is_the_package_only():
     ignore = (ROOT / "docker" / "Dockerfile.dockerignore").read_text().split()
-    assert ignore[ignore.index("*") + 1:][:4] == ["!pyproject.toml", "!README.md", "!src/", "!docker/pin_constraints.py"]
+    assert ignore[ignore.index("*") + 1 :][:4] == [
+        "!pyproject.toml",
+        "!README.md",
+        "!src/",
+        "!docker/pin_constraints.py",
+    ]
 
 
 def test_build_script_is_strict_with_usage_and_a_dry_run():
@@ -64,8 +73,12 @@ def test_build_script_is_strict_with_usage_and_a_dry_run():
     assert help_.returncode == 0 and help_.stdout.startswith("Usage: scripts/build_and_push_image.sh")
     bad = subprocess.run(["bash", str(SCRIPT), "--bogus"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown option: --bogus" in bad.stderr
-    dry = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--region", "eu-west-1", "--tag", "v1",
-                          "--account", "111122223333"], capture_output=True, text=True, timeout=30)
+    dry = subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run", "--region", "eu-west-1", "--tag", "v1", "--account", "111122223333"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.strip() == "111122223333.dkr.ecr.eu-west-1.amazonaws.com/skuvision:v1"  # stdout: the URI only
     assert f"docker build -f {DOCKERFILE} --build-arg ACCOUNT=658645717510 --build-arg REGION=eu-west-1" in dry.stderr

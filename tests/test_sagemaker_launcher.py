@@ -13,23 +13,35 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from omegaconf import OmegaConf
+
+from conftest import run_cli
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerSkuvision"
 IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/skuvision:2.4.1-smddp"
 BUCKET = "skuvision-test"
 FSX = [
-    "hydra.launcher.fsx.file_system_id=fs-0123456789abcdef0", "hydra.launcher.fsx.directory_path=/fsx/shards/fmcg",
-    "hydra.launcher.subnets=[subnet-0123456789abcdef0]", "hydra.launcher.security_group_ids=[sg-0123456789abcdef0]",
+    "hydra.launcher.fsx.file_system_id=fs-0123456789abcdef0",
+    "hydra.launcher.fsx.directory_path=/fsx/shards/fmcg",
+    "hydra.launcher.subnets=[subnet-0123456789abcdef0]",
+    "hydra.launcher.security_group_ids=[sg-0123456789abcdef0]",
 ]
 
 
 def launch(tmp_path: Path, env: dict, *overrides: str, sweep: str = "model.freeze_depth=2,3,4"):
     sweep_dir = tmp_path / "sweep"
-    args = ["train.py", "-m", "hydra/launcher=sagemaker", "experiment=resnet152_fmcg", sweep,
-            f"hydra.sweep.dir={sweep_dir}", f"hydra.launcher.role={ROLE}", f"hydra.launcher.image_uri={IMAGE}",
-            f"hydra.launcher.s3_prefix=s3://{BUCKET}/sweeps", *overrides]
+    args = [
+        "train.py",
+        "-m",
+        "hydra/launcher=sagemaker",
+        "experiment=resnet152_fmcg",
+        sweep,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.launcher.role={ROLE}",
+        f"hydra.launcher.image_uri={IMAGE}",
+        f"hydra.launcher.s3_prefix=s3://{BUCKET}/sweeps",
+        *overrides,
+    ]
     return run_cli(*args, env=env, timeout=240), sweep_dir
 
 
@@ -40,7 +52,7 @@ def jobs(sm) -> list[dict]:
 
 def source_archive(s3, job: dict) -> tarfile.TarFile:
     uri = json.loads(job["HyperParameters"]["sagemaker_submit_directory"])
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
 
@@ -78,8 +90,15 @@ def local_sweep_configs(tmp_path: Path, *overrides: str) -> list:
     saves them instead of training."""
     script, sweep_dir = tmp_path / "local_sweep.py", tmp_path / "local_sweep"
     script.write_text(LOCAL_SWEEP)
-    result = run_cli(str(script), str(Path(__file__).resolve().parents[1] / "conf"), "-m", *overrides,
-                     f"hydra.sweep.dir={sweep_dir}", "hydra/job_logging=none", "hydra/hydra_logging=none")
+    result = run_cli(
+        str(script),
+        str(Path(__file__).resolve().parents[1] / "conf"),
+        "-m",
+        *overrides,
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return [OmegaConf.load(path) for path in sorted(sweep_dir.glob("job*.yaml"))]
 
@@ -87,16 +106,20 @@ def local_sweep_configs(tmp_path: Path, *overrides: str) -> list:
 def experiment(cfg, infrastructure: set[str]) -> dict:
     """The experiment: every key, unresolved, except paths, hydra and the container's infrastructure keys."""
     keys = flat(OmegaConf.to_container(cfg, resolve=False))
-    return {k: v for k, v in keys.items()
-            if not k.startswith(("paths.", "hydra.")) and not any(k.startswith(i) for i in infrastructure)}
+    return {
+        k: v
+        for k, v in keys.items()
+        if not k.startswith(("paths.", "hydra.")) and not any(k.startswith(i) for i in infrastructure)
+    }
 
 
 @pytest.mark.slow  # ~40 s: Lightning's import and the sweep's composition in a subprocess
 def test_sweep_submits_one_job_per_sweep_job_running_the_local_experiment(aws, tmp_path, monkeypatch):
     s3, sm = aws.client("s3"), aws.client("sagemaker")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-    result, sweep_dir = launch(tmp_path, aws.env, *FSX, "hydra.launcher.spot.use_spot=true",
-                               "hydra.launcher.wandb_secret_name=skuvision/wandb")
+    result, sweep_dir = launch(
+        tmp_path, aws.env, *FSX, "hydra.launcher.spot.use_spot=true", "hydra.launcher.wandb_secret_name=skuvision/wandb"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     described = jobs(sm)
@@ -108,26 +131,51 @@ def test_sweep_submits_one_job_per_sweep_job_running_the_local_experiment(aws, t
         assert len(name) <= 63 and name.endswith(f"-{num:03d}") and name.startswith("skuvision-")
         assert job["ResourceConfig"]["InstanceType"] == "ml.p4d.24xlarge"
         assert job["ResourceConfig"]["InstanceCount"] == 2
-        assert job["InputDataConfig"] == [{"ChannelName": "train", "DataSource": {"FileSystemDataSource": {
-            "FileSystemId": "fs-0123456789abcdef0", "FileSystemType": "FSxLustre",
-            "DirectoryPath": "/fsx/shards/fmcg", "FileSystemAccessMode": "ro"}}}]
-        assert job["VpcConfig"] == {"SecurityGroupIds": ["sg-0123456789abcdef0"], "Subnets": ["subnet-0123456789abcdef0"]}
+        assert job["InputDataConfig"] == [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "FileSystemDataSource": {
+                        "FileSystemId": "fs-0123456789abcdef0",
+                        "FileSystemType": "FSxLustre",
+                        "DirectoryPath": "/fsx/shards/fmcg",
+                        "FileSystemAccessMode": "ro",
+                    }
+                },
+            }
+        ]
+        assert job["VpcConfig"] == {
+            "SecurityGroupIds": ["sg-0123456789abcdef0"],
+            "Subnets": ["subnet-0123456789abcdef0"],
+        }
         assert job["EnableManagedSpotTraining"] is True
         assert job["StoppingCondition"]["MaxWaitTimeInSeconds"] >= job["StoppingCondition"]["MaxRuntimeInSeconds"]
-        assert job["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/sweeps/checkpoints/{name}",
-                                           "LocalPath": "/opt/ml/checkpoints"}
+        assert job["CheckpointConfig"] == {
+            "S3Uri": f"s3://{BUCKET}/sweeps/checkpoints/{name}",
+            "LocalPath": "/opt/ml/checkpoints",
+        }
         assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/sweeps/output/"
         assert job["HyperParameters"]["sagemaker_distributed_dataparallel_enabled"] == "true"
         user_hps = {k for k in job["HyperParameters"] if not k.startswith("sagemaker_")}
         assert user_hps == {"overrides"}
         assert decode_overrides(job["HyperParameters"]["overrides"]) == [
-            "experiment=resnet152_fmcg", f"model.freeze_depth={num + 2}"]
+            "experiment=resnet152_fmcg",
+            f"model.freeze_depth={num + 2}",
+        ]
 
     names = source_archive(s3, described[0]).getnames()
-    assert {"train.py", "conf/train.yaml", "conf/data/shards.yaml", "src/skuvision/train.py", "skuvision_entry.py",
-            "src/skuvision/data/datamodule.py", "src/skuvision/sagemaker/job.py"} <= set(names)
-    assert not [n for n in names if n.split("/")[0] not in ("train.py", "pyproject.toml", "conf", "src",
-                                                           "skuvision_entry.py")]
+    assert {
+        "train.py",
+        "conf/train.yaml",
+        "conf/data/shards.yaml",
+        "src/skuvision/train.py",
+        "skuvision_entry.py",
+        "src/skuvision/data/datamodule.py",
+        "src/skuvision/sagemaker/job.py",
+    } <= set(names)
+    assert not [
+        n for n in names if n.split("/")[0] not in ("train.py", "pyproject.toml", "conf", "src", "skuvision_entry.py")
+    ]
     assert not [n for n in names if "__pycache__" in n or ".egg-info" in n or n.endswith(".pyc")]
 
     index = json.loads((sweep_dir / "sagemaker_jobs.json").read_text())
@@ -144,8 +192,11 @@ def test_sweep_submits_one_job_per_sweep_job_running_the_local_experiment(aws, t
     # (data channel, checkpoints/resume, cluster layout).
     code = tmp_path / "opt_ml_code"  # the uploaded source, as the container sees it
     source_archive(s3, described[0]).extractall(code, filter="data")
-    infrastructure = {k for k in flat(OmegaConf.to_container(OmegaConf.load(code / "conf/env/sagemaker.yaml")))
-                      if not k.startswith(("paths.", "defaults"))}
+    infrastructure = {
+        k
+        for k in flat(OmegaConf.to_container(OmegaConf.load(code / "conf/env/sagemaker.yaml")))
+        if not k.startswith(("paths.", "defaults"))
+    }
     assert all(k.startswith(INFRASTRUCTURE) for k in infrastructure), infrastructure
     from hydra.core.global_hydra import GlobalHydra
 
@@ -164,8 +215,14 @@ def test_sweep_submits_one_job_per_sweep_job_running_the_local_experiment(aws, t
         saved = OmegaConf.load(sweep_dir / str(num) / ".hydra" / "config.yaml")  # the SageMaker sweep's record
         assert experiment(in_container, infrastructure) == experiment(local_sweep_job, infrastructure)
         assert experiment(saved, set()) == experiment(local_sweep_job, set())
-        assert {"model.freeze_depth", "model.optimizer.lr", "data.batch_size", "trainer.max_epochs",
-                "trainer.precision", "seed"} <= set(experiment(in_container, infrastructure))
+        assert {
+            "model.freeze_depth",
+            "model.optimizer.lr",
+            "data.batch_size",
+            "trainer.max_epochs",
+            "trainer.precision",
+            "seed",
+        } <= set(experiment(in_container, infrastructure))
         assert in_container.model.freeze_depth == (2, 3, 4)[num]
 
 
@@ -173,9 +230,16 @@ def test_sweep_submits_one_job_per_sweep_job_running_the_local_experiment(aws, t
 def test_wait_returns_each_job_status(aws, tmp_path):
     s3, sm = aws.client("s3"), aws.client("sagemaker")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-    result, sweep_dir = launch(tmp_path, aws.env, "hydra.launcher.wait=true", "hydra.launcher.poll_seconds=1",
-                               "hydra.launcher.distribution=torchrun", "hydra.launcher.instance_type=ml.g5.12xlarge",
-                               f"data.root=s3://{BUCKET}/shards/fmcg", sweep="model.freeze_depth=2,4")
+    result, sweep_dir = launch(
+        tmp_path,
+        aws.env,
+        "hydra.launcher.wait=true",
+        "hydra.launcher.poll_seconds=1",
+        "hydra.launcher.distribution=torchrun",
+        "hydra.launcher.instance_type=ml.g5.12xlarge",
+        f"data.root=s3://{BUCKET}/shards/fmcg",
+        sweep="model.freeze_depth=2,4",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     described = jobs(sm)
     assert [j["ResourceConfig"]["InstanceType"] for j in described] == ["ml.g5.12xlarge"] * 2
@@ -191,8 +255,15 @@ def test_wait_returns_each_job_status(aws, tmp_path):
 def test_dry_run_prints_requests_and_calls_nothing(aws, tmp_path):
     """No bucket exists and nothing may be created: every API call would show up in moto."""
     env = {**aws.env, "WANDB_API_KEY": "s3cr3t-local-key"}  # the launching machine's key never travels
-    result, sweep_dir = launch(tmp_path, env, *FSX, "hydra.launcher.dry_run=true", "+hydra.launcher.environment.TEAM=vision",
-                               "hydra.launcher.wandb_secret_name=skuvision/wandb", sweep="model.freeze_depth=2,3")
+    result, sweep_dir = launch(
+        tmp_path,
+        env,
+        *FSX,
+        "hydra.launcher.dry_run=true",
+        "+hydra.launcher.environment.TEAM=vision",
+        "hydra.launcher.wandb_secret_name=skuvision/wandb",
+        sweep="model.freeze_depth=2,3",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     decoder, text, requests = json.JSONDecoder(), result.stdout, []
     position = text.find("{")
@@ -201,12 +272,23 @@ def test_dry_run_prints_requests_and_calls_nothing(aws, tmp_path):
         requests.append(request)
         position = text.find("{", end)
     assert [r["TrainingJobName"][-3:] for r in requests] == ["000", "001"]
-    assert requests[0]["ResourceConfig"] == {"InstanceCount": 2, "InstanceType": "ml.p4d.24xlarge", "VolumeSizeInGB": 200}
-    assert requests[0]["InputDataConfig"][0]["DataSource"]["FileSystemDataSource"]["FileSystemId"] == "fs-0123456789abcdef0"
+    assert requests[0]["ResourceConfig"] == {
+        "InstanceCount": 2,
+        "InstanceType": "ml.p4d.24xlarge",
+        "VolumeSizeInGB": 200,
+    }
+    assert (
+        requests[0]["InputDataConfig"][0]["DataSource"]["FileSystemDataSource"]["FileSystemId"]
+        == "fs-0123456789abcdef0"
+    )
     for depth, request in zip((2, 3), requests):
-        assert request["Environment"] == {"TEAM": "vision", "AWS_DEFAULT_REGION": "us-west-2",
-                                          "SKUVISION_WANDB_SECRET": "skuvision/wandb",  # a name, not the key
-                                          "WANDB_RUN_GROUP": "train-sweep", "WANDB_NAME": f"freeze_depth={depth}"}
+        assert request["Environment"] == {
+            "TEAM": "vision",
+            "AWS_DEFAULT_REGION": "us-west-2",
+            "SKUVISION_WANDB_SECRET": "skuvision/wandb",  # a name, not the key
+            "WANDB_RUN_GROUP": "train-sweep",
+            "WANDB_NAME": f"freeze_depth={depth}",
+        }
     assert "s3cr3t" not in result.stdout + result.stderr
     assert aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
     assert aws.client("s3").list_buckets()["Buckets"] == []
@@ -216,8 +298,9 @@ def test_dry_run_prints_requests_and_calls_nothing(aws, tmp_path):
 def test_bad_setting_is_one_line_and_submits_nothing(aws, tmp_path):
     """Every check runs before any AWS call (all of them: test_sagemaker_settings.py); here through Hydra."""
     message = "hydra.launcher.instance_type=ml.g5.48xlarge: SMDDP runs only on"
-    result, _ = launch(tmp_path, aws.env, *FSX, "hydra.launcher.instance_type=ml.g5.48xlarge",
-                       sweep="model.freeze_depth=2,3")
+    result, _ = launch(
+        tmp_path, aws.env, *FSX, "hydra.launcher.instance_type=ml.g5.48xlarge", sweep="model.freeze_depth=2,3"
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert errors == [f"skuvision: error: {errors[0].split('error: ', 1)[1]}"] and message in errors[0]

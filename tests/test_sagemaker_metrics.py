@@ -12,9 +12,10 @@ import logging
 import re
 
 import pytest
-from conftest import FAST_TRAIN, compose_train_cfg
 
 from skuvision.sagemaker.job import metric_definitions
+
+from conftest import FAST_TRAIN, compose_train_cfg
 
 
 class Lines(logging.Handler):

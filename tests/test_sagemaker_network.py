@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+
 from conftest import run_cli
 from moto_aws import REGION
 

@@ -13,8 +13,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from moto_aws import REGION
 from omegaconf import open_dict
+
+from moto_aws import REGION
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerSkuvision"
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,13 +46,22 @@ def submitted(aws, tmp_path):
     from skuvision.sagemaker.source import build_archive
 
     aws.client("s3").create_bucket(Bucket="results", CreateBucketConfiguration={"LocationConstraint": REGION})
-    settings = from_params({"role": ROLE, "image_uri": "123456789012.dkr.ecr.us-west-2.amazonaws.com/skuvision:1",
-                            "s3_prefix": "s3://results/skuvision", "instance_type": "ml.g5.2xlarge",
-                            "instance_count": 1, "distribution": "none"})
+    settings = from_params(
+        {
+            "role": ROLE,
+            "image_uri": "123456789012.dkr.ecr.us-west-2.amazonaws.com/skuvision:1",
+            "s3_prefix": "s3://results/skuvision",
+            "instance_type": "ml.g5.2xlarge",
+            "instance_count": 1,
+            "distribution": "none",
+        }
+    )
     submitter = Submitter(settings, REGION, "20261127-101500")
     submitter.upload_source(build_archive(ROOT))
-    jobs = [JobSpec(num=i, name=f"skuvision-20261127-101500-00{i}", overrides=("experiment=quickstart", f"seed={i}"))
-            for i in range(2)]
+    jobs = [
+        JobSpec(num=i, name=f"skuvision-20261127-101500-00{i}", overrides=("experiment=quickstart", f"seed={i}"))
+        for i in range(2)
+    ]
     for job in jobs:
         assert submitter.submit(job) == job.name
     return submitter, jobs
@@ -64,12 +74,16 @@ def test_collect_reads_metrics_of_completed_jobs_and_failure_reasons(aws, submit
     request = submitter.request(jobs[0])  # what dry_run prints is what was submitted
     for key in ("HyperParameters", "ResourceConfig", "StoppingCondition", "OutputDataConfig", "RoleArn"):
         assert request[key] == described[key], key
-    aws.client("s3").put_object(Bucket="results", Key=submitter.model_uri(jobs[0].name).split("/", 3)[3],
-                                Body=model_tar({"val/top1": 0.8125, "test/top1": 0.79}))
+    aws.client("s3").put_object(
+        Bucket="results",
+        Key=submitter.model_uri(jobs[0].name).split("/", 3)[3],
+        Body=model_tar({"val/top1": 0.8125, "test/top1": 0.79}),
+    )
     fail_in_moto(jobs[1].name, "AlgorithmError: CUDA out of memory")
     seen = []
-    results = submitter.collect([j.name for j in jobs], poll_seconds=0.01,
-                                on_status=lambda name, status, _: seen.append((name, status)))
+    results = submitter.collect(
+        [j.name for j in jobs], poll_seconds=0.01, on_status=lambda name, status, _: seen.append((name, status))
+    )
     assert results[jobs[0].name].status == "Completed"
     assert results[jobs[0].name].metrics == {"val/top1": 0.8125, "test/top1": 0.79}
     assert results[jobs[1].name].status == "Failed"
@@ -85,8 +99,9 @@ def test_launcher_returns_metric_or_failure_per_job(aws, submitted, tmp_path):
     from skuvision.config.compose import compose
 
     submitter, jobs = submitted
-    aws.client("s3").put_object(Bucket="results", Key=submitter.model_uri(jobs[0].name).split("/", 3)[3],
-                                Body=model_tar({"val/top1": 0.75}))
+    aws.client("s3").put_object(
+        Bucket="results", Key=submitter.model_uri(jobs[0].name).split("/", 3)[3], Body=model_tar({"val/top1": 0.75})
+    )
     fail_in_moto(jobs[1].name, "ClientError: out of disk")
     configs = []
     for job in jobs:
@@ -97,13 +112,25 @@ def test_launcher_returns_metric_or_failure_per_job(aws, submitted, tmp_path):
     # imported after compose(): Hydra's plugin scan re-executes plugin modules, replacing their classes
     from hydra_plugins.skuvision_sagemaker.launcher import SageMakerJobFailed, SageMakerLauncher
 
-    records = [{"num": j.num, "name": j.name, "overrides": list(j.overrides), "console_url": f"https://x/{j.name}"}
-               for j in jobs]
+    records = [
+        {"num": j.num, "name": j.name, "overrides": list(j.overrides), "console_url": f"https://x/{j.name}"}
+        for j in jobs
+    ]
     sweep_dir = tmp_path / "sweep"
     for num in range(2):
         (sweep_dir / str(num)).mkdir(parents=True)
-    returns = SageMakerLauncher()._wait(submitter, submitter.settings, jobs, configs, records, sweep_dir, REGION,
-                                        "20261127-101500", submitter.source_uri, "sha")
+    returns = SageMakerLauncher()._wait(
+        submitter,
+        submitter.settings,
+        jobs,
+        configs,
+        records,
+        sweep_dir,
+        REGION,
+        "20261127-101500",
+        submitter.source_uri,
+        "sha",
+    )
     assert [r.status for r in returns] == [JobStatus.COMPLETED, JobStatus.FAILED]
     assert returns[0].return_value == 0.75 and returns[0].overrides == ["experiment=quickstart", "seed=0"]
     assert json.loads((sweep_dir / "0" / "metrics.json").read_text()) == {"val/top1": 0.75}
@@ -112,4 +139,6 @@ def test_launcher_returns_metric_or_failure_per_job(aws, submitted, tmp_path):
     assert issubclass(SageMakerJobFailed, CompactHydraException)  # Hydra prints it as one line
     index = json.loads((sweep_dir / "sagemaker_jobs.json").read_text())
     assert [(j["status"], j.get("failure_reason")) for j in index["jobs"]] == [
-        ("Completed", None), ("Failed", "ClientError: out of disk")]
+        ("Completed", None),
+        ("Failed", "ClientError: out of disk"),
+    ]

@@ -19,7 +19,8 @@ GOOD = {
     "image_uri": "123456789012.dkr.ecr.us-west-2.amazonaws.com/skuvision:1",
     "s3_prefix": "s3://bucket/skuvision",
     "fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "/fsx/shards"},
-    "subnets": ["subnet-0123456789abcdef0"], "security_group_ids": ["sg-0123456789abcdef0"],
+    "subnets": ["subnet-0123456789abcdef0"],
+    "security_group_ids": ["sg-0123456789abcdef0"],
 }
 
 
@@ -31,13 +32,22 @@ def settings(**changes) -> SageMakerLauncherConf:
 # each good variant, and a one-key change of it that the check must refuse: proof that it looked at that key
 GOOD_VARIANTS = [
     ({}, {"role": "SageMakerRole"}),
-    ({"fsx": {"file_system_id": "fs-01234567", "directory_path": "/abcdefgh", "mount_name": "abcdefgh"}},
-     {"fsx": {"file_system_id": "fs-01234567", "directory_path": "/abcdefgh", "mount_name": "other123"}}),
-    ({"instance_type": "ml.p4de.24xlarge", "spot": {"use_spot": True, "max_wait": 200000}},
-     {"instance_type": "ml.p4de.24xlarge", "spot": {"use_spot": True, "max_wait": 60}}),
-    ({"distribution": "torchrun", "instance_type": "ml.g5.48xlarge"}, {"distribution": "smddp", "instance_type": "ml.g5.48xlarge"}),
-    ({"fsx": {}, "subnets": [], "security_group_ids": []},  # no FSx: data.root from S3
-     {"fsx": {}, "subnets": ["subnet-xyz"], "security_group_ids": []}),
+    (
+        {"fsx": {"file_system_id": "fs-01234567", "directory_path": "/abcdefgh", "mount_name": "abcdefgh"}},
+        {"fsx": {"file_system_id": "fs-01234567", "directory_path": "/abcdefgh", "mount_name": "other123"}},
+    ),
+    (
+        {"instance_type": "ml.p4de.24xlarge", "spot": {"use_spot": True, "max_wait": 200000}},
+        {"instance_type": "ml.p4de.24xlarge", "spot": {"use_spot": True, "max_wait": 60}},
+    ),
+    (
+        {"distribution": "torchrun", "instance_type": "ml.g5.48xlarge"},
+        {"distribution": "smddp", "instance_type": "ml.g5.48xlarge"},
+    ),
+    (
+        {"fsx": {}, "subnets": [], "security_group_ids": []},  # no FSx: data.root from S3
+        {"fsx": {}, "subnets": ["subnet-xyz"], "security_group_ids": []},
+    ),
 ]
 
 
@@ -53,31 +63,60 @@ def test_good_settings_pass_and_a_one_key_change_fails(good, near_miss):
         check(settings(**near_miss))
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"instance_type": "ml.g5.48xlarge"}, "hydra.launcher.instance_type=ml.g5.48xlarge: SMDDP runs only on ml.p4d"),
-    ({"role": None}, "hydra.launcher.role is missing"),
-    ({"role": "SageMakerRole"}, "hydra.launcher.role=SageMakerRole: not an IAM role ARN"),
-    ({"image_uri": None}, "hydra.launcher.image_uri is missing"),
-    ({"distribution": "horovod"}, "hydra.launcher.distribution=horovod: must be one of smddp, torchrun, none"),
-    ({"distribution": "none"}, "hydra.launcher.distribution=none: runs one process"),
-    ({"fsx": {"file_system_id": "fs-123", "directory_path": "/fsx"}}, "hydra.launcher.fsx.file_system_id=fs-123: malformed"),
-    ({"fsx": {"file_system_id": "fs-0123456789ABCDEF0", "directory_path": "/fsx"}}, "fsx.file_system_id=fs-0123456789ABCDEF0"),
-    ({"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "shards"}}, "fsx.directory_path=shards: must be /<MountName>"),
-    ({"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "/toolongname/x"}}, "fsx.directory_path=/toolongname/x"),
-    ({"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": None}}, "fsx.directory_path=None: must be"),
-    ({"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "/fsx/../etc"}}, "fsx.directory_path=/fsx/../etc"),
-    ({"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "/fsx/x", "mount_name": "abcd1234"}},
-     "must start with /abcd1234"),
-    ({"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "/fsx", "access_mode": "w"}}, "fsx.access_mode=w"),
-    ({"subnets": [], "security_group_ids": []}, "hydra.launcher.fsx needs the file system's VPC"),
-    ({"security_group_ids": []}, "hydra.launcher.security_group_ids is empty"),
-    ({"subnets": ["subnet-xyz"]}, "hydra.launcher.subnets=subnet-xyz: malformed"),
-    ({"spot": {"use_spot": True}, "s3_prefix": None}, "spot.use_spot=true needs a checkpoint location"),
-    ({"spot": {"use_spot": True, "max_wait": 60}}, "hydra.launcher.spot.max_wait=60: must be >= max_run"),
-    ({"output_path": "bucket/out"}, "hydra.launcher.output_path=bucket/out: not an S3 URI"),
-    ({"environment": {"WANDB_API_KEY": "s3cr3t-value"}}, "hydra.launcher.environment.WANDB_API_KEY: looks like a secret"),
-    ({"instance_count": 0}, "hydra.launcher.instance_count=0: must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"instance_type": "ml.g5.48xlarge"}, "hydra.launcher.instance_type=ml.g5.48xlarge: SMDDP runs only on ml.p4d"),
+        ({"role": None}, "hydra.launcher.role is missing"),
+        ({"role": "SageMakerRole"}, "hydra.launcher.role=SageMakerRole: not an IAM role ARN"),
+        ({"image_uri": None}, "hydra.launcher.image_uri is missing"),
+        ({"distribution": "horovod"}, "hydra.launcher.distribution=horovod: must be one of smddp, torchrun, none"),
+        ({"distribution": "none"}, "hydra.launcher.distribution=none: runs one process"),
+        (
+            {"fsx": {"file_system_id": "fs-123", "directory_path": "/fsx"}},
+            "hydra.launcher.fsx.file_system_id=fs-123: malformed",
+        ),
+        (
+            {"fsx": {"file_system_id": "fs-0123456789ABCDEF0", "directory_path": "/fsx"}},
+            "fsx.file_system_id=fs-0123456789ABCDEF0",
+        ),
+        (
+            {"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "shards"}},
+            "fsx.directory_path=shards: must be /<MountName>",
+        ),
+        (
+            {"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "/toolongname/x"}},
+            "fsx.directory_path=/toolongname/x",
+        ),
+        (
+            {"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": None}},
+            "fsx.directory_path=None: must be",
+        ),
+        (
+            {"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "/fsx/../etc"}},
+            "fsx.directory_path=/fsx/../etc",
+        ),
+        (
+            {"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "/fsx/x", "mount_name": "abcd1234"}},
+            "must start with /abcd1234",
+        ),
+        (
+            {"fsx": {"file_system_id": "fs-0123456789abcdef0", "directory_path": "/fsx", "access_mode": "w"}},
+            "fsx.access_mode=w",
+        ),
+        ({"subnets": [], "security_group_ids": []}, "hydra.launcher.fsx needs the file system's VPC"),
+        ({"security_group_ids": []}, "hydra.launcher.security_group_ids is empty"),
+        ({"subnets": ["subnet-xyz"]}, "hydra.launcher.subnets=subnet-xyz: malformed"),
+        ({"spot": {"use_spot": True}, "s3_prefix": None}, "spot.use_spot=true needs a checkpoint location"),
+        ({"spot": {"use_spot": True, "max_wait": 60}}, "hydra.launcher.spot.max_wait=60: must be >= max_run"),
+        ({"output_path": "bucket/out"}, "hydra.launcher.output_path=bucket/out: not an S3 URI"),
+        (
+            {"environment": {"WANDB_API_KEY": "s3cr3t-value"}},
+            "hydra.launcher.environment.WANDB_API_KEY: looks like a secret",
+        ),
+        ({"instance_count": 0}, "hydra.launcher.instance_count=0: must be at least 1"),
+    ],
+)
 def test_bad_settings_fail_with_one_line_naming_the_key(changes, message):
     with pytest.raises(ConfigError) as info:
         check(settings(**changes))
@@ -108,17 +147,37 @@ def test_source_archive_is_the_code_only_and_reproducible(tmp_path):
     from skuvision.sagemaker.source import ENTRY_SCRIPT, build_archive, project_root
 
     root = tmp_path / "project"
-    for name, text in {"train.py": "", "pyproject.toml": "", "conf/train.yaml": "", "conf/data/shards.yaml": "",
-                       "conf/local/default.yaml": "secret: path", "src/skuvision/data/datamodule.py": "",
-                       "src/skuvision/__pycache__/x.pyc": "", "src/skuvision.egg-info/PKG-INFO": "",
-                       "data/big.jpg": "x", "logs/run/metrics.json": "{}", ".venv/bin/python": "", ".git/HEAD": "",
-                       "wandb/run/x": "", "outputs/x": "", "src/skuvision/model.ckpt": "w"}.items():
+    for name, text in {
+        "train.py": "",
+        "pyproject.toml": "",
+        "conf/train.yaml": "",
+        "conf/data/shards.yaml": "",
+        "conf/local/default.yaml": "secret: path",
+        "src/skuvision/data/datamodule.py": "",
+        "src/skuvision/__pycache__/x.pyc": "",
+        "src/skuvision.egg-info/PKG-INFO": "",
+        "data/big.jpg": "x",
+        "logs/run/metrics.json": "{}",
+        ".venv/bin/python": "",
+        ".git/HEAD": "",
+        "wandb/run/x": "",
+        "outputs/x": "",
+        "src/skuvision/model.ckpt": "w",
+    }.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     archive = build_archive(project_root(root / "conf"))
     names = tarfile.open(fileobj=io.BytesIO(archive.data)).getnames()
-    assert sorted(names) == sorted(["conf/data/shards.yaml", "conf/train.yaml", "pyproject.toml",
-                                    "src/skuvision/data/datamodule.py", "train.py", ENTRY_SCRIPT])
+    assert sorted(names) == sorted(
+        [
+            "conf/data/shards.yaml",
+            "conf/train.yaml",
+            "pyproject.toml",
+            "src/skuvision/data/datamodule.py",
+            "train.py",
+            ENTRY_SCRIPT,
+        ]
+    )
     assert build_archive(project_root(root / "conf")).data == archive.data  # reproducible bytes
     with pytest.raises(ConfigError, match="no train.py"):
         project_root(tmp_path / "elsewhere" / "conf")
@@ -139,28 +198,40 @@ def test_entry_script_runs_the_uploaded_source_not_the_installed_package(tmp_pat
     (code / "src/skuvision/sagemaker/entry.py").write_text(
         "import os, secrets, sys, skuvision\n"
         "print('UPLOADED', skuvision.__file__, __name__, sys.argv[1:], os.environ['SKUVISION_CONF'],"
-        " secrets.token_hex(1) is not None)\n")
+        " secrets.token_hex(1) is not None)\n"
+    )
     (code / "skuvision_entry.py").write_text(ENTRY_SOURCE)
-    out = subprocess.run([sys.executable, "skuvision_entry.py", "--overrides", '["a=1"]'], cwd=code,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "skuvision_entry.py", "--overrides", '["a=1"]'],
+        cwd=code,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    assert f"UPLOADED {code / 'src/skuvision/__init__.py'} __main__ ['--overrides', '[\"a=1\"]'] {code / 'conf'} True" \
+    assert (
+        f"UPLOADED {code / 'src/skuvision/__init__.py'} __main__ ['--overrides', '[\"a=1\"]'] {code / 'conf'} True"
         in out.stdout
+    )
 
 
 def test_plugin_registers_the_launcher_and_its_discovery_imports_no_sdk():
     import subprocess
     import sys
 
-    code = ("import sys; from hydra.core.config_store import ConfigStore; "
-            "import hydra_plugins.skuvision_sagemaker.config, hydra_plugins.skuvision_sagemaker.launcher; "
-            "node = ConfigStore.instance().load('hydra/launcher/sagemaker.yaml').node; "
-            "print(node._target_, node.instance_type, node.instance_count, node.distribution); "
-            "print(sorted(m for m in ('sagemaker', 'boto3', 'botocore', 'torch', 'lightning') if m in sys.modules))")
+    code = (
+        "import sys; from hydra.core.config_store import ConfigStore; "
+        "import hydra_plugins.skuvision_sagemaker.config, hydra_plugins.skuvision_sagemaker.launcher; "
+        "node = ConfigStore.instance().load('hydra/launcher/sagemaker.yaml').node; "
+        "print(node._target_, node.instance_type, node.instance_count, node.distribution); "
+        "print(sorted(m for m in ('sagemaker', 'boto3', 'botocore', 'torch', 'lightning') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
-        "hydra_plugins.skuvision_sagemaker.launcher.SageMakerLauncher ml.p4d.24xlarge 2 smddp", "[]"]
+        "hydra_plugins.skuvision_sagemaker.launcher.SageMakerLauncher ml.p4d.24xlarge 2 smddp",
+        "[]",
+    ]
 
 
 def test_each_job_needs_one_data_source():

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import run_cli
 from skuvision.data.shards import BuildSettings, build_shards, load_manifest, verify_shards
 from skuvision.data.splits import assign_splits, group_near_duplicates
+
+from conftest import run_cli
 
 
 def split_of_each_image(root: Path) -> dict[str, str]:
@@ -39,8 +40,9 @@ def test_manifest_counts_labels_and_settings(tiny_shards, tiny_catalogue):
 
 
 def test_images_are_downscaled_never_upscaled(tiny_catalogue, tmp_path):
-    from litdata import StreamingDataset
     import io
+
+    from litdata import StreamingDataset
 
     big = build_shards(tiny_catalogue, tmp_path / "big", BuildSettings(size=500, val=0.2, test=0.2), progress=False)
     small = build_shards(tiny_catalogue, tmp_path / "small", BuildSettings(size=40, val=0.2, test=0.2), progress=False)
@@ -60,8 +62,21 @@ def test_corrupt_zero_byte_and_text_files_are_rejected_and_build_goes_on(tiny_ca
     (sku_dirs[1] / "empty.jpg").write_bytes(b"")
     (sku_dirs[2] / "notes.jpg").write_text("this is not a picture\n")
     out = tmp_path / "shards"
-    result = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(src), "--out", str(out),
-                     "--size", "64", "--workers", "2", "--quiet")
+    result = run_cli(
+        "-m",
+        "skuvision.cli",
+        "shards",
+        "build",
+        "--input",
+        str(src),
+        "--out",
+        str(out),
+        "--size",
+        "64",
+        "--workers",
+        "2",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     rejects = list(csv.DictReader((out / "rejects.csv").open()))
     assert sorted(Path(r["path"]).name for r in rejects) == ["empty.jpg", "notes.jpg", "truncated.jpg"]
@@ -84,8 +99,9 @@ def test_adding_images_never_moves_existing_ones(tmp_path):
     write_catalogue(grown, 5, 30, size=64, seed=11, progress=False)  # same first 10 images + 20 new per SKU
     for f in first.rglob("*.jpg"):
         assert f.read_bytes() == (grown / f.relative_to(first)).read_bytes()
-    build_shards(grown, tmp_path / "b", BuildSettings(size=64), label_map_path=str(tmp_path / "a/manifest.json"),
-                 progress=False)
+    build_shards(
+        grown, tmp_path / "b", BuildSettings(size=64), label_map_path=str(tmp_path / "a/manifest.json"), progress=False
+    )
     before, after = split_of_each_image(tmp_path / "a"), split_of_each_image(tmp_path / "b")
     assert len(after) == 150 and len(before) == 50
     moved = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
@@ -108,8 +124,21 @@ def test_label_map_keeps_old_indices_and_appends_new_skus(tmp_path):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(reversed(rows))
-    result = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(listing), "--out", str(tmp_path / "m2"),
-                     "--size", "48", "--label-map", str(tmp_path / "old_shards/manifest.json"), "--quiet")
+    result = run_cli(
+        "-m",
+        "skuvision.cli",
+        "shards",
+        "build",
+        "--input",
+        str(listing),
+        "--out",
+        str(tmp_path / "m2"),
+        "--size",
+        "48",
+        "--label-map",
+        str(tmp_path / "old_shards/manifest.json"),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     new = load_manifest(tmp_path / "m2")["label_map"]["sku_to_index"]
     old_map = old["label_map"]["sku_to_index"]
@@ -131,7 +160,9 @@ def test_verify_fails_when_counts_do_not_match(tiny_shards, tmp_path):
 
 
 def test_bad_inputs_fail_with_one_clear_line(tmp_path):
-    missing = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    missing = run_cli(
+        "-m", "skuvision.cli", "shards", "build", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o")
+    )
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "nope" in missing.stderr
     bad_csv = tmp_path / "bad.csv"

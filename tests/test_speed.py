@@ -51,7 +51,9 @@ def test_folding_frozen_batchnorm_keeps_the_outputs_and_removes_the_pairs(backbo
     count = folded.backbone.fold_frozen_batchnorm()
     after = sum(isinstance(m, torch.nn.BatchNorm2d) for u in folded.backbone.frozen_units for m in u.modules())
     assert count > 0 and after == before - count
-    trainable_bn = [m for u in folded.backbone.trainable_units for m in u.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    trainable_bn = [
+        m for u in folded.backbone.trainable_units for m in u.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    ]
     assert depth == 5 or trainable_bn  # the trainable stages keep their BatchNorm
     with torch.no_grad():
         want, got = eager(images()), folded.eval()(images())
@@ -63,8 +65,9 @@ def test_fold_frozen_bn_config_key_builds_a_folded_model_that_trains():
         return sum(isinstance(m, torch.nn.BatchNorm2d) for u in model.backbone.frozen_units for m in u.modules())
 
     plain = SKUClassifier(num_classes=7, backbone="resnet10t", freeze_depth=3, head=HEAD, aux_heads=False)
-    model = SKUClassifier(num_classes=7, backbone="resnet10t", freeze_depth=3, head=HEAD, aux_heads=False,
-                          fold_frozen_bn=True)
+    model = SKUClassifier(
+        num_classes=7, backbone="resnet10t", freeze_depth=3, head=HEAD, aux_heads=False, fold_frozen_bn=True
+    )
     assert frozen_bn(model) < frozen_bn(plain) // 2  # (the stem's last BN follows a Sequential, not a conv: kept)
     loss = model(images()).logsumexp(1).mean()
     loss.backward()

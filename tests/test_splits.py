@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from skuvision.data.shards import BuildSettings, build_shards, load_manifest, verify_shards
 from skuvision.data.splits import SPLITS, assign_splits, group_near_duplicates
+
+from conftest import run_cli
 
 
 def split_of_each_image(root: Path) -> dict[str, str]:
@@ -102,8 +103,9 @@ def test_csv_split_column_is_honoured_and_empty_rows_are_split_by_the_build(tiny
     given = {0: "test", 1: "Val", 2: "train", 5: "test"}
     only_test = skus[-1]  # one SKU's images all given as test: it must be named as untrainable
 
-    listing = _listing(tiny_catalogue, tmp_path / "listing.csv",
-                       lambda k, r: "test" if r["sku_id"] == only_test else given.get(k, ""))
+    listing = _listing(
+        tiny_catalogue, tmp_path / "listing.csv", lambda k, r: "test" if r["sku_id"] == only_test else given.get(k, "")
+    )
     copy = tmp_path / "copy.jpg"  # a re-encoded copy of row 0 (given test), given train: leakage to report
     from PIL import Image
 
@@ -111,8 +113,23 @@ def test_csv_split_column_is_honoured_and_empty_rows_are_split_by_the_build(tiny
     with listing.open("a", newline="") as fh:
         csv.writer(fh).writerow([str(copy), rows_of(tiny_catalogue)[0]["sku_id"], "", "", "train"])
     rows = list(csv.DictReader(listing.open()))
-    result = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(listing), "--out",
-                     str(tmp_path / "out"), "--size", "48", "--val", "0.2", "--test", "0.2", "--quiet")
+    result = run_cli(
+        "-m",
+        "skuvision.cli",
+        "shards",
+        "build",
+        "--input",
+        str(listing),
+        "--out",
+        str(tmp_path / "out"),
+        "--size",
+        "48",
+        "--val",
+        "0.2",
+        "--test",
+        "0.2",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     split = split_of_each_image(tmp_path / "out")
     for r in rows:
@@ -148,8 +165,9 @@ def test_no_training_images_is_an_error_and_the_previous_build_survives(tiny_cat
     listing = _listing(tiny_catalogue, tmp_path / "l.csv", lambda k, r: "val" if k % 2 else "test")
     with listing.open("a", newline="") as fh:
         csv.writer(fh).writerow([str(bad), "SKU-x", "", "", "train"])
-    result = run_cli("-m", "skuvision.cli", "shards", "build", "--input", str(listing), "--out", str(out),
-                     "--size", "48", "--quiet")
+    result = run_cli(
+        "-m", "skuvision.cli", "shards", "build", "--input", str(listing), "--out", str(out), "--size", "48", "--quiet"
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no training images" in result.stderr
     assert (out / "manifest.json").read_bytes() == before

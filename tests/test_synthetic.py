@@ -1,4 +1,5 @@
 """The synthetic catalogue must be deterministic, fine-grained and really augmented."""
+
 from __future__ import annotations
 
 import csv
@@ -65,7 +66,7 @@ def test_studio_views_of_one_sku_are_alike_and_shelf_views_are_not():
 
     def spread(views: str) -> float:
         imgs = [np.asarray(render_view(spec, 0, i, size=96, views=views), dtype=np.float32) for i in range(6)]
-        return float(np.mean([np.abs(a - b).mean() for k, a in enumerate(imgs) for b in imgs[k + 1:]]))
+        return float(np.mean([np.abs(a - b).mean() for k, a in enumerate(imgs) for b in imgs[k + 1 :]]))
 
     studio, shelf = spread("studio"), spread("shelf")
     assert 0 < studio < 16 < shelf and studio < shelf / 4, (studio, shelf)
@@ -80,8 +81,7 @@ def test_renders_large_images():
 
 
 def test_write_catalogue_tree_csv_and_parallel_bytes(tmp_path):
-    one = write_catalogue(tmp_path / "w1", num_skus=3, images_per_sku=4, size=48, seed=5,
-                          workers=1, progress=False)
+    one = write_catalogue(tmp_path / "w1", num_skus=3, images_per_sku=4, size=48, seed=5, workers=1, progress=False)
     assert one == tmp_path / "w1" / "catalogue.csv"
     with open(one, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -93,8 +93,7 @@ def test_write_catalogue_tree_csv_and_parallel_bytes(tmp_path):
     assert jpgs == sorted(e[0] for e in expected)
     assert (tmp_path / "w1" / cat[1].sku_id / "2.jpg").read_bytes() == _jpeg(render_view(cat[1], 5, 2, 48))
 
-    two = write_catalogue(tmp_path / "w2", num_skus=3, images_per_sku=4, size=48, seed=5,
-                          workers=2, progress=False)
+    two = write_catalogue(tmp_path / "w2", num_skus=3, images_per_sku=4, size=48, seed=5, workers=2, progress=False)
     assert two.read_bytes() == one.read_bytes()
     for path, *_ in expected:
         assert (tmp_path / "w2" / path).read_bytes() == (tmp_path / "w1" / path).read_bytes()

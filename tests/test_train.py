@@ -4,14 +4,16 @@ import json
 import pytest
 import torch
 
-from conftest import FAST_TRAIN, compose_train_cfg, run_cli
 from skuvision.train import run
+
+from conftest import FAST_TRAIN, compose_train_cfg, run_cli
 
 
 def test_small_end_to_end_train_writes_metrics_report_and_checkpoint(tiny_shards, tmp_path):
     # with the folded-BN speed path on, so load_classifier must rebuild exactly that structure
-    cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "model.fold_frozen_bn=true",
-                                       "model.freeze_depth=2"])
+    cfg = compose_train_cfg(
+        tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "model.fold_frozen_bn=true", "model.freeze_depth=2"]
+    )
     value = run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("val/top1", "test/top1", "test/top5", "params/total", "params/trainable", "global_batch", "lr/scaled"):
@@ -44,18 +46,33 @@ def test_small_end_to_end_train_writes_metrics_report_and_checkpoint(tiny_shards
 
 
 def test_frozen_batchnorm_running_stats_never_move_through_fit(tiny_shards, tmp_path):
-    from hydra.utils import instantiate
     import lightning as L
+    from hydra.utils import instantiate
 
     cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "model.freeze_depth=3"])
     dm = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, num_classes=dm.num_classes, label_map=dm.label_map.to_dict(), _convert_="all")
-    frozen = {n: b.clone() for n, b in model.named_buffers() if "running" in n and any(
-        n.startswith(f"backbone.model.{u}") for u in model.backbone.unit_names[:model.backbone.unit_stages.index(4)])}
-    live = {n: b.clone() for n, b in model.named_buffers() if n.startswith("backbone.model.layer4") and "running_mean" in n}
+    frozen = {
+        n: b.clone()
+        for n, b in model.named_buffers()
+        if "running" in n
+        and any(
+            n.startswith(f"backbone.model.{u}")
+            for u in model.backbone.unit_names[: model.backbone.unit_stages.index(4)]
+        )
+    }
+    live = {
+        n: b.clone() for n, b in model.named_buffers() if n.startswith("backbone.model.layer4") and "running_mean" in n
+    }
     assert frozen and live
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, num_sanity_val_steps=2)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=2,
+    )
     trainer.fit(model, datamodule=dm)
     buffers = dict(model.named_buffers())
     assert all(torch.equal(buffers[n], v) for n, v in frozen.items())
@@ -66,22 +83,33 @@ def test_frozen_batchnorm_running_stats_never_move_through_fit(tiny_shards, tmp_
 def test_resume_from_last_checkpoint(tiny_shards, tmp_path):
     cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "trainer.max_epochs=1", "test=false"])
     run(cfg)
-    cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "trainer.max_epochs=2", "ckpt_path=last"])
+    cfg = compose_train_cfg(
+        tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "trainer.max_epochs=2", "ckpt_path=last"]
+    )
     run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and "test/top1" in metrics
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("model.freeze_depth=9", "model.freeze_depth=9: must be 0..5"),
-    ("model.backbone=resnet_nope", "model.backbone=resnet_nope: not a timm model"),
-    ("data.root=null", "data.root is required"),
-    ("data.root=/nonexistent/shards", "/nonexistent/shards/manifest.json: no shard manifest"),
-    ("model.freeze_depth=deep", "model.freeze_depth"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model.freeze_depth=9", "model.freeze_depth=9: must be 0..5"),
+        ("model.backbone=resnet_nope", "model.backbone=resnet_nope: not a timm model"),
+        ("data.root=null", "data.root is required"),
+        ("data.root=/nonexistent/shards", "/nonexistent/shards/manifest.json: no shard manifest"),
+        ("model.freeze_depth=deep", "model.freeze_depth"),
+    ],
+)
 def test_bad_config_stops_with_one_clear_line(override, expected, tmp_path):
-    args = ["train.py", f"hydra.run.dir={tmp_path}", "experiment=resnet152_fmcg", "model.pretrained=false",
-            "data.root=/nonexistent/shards", override]
+    args = [
+        "train.py",
+        f"hydra.run.dir={tmp_path}",
+        "experiment=resnet152_fmcg",
+        "model.pretrained=false",
+        "data.root=/nonexistent/shards",
+        override,
+    ]
     result = run_cli(*args, env={"SM_CHANNEL_TRAIN": ""})
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")]

@@ -11,8 +11,17 @@ import pytest
 from conftest import FAST_TRAIN, compose_train_cfg, run_cli
 
 SECRET = "dummy-secret-123"
-TINY = ["model.backbone=resnet10t", "model.pretrained=false", "model.head.hidden_dims=[32]", "data.image_size=32", "data.batch_size=16",
-        "data.num_workers=0", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
+TINY = [
+    "model.backbone=resnet10t",
+    "model.pretrained=false",
+    "model.head.hidden_dims=[32]",
+    "data.image_size=32",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+]
 
 
 # -- reading an offline run: the .wandb file is a LevelDB-style log of protobuf Records ------------------
@@ -27,10 +36,10 @@ def wandb_records(path: Path):
         if 32768 - pos % 32768 < 7:
             pos += 32768 - pos % 32768
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if pos + 7 + length > len(data):
             return  # wandb-core is still writing this chunk: the caller reads again
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 4):  # FULL, LAST
             record = pb.Record()
             record.ParseFromString(pending + chunk)
@@ -69,8 +78,12 @@ def read_offline_run(run_dir: Path) -> dict:
     for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.update(id=record.run.run_id, group=record.run.run_group, name=record.run.display_name,
-                       tags=list(record.run.tags))
+            run.update(
+                id=record.run.run_id,
+                group=record.run.run_group,
+                name=record.run.display_name,
+                tags=list(record.run.tags),
+            )
         elif kind == "config":
             run["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
         elif kind == "summary":
@@ -94,9 +107,17 @@ def files_containing(root: Path, needle: str) -> list[Path]:
 def depth_sweep(tiny_shards, tmp_path_factory):
     """`train.py -m sweep=freeze_depth model.freeze_depth=0,2,4` with a W&B key in the environment."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "2026-01-01_00-00-00"
-    result = run_cli("train.py", "-m", "experiment=quickstart", "sweep=freeze_depth", "model.freeze_depth=0,2,4",
-                     f"data.root={tiny_shards}", *TINY, f"hydra.sweep.dir={sweep_dir}",
-                     env={"WANDB_MODE": "offline", "WANDB_API_KEY": SECRET})
+    result = run_cli(
+        "train.py",
+        "-m",
+        "experiment=quickstart",
+        "sweep=freeze_depth",
+        "model.freeze_depth=0,2,4",
+        f"data.root={tiny_shards}",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_MODE": "offline", "WANDB_API_KEY": SECRET},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir, result
 
@@ -165,8 +186,9 @@ def test_compare_on_the_sweep_prints_three_rows_and_writes_a_png(depth_sweep):
 def test_log_model_uploads_best_checkpoint_and_label_map(tiny_shards, tmp_path):
     from skuvision.train import run
 
-    cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "trainer.max_epochs=1",
-                                       "logger.wandb.log_model=true"])
+    cfg = compose_train_cfg(
+        tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, "trainer.max_epochs=1", "logger.wandb.log_model=true"]
+    )
     run(cfg)
     (wandb_run,) = offline_runs(tmp_path)
     assert sorted(wandb_run["artifacts"]["model"]) == ["label_map.json", "model.ckpt"]
@@ -176,20 +198,28 @@ def test_log_model_uploads_best_checkpoint_and_label_map(tiny_shards, tmp_path):
 
 
 def test_online_without_a_key_stops_with_one_line(tiny_shards, tmp_path):
-    result = run_cli("train.py", f"hydra.run.dir={tmp_path}", f"data.root={tiny_shards}", *TINY,
-                     env={"WANDB_MODE": "online", "WANDB_API_KEY": "", "HOME": str(tmp_path)})
+    result = run_cli(
+        "train.py",
+        f"hydra.run.dir={tmp_path}",
+        f"data.root={tiny_shards}",
+        *TINY,
+        env={"WANDB_MODE": "online", "WANDB_API_KEY": "", "HOME": str(tmp_path)},
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")]
     assert len(lines) == 1 and "WANDB_API_KEY" in lines[0] and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("env, explicit, expected", [
-    ({}, None, "offline"),
-    ({"WANDB_API_KEY": SECRET}, None, "online"),
-    ({"WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}, None, "offline"),
-    ({"WANDB_MODE": "dryrun"}, None, "offline"),
-    ({"WANDB_API_KEY": SECRET}, "disabled", "disabled"),
-])
+@pytest.mark.parametrize(
+    "env, explicit, expected",
+    [
+        ({}, None, "offline"),
+        ({"WANDB_API_KEY": SECRET}, None, "online"),
+        ({"WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}, None, "offline"),
+        ({"WANDB_MODE": "dryrun"}, None, "offline"),
+        ({"WANDB_API_KEY": SECRET}, "disabled", "disabled"),
+    ],
+)
 def test_mode_is_offline_unless_a_key_or_online_is_asked_for(monkeypatch, tmp_path, env, explicit, expected):
     from skuvision.loggers.wandb import resolve_mode
 
@@ -207,8 +237,14 @@ def test_config_sent_to_wandb_drops_secrets(monkeypatch):
     from skuvision.loggers.wandb import plain_config
 
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
-    cfg = OmegaConf.create({"model": {"freeze_depth": 3}, "aws": {"secret_access_key": "x", "region": "eu"},
-                            "note": f"key={SECRET}", "lr": "${model.freeze_depth}"})
+    cfg = OmegaConf.create(
+        {
+            "model": {"freeze_depth": 3},
+            "aws": {"secret_access_key": "x", "region": "eu"},
+            "note": f"key={SECRET}",
+            "lr": "${model.freeze_depth}",
+        }
+    )
     plain = plain_config(cfg)
     assert plain["model"] == {"freeze_depth": 3} and plain["lr"] == 3  # resolved
     assert plain["aws"] == {"region": "eu"} and SECRET not in json.dumps(plain)

@@ -83,8 +83,11 @@ def newest_loadable(directory: str | Path, preferred: str = "last.ckpt") -> Path
     first = directory / preferred
     if first.is_file() and loads(first):
         return first
-    others = sorted((p for p in directory.glob("*.ckpt") if p != first and p.is_file()),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
+    others = sorted(
+        (p for p in directory.glob("*.ckpt") if p != first and p.is_file()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     for candidate in others:
         if loads(candidate):
             if first.exists():
@@ -110,5 +113,7 @@ def check_writable(directory: str | Path, key: str) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"{key}={directory}: checkpoints cannot be written there ({exc.strerror or exc}); "
-                          "point it at a writable directory") from None
+        raise ConfigError(
+            f"{key}={directory}: checkpoints cannot be written there ({exc.strerror or exc}); "
+            "point it at a writable directory"
+        ) from None

@@ -44,8 +44,10 @@ def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, checkpoint_dir: 
         found = newest_loadable(directory)  # last.ckpt, or the newest checkpoint that loads if it does not
         if found is not None or ckpt_path == "auto":
             return str(found) if found else None
-        raise ConfigError(f"ckpt_path=last: no loadable checkpoint in {directory}; pin the run dir of the run to resume "
-                          "(hydra.run.dir=...) or pass a checkpoint path")
+        raise ConfigError(
+            f"ckpt_path=last: no loadable checkpoint in {directory}; pin the run dir of the run to resume "
+            "(hydra.run.dir=...) or pass a checkpoint path"
+        )
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
     return ckpt_path
@@ -71,11 +73,18 @@ def collect_metrics(trainer, model, test_results: list[dict] | None, datamodule=
         metrics["val/top1"] = float(ckpt.best_model_score)  # the checkpoint that was tested
         metrics["best_checkpoint"] = ckpt.best_model_path
     table = model.parameter_table()
-    metrics.update({
-        "params/total": table["total"], "params/trainable": table["trainable"], "freeze_depth": table["freeze_depth"],
-        "global_batch": model.global_batch_size(), "lr/scaled": model.scaled_lr(),
-        "world_size": trainer.world_size, "num_nodes": trainer.num_nodes, "epochs": trainer.current_epoch,
-    })
+    metrics.update(
+        {
+            "params/total": table["total"],
+            "params/trainable": table["trainable"],
+            "freeze_depth": table["freeze_depth"],
+            "global_batch": model.global_batch_size(),
+            "lr/scaled": model.scaled_lr(),
+            "world_size": trainer.world_size,
+            "num_nodes": trainer.num_nodes,
+            "epochs": trainer.current_epoch,
+        }
+    )
     bad = getattr(datamodule, "bad_samples", None)
     if bad is not None:
         metrics["data/bad_samples"] = len(bad.seen)  # skipped, never silently (skuvision.data.integrity)
@@ -112,29 +121,42 @@ def run(cfg: DictConfig) -> float | None:
         datamodule = instantiate(cfg.data, _convert_="all")
         datamodule.prepare_data()  # synthetic quickstart data; file-locked, safe on every rank
         log.info("data: %s", datamodule.describe())
-        model = instantiate(cfg.model, num_classes=datamodule.num_classes,
-                            label_map=datamodule.label_map.to_dict(), _convert_="all")
+        model = instantiate(
+            cfg.model, num_classes=datamodule.num_classes, label_map=datamodule.label_map.to_dict(), _convert_="all"
+        )
         from skuvision.callbacks.collectives import EpochMetricsSync
 
         callbacks = [EpochMetricsSync(), *instantiate_collection(cfg.get("callbacks"))]  # first: see its docstring
         from skuvision.checkpoints import AtomicCheckpointIO
 
         plugins = [AtomicCheckpointIO()] if "plugins" not in cfg.trainer else None  # a kill mid-save keeps the old file
-        trainer = instantiate(cfg.trainer, callbacks=callbacks,
-                              logger=instantiate_collection(cfg.get("logger")) or False, _convert_="all",
-                              **({"plugins": plugins} if plugins else {}),
-                              **layout.cluster_layout(cfg.trainer))  # devices/num_nodes "auto" -> the cluster's
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=instantiate_collection(cfg.get("logger")) or False,
+            _convert_="all",
+            **({"plugins": plugins} if plugins else {}),
+            **layout.cluster_layout(cfg.trainer),
+        )  # devices/num_nodes "auto" -> the cluster's
         table = model.parameter_table()
-        log.info("model: %s freeze_depth=%d, %s params, %s trainable", cfg.model.backbone, table["freeze_depth"],
-                 f"{table['total']:,}", f"{table['trainable']:,}")
+        log.info(
+            "model: %s freeze_depth=%d, %s params, %s trainable",
+            cfg.model.backbone,
+            table["freeze_depth"],
+            f"{table['total']:,}",
+            f"{table['trainable']:,}",
+        )
         from skuvision.loggers import wandb_report
 
         wandb_report.start_run(trainer, model, cfg)  # resolved config + per-stage params; no-op without W&B
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), output_dir,
-                                                                           cfg.paths.get("checkpoint_dir")))
+            trainer.fit(
+                model,
+                datamodule=datamodule,
+                ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), output_dir, cfg.paths.get("checkpoint_dir")),
+            )
         except SIGTERMException:  # the resume checkpoint is written (callbacks.resume): a non-zero exit, not "done"
             log.info("stopped by SIGTERM; resume with ckpt_path=last (the same run dir) or auto (SageMaker)")
             raise SIGTERMException(SIGTERM_STATUS) from None
@@ -150,7 +172,9 @@ def run(cfg: DictConfig) -> float | None:
             if cfg.get("export_backbone"):  # the tested (best) weights after test, else the last
                 from skuvision.model.export_backbone import export_backbone
 
-                export_backbone(model, cfg.export_backbone, {"run_dir": output_dir, "val/top1": metrics.get("val/top1")})
+                export_backbone(
+                    model, cfg.export_backbone, {"run_dir": output_dir, "val/top1": metrics.get("val/top1")}
+                )
         wandb_report.finish_run(trainer, model, metrics, output_dir)  # summary, worst SKUs, model artifact
         return metrics.get(cfg.get("optimized_metric") or "val/top1")
     finally:
@@ -158,4 +182,3 @@ def run(cfg: DictConfig) -> float | None:
             import wandb
 
             wandb.finish()
-

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.errors import CompactHydraException
@@ -55,8 +56,9 @@ class SageMakerLauncher(Launcher):
     def settings(self):
         from skuvision.sagemaker.settings import from_params
 
-        plain = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                 for k, v in self.params.items()}
+        plain = {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in self.params.items()
+        }
         return from_params(plain)
 
     def _config_dir(self) -> str:
@@ -113,41 +115,74 @@ class SageMakerLauncher(Launcher):
         archive = build_archive(project_root(self._config_dir()))
         submitter = Submitter(settings, region, sweep_id, dry_run=settings.dry_run)
         if settings.dry_run:
-            log.info("SageMaker dry run: %d CreateTrainingJob request(s), nothing sent; source: %s",
-                     len(jobs), archive.describe())
+            log.info(
+                "SageMaker dry run: %d CreateTrainingJob request(s), nothing sent; source: %s",
+                len(jobs),
+                archive.describe(),
+            )
             requests = [submitter.request(job) for job in jobs]
             for request in requests:
                 print(json.dumps(request, indent=2, sort_keys=True, default=str), flush=True)
-            return [self._job_return(job, cfg, sweep_dir, JobStatus.COMPLETED, request)
-                    for job, cfg, request in zip(jobs, configs, requests)]
+            return [
+                self._job_return(job, cfg, sweep_dir, JobStatus.COMPLETED, request)
+                for job, cfg, request in zip(jobs, configs, requests)
+            ]
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
         source_uri = submitter.upload_source(archive)
-        log.info("SageMaker sweep %s: %d job(s) on %d x %s (%s), source %s (%s)", sweep_id, len(jobs),
-                 settings.instance_count, settings.instance_type, settings.distribution, source_uri, archive.describe())
+        log.info(
+            "SageMaker sweep %s: %d job(s) on %d x %s (%s), source %s (%s)",
+            sweep_id,
+            len(jobs),
+            settings.instance_count,
+            settings.instance_type,
+            settings.distribution,
+            source_uri,
+            archive.describe(),
+        )
         records = []
         for job, cfg in zip(jobs, configs):
             submitter.submit(job)
-            record = {"num": job.num, "name": job.name, "overrides": list(job.overrides),
-                      "console_url": sm.console_url(region, job.name), "model_uri": submitter.model_uri(job.name),
-                      "checkpoint_uri": submitter.checkpoint_uri(job.name), "status": "InProgress"}
+            record = {
+                "num": job.num,
+                "name": job.name,
+                "overrides": list(job.overrides),
+                "console_url": sm.console_url(region, job.name),
+                "model_uri": submitter.model_uri(job.name),
+                "checkpoint_uri": submitter.checkpoint_uri(job.name),
+                "status": "InProgress",
+            }
             records.append(record)
             self._write_job_dir(cfg, sweep_dir, job, record)
             # after every job, so the record survives a later job's failure
             self._write_index(sweep_dir, region, sweep_id, source_uri, archive.sha256, records)
             log.info("\t#%d : %s -> %s", job.num, " ".join(job.overrides), record["console_url"])
         if not settings.wait:
-            return [self._job_return(job, cfg, sweep_dir, JobStatus.COMPLETED,
-                                     {"job_name": job.name, "console_url": record["console_url"]})
-                    for job, cfg, record in zip(jobs, configs, records)]
-        return self._wait(submitter, settings, jobs, configs, records, sweep_dir, region, sweep_id, source_uri,
-                          archive.sha256)
+            return [
+                self._job_return(
+                    job,
+                    cfg,
+                    sweep_dir,
+                    JobStatus.COMPLETED,
+                    {"job_name": job.name, "console_url": record["console_url"]},
+                )
+                for job, cfg, record in zip(jobs, configs, records)
+            ]
+        return self._wait(
+            submitter, settings, jobs, configs, records, sweep_dir, region, sweep_id, source_uri, archive.sha256
+        )
 
     def _wait(self, submitter, settings, jobs, configs, records, sweep_dir, region, sweep_id, source_uri, sha):
-        log.info("waiting for %d job(s), polling every %ss (Ctrl-C stops waiting, not the jobs)",
-                 len(jobs), settings.poll_seconds)
-        results = submitter.collect([job.name for job in jobs], settings.poll_seconds, on_status=lambda name, status, d:
-                                    log.info("%s: %s (%s)", name, status, d.get("SecondaryStatus", "")))
+        log.info(
+            "waiting for %d job(s), polling every %ss (Ctrl-C stops waiting, not the jobs)",
+            len(jobs),
+            settings.poll_seconds,
+        )
+        results = submitter.collect(
+            [job.name for job in jobs],
+            settings.poll_seconds,
+            on_status=lambda name, status, d: log.info("%s: %s (%s)", name, status, d.get("SecondaryStatus", "")),
+        )
         returns = []
         for job, cfg, record in zip(jobs, configs, records):
             result = results[job.name]
@@ -163,10 +198,12 @@ class SageMakerLauncher(Launcher):
                 returns.append(self._job_return(job, cfg, sweep_dir, JobStatus.COMPLETED, value))
             else:
                 record["failure_reason"] = result.failure_reason
-                log.error("#%d %s %s: %s (%s)", job.num, job.name, result.status, result.failure_reason,
-                          record["console_url"])
-                error = SageMakerJobFailed(f"SageMaker job {job.name} ({' '.join(job.overrides)}) {result.status}: "
-                                           f"{result.failure_reason}")
+                log.error(
+                    "#%d %s %s: %s (%s)", job.num, job.name, result.status, result.failure_reason, record["console_url"]
+                )
+                error = SageMakerJobFailed(
+                    f"SageMaker job {job.name} ({' '.join(job.overrides)}) {result.status}: {result.failure_reason}"
+                )
                 returns.append(self._job_return(job, cfg, sweep_dir, JobStatus.FAILED, error))
             (job_dir / "sagemaker_job.json").write_text(json.dumps(record, indent=2))
         self._write_index(sweep_dir, region, sweep_id, source_uri, sha, records)
@@ -192,8 +229,13 @@ class SageMakerLauncher(Launcher):
         path = sweep_dir / "sagemaker_jobs.json"
         known = json.loads(path.read_text()).get("jobs", []) if path.is_file() else []
         by_num = {job["num"]: job for job in known} | {job["num"]: job for job in records}
-        index = {"sweep_id": sweep_id, "region": region, "source_uri": source_uri, "source_sha256": sha,
-                 "jobs": [by_num[n] for n in sorted(by_num)]}
+        index = {
+            "sweep_id": sweep_id,
+            "region": region,
+            "source_uri": source_uri,
+            "source_sha256": sha,
+            "jobs": [by_num[n] for n in sorted(by_num)],
+        }
         path.write_text(json.dumps(index, indent=2))
 
     def _job_return(self, job, cfg: DictConfig, sweep_dir: Path, status: JobStatus, value: Any) -> JobReturn:

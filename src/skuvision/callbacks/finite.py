@@ -47,7 +47,8 @@ class StopOnNonFinite(L.Callback):
         raise NonFiniteLoss(
             f"{what} at step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx}); stopped "
             f"before the optimiser step{f', last good checkpoint {last}' if last else ''}; lower model.optimizer.lr, "
-            "set trainer.gradient_clip_val, or check that batch's data")
+            "set trainer.gradient_clip_val, or check that batch's data"
+        )
 
 
 def _last_checkpoint(trainer) -> str | None:

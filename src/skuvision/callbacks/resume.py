@@ -91,8 +91,10 @@ class ResumeCheckpoint(L.Callback):
 
     def _save(self, trainer: L.Trainer, why: str) -> None:
         if not _finite(trainer.lightning_module):  # same weights on every rank: all ranks raise together
-            raise NonFiniteWeights(f"weights are not finite at step {trainer.global_step} (epoch {trainer.current_epoch}); "
-                                   f"not saving over {self.path}, which holds the last good state")
+            raise NonFiniteWeights(
+                f"weights are not finite at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                f"not saving over {self.path}, which holds the last good state"
+            )
         trainer.save_checkpoint(str(self.path))
         if trainer.is_global_zero:
             log.info("%s: saved %s (epoch %d, step %d)", why, self.path, trainer.current_epoch, trainer.global_step)

@@ -64,8 +64,12 @@ class TrainingReport(L.Callback):
         if getattr(self, "_rate", None) is not None:
             parts.append(f"train/images_per_sec={self._rate:.1f}")
         metrics = trainer.callback_metrics
-        for key, shown in (("train/loss_step", "train/loss"), ("val/loss", "val/loss"),
-                           ("val/top1", "val/top1"), ("val/top5", "val/top5")):
+        for key, shown in (
+            ("train/loss_step", "train/loss"),
+            ("val/loss", "val/loss"),
+            ("val/top1", "val/top1"),
+            ("val/top5", "val/top5"),
+        ):
             if key in metrics:
                 parts.append(f"{shown}={float(metrics[key]):.4f}")
         if trainer.is_global_zero:

@@ -7,7 +7,7 @@ never disagrees with the run that follows.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from skuvision.errors import ConfigError
 

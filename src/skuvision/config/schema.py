@@ -73,7 +73,6 @@ cs.store(group="schema/model", name="sku_classifier", node=ModelConfig)
 cs.store(group="schema/data", name="shards", node=DataConfig)
 
 
-
 def _typed(schema: type, node: DictConfig, key: str) -> DictConfig:
     try:
         # resolve in place first: `${paths.data_dir}/...` inside model/data only resolves against the whole config
@@ -96,9 +95,14 @@ def validate(cfg: DictConfig, need_data: bool = True) -> None:
     data = _typed(DataConfig, cfg.data, "data") if need_data else None
     check_backbone(model.backbone, model.freeze_depth)  # the name and freeze-depth range, as training checks them
     if model.pretrained_file and not os.path.isfile(model.pretrained_file):
-        hint = " (experiment=finetune_synthetic: run `python train.py experiment=pretrain_synthetic` first)" \
-            if cfg.get("task_name") == "finetune_synthetic" else ""
-        raise ConfigError(f"model.pretrained_file={model.pretrained_file}: file not found; pass a local .safetensors/.pth{hint}")
+        hint = (
+            " (experiment=finetune_synthetic: run `python train.py experiment=pretrain_synthetic` first)"
+            if cfg.get("task_name") == "finetune_synthetic"
+            else ""
+        )
+        raise ConfigError(
+            f"model.pretrained_file={model.pretrained_file}: file not found; pass a local .safetensors/.pth{hint}"
+        )
     if not 0.0 <= model.label_smoothing < 1.0:
         raise ConfigError(f"model.label_smoothing={model.label_smoothing}: must be in [0, 1)")
     if data is None:
@@ -108,7 +112,9 @@ def validate(cfg: DictConfig, need_data: bool = True) -> None:
     except MissingMandatoryValue:
         root = None
     if not root and not os.environ.get("SM_CHANNEL_TRAIN"):
-        raise ConfigError("data.root is required: pass data.root=DIR (from `skuvision shards build`), an FSx path or s3://bucket/prefix")
+        raise ConfigError(
+            "data.root is required: pass data.root=DIR (from `skuvision shards build`), an FSx path or s3://bucket/prefix"
+        )
     for key in ("image_size", "batch_size"):
         if getattr(data, key) < 1:
             raise ConfigError(f"data.{key}={getattr(data, key)}: must be positive")

@@ -50,7 +50,7 @@ def sagemaker_hosts() -> list[str]:
     try:
         hosts = json.loads(raw)
     except json.JSONDecodeError:
-        raise ConfigError(f"SM_HOSTS={raw!r}: expected a JSON list of host names, e.g. [\"algo-1\",\"algo-2\"]") from None
+        raise ConfigError(f'SM_HOSTS={raw!r}: expected a JSON list of host names, e.g. ["algo-1","algo-2"]') from None
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
         raise ConfigError(f"SM_HOSTS={raw!r}: expected a non-empty JSON list of host names")
     return hosts
@@ -136,17 +136,20 @@ class SageMakerEnvironment(ClusterEnvironment):
         if num_nodes != hosts:
             raise ConfigError(
                 f"trainer.num_nodes={num_nodes} but this SageMaker job has {hosts} host(s) (SM_HOSTS); "
-                "set trainer.num_nodes=auto (trainer=smddp does) or match the job's instance_count")
+                "set trainer.num_nodes=auto (trainer=smddp does) or match the job's instance_count"
+            )
         size = _env_int("world_size")
         if size is not None and num_devices * num_nodes != size:
             raise ConfigError(
                 f"trainer.devices={num_devices} x trainer.num_nodes={num_nodes} = {num_devices * num_nodes} "
                 f"processes, but the launcher started {size} (WORLD_SIZE/OMPI_COMM_WORLD_SIZE); "
-                "set trainer.devices=auto (SM_NUM_GPUS per host) or match the job's processes per host")
+                "set trainer.devices=auto (SM_NUM_GPUS per host) or match the job's processes per host"
+            )
         if size is None and hosts > 1:
             raise ConfigError(
                 f"this SageMaker job has {hosts} hosts but no launcher started the ranks (no WORLD_SIZE or "
-                "OMPI_COMM_WORLD_SIZE): enable distribution (smdistributed dataparallel or torch_distributed)")
+                "OMPI_COMM_WORLD_SIZE): enable distribution (smdistributed dataparallel or torch_distributed)"
+            )
 
     def processes_per_host(self) -> int:
         """Ranks per host: the launcher's world size over the hosts; 1 without a launcher.
@@ -164,7 +167,9 @@ class SageMakerEnvironment(ClusterEnvironment):
             return 1
         hosts = self.num_hosts
         if size % hosts:
-            raise ConfigError(f"the launcher started {size} processes over {hosts} hosts (SM_HOSTS): not the same number per host")
+            raise ConfigError(
+                f"the launcher started {size} processes over {hosts} hosts (SM_HOSTS): not the same number per host"
+            )
         per_host = size // hosts
         if gpus and per_host != gpus:
             log.warning("launcher started %d process(es) per host but SM_NUM_GPUS=%d", per_host, gpus)

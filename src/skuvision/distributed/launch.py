@@ -24,7 +24,8 @@ import logging
 import signal
 import subprocess
 import sys
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from skuvision.errors import exit_on_user_error
 
@@ -46,14 +47,18 @@ def rank_overrides(run_dir: str, rank: int, job_files: bool) -> list[str]:
     return overrides
 
 
-def run_hydra_task(task: Callable[[Any], Any], overrides: Iterable[str], config_dir: str, config_name: str = "train") -> None:
+def run_hydra_task(
+    task: Callable[[Any], Any], overrides: Iterable[str], config_dir: str, config_name: str = "train"
+) -> None:
     """Run ``task`` (the training task) as ``python train.py <overrides>`` would: @hydra.main, run mode, user errors exit 2.
 
     The task comes in as an argument, so this module never imports the task that imports it back.
     """
     import hydra
 
-    task = hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(exit_on_user_error(task))
+    task = hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(
+        exit_on_user_error(task)
+    )
 
     saved = sys.argv
     sys.argv = [saved[0], *overrides]
@@ -65,8 +70,17 @@ def run_hydra_task(task: Callable[[Any], Any], overrides: Iterable[str], config_
 
 def torchrun_command(nproc: int, module: str, args: Iterable[str]) -> list[str]:
     """One host, ``nproc`` ranks, a free rendezvous port (``--standalone``); torch 2.4's torchrun has all of these."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-            f"--nproc_per_node={nproc}", "-m", module, *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        module,
+        *args,
+    ]
 
 
 def run_ranks(command: list[str], env: dict | None = None) -> int:

@@ -57,8 +57,12 @@ def cluster_layout(trainer_cfg) -> dict[str, Any]:
             layout["num_nodes"] = env.num_hosts
         if devices in AUTO:
             layout["devices"] = env.processes_per_host()
-        if trainer_cfg.get("strategy", "auto") in AUTO and (_env_int("world_size") or 1) > 1 \
-                and os.environ.get("OMPI_COMM_WORLD_SIZE") and not os.environ.get("TORCHELASTIC_RUN_ID"):
+        if (
+            trainer_cfg.get("strategy", "auto") in AUTO
+            and (_env_int("world_size") or 1) > 1
+            and os.environ.get("OMPI_COMM_WORLD_SIZE")
+            and not os.environ.get("TORCHELASTIC_RUN_ID")
+        ):
             from skuvision.distributed.strategy import SMDDPStrategy
 
             layout["strategy"] = SMDDPStrategy()
@@ -97,7 +101,8 @@ def _check_against_launcher(devices: int | None, num_nodes: Any) -> None:
     if world is not None and devices * num_nodes != world:
         raise ConfigError(
             f"trainer.devices={devices} x trainer.num_nodes={num_nodes} = {devices * num_nodes} processes, but the "
-            f"launcher started {world} (WORLD_SIZE); set trainer.devices=auto trainer.num_nodes=auto or match the launcher")
+            f"launcher started {world} (WORLD_SIZE); set trainer.devices=auto trainer.num_nodes=auto or match the launcher"
+        )
 
 
 def local_process_count(trainer_cfg) -> int:

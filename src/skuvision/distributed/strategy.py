@@ -71,10 +71,13 @@ def resolve_backend(fallback: str, device: torch.device) -> str:
     if fallback == "error":
         raise ConfigError(
             f"SMDDP is not available: {reason}; run on ml.p4d/p4de with the SMDDP training image, "
-            "or set trainer.strategy.fallback=auto to train over NCCL/gloo")
+            "or set trainer.strategy.fallback=auto to train over NCCL/gloo"
+        )
     backend = ("nccl" if device.type == "cuda" else "gloo") if fallback == "auto" else fallback
     if backend == "nccl" and device.type != "cuda":
-        raise ConfigError(f"trainer.strategy.fallback=nccl needs GPUs but this rank runs on {device.type}; use auto or gloo")
+        raise ConfigError(
+            f"trainer.strategy.fallback=nccl needs GPUs but this rank runs on {device.type}; use auto or gloo"
+        )
     rank_zero_warn(f"SMDDP unavailable ({reason}); using the {backend} backend (trainer.strategy.fallback={fallback})")
     return backend
 
@@ -86,8 +89,10 @@ def _prepare_data_on_world_group(trainer, strategy: DDPStrategy) -> None:
 
     local_zero = trainer.local_rank == 0
     global_zero = local_zero and trainer.node_rank == 0
-    for owner, hook in ((trainer.datamodule, call._call_lightning_datamodule_hook),
-                        (trainer.lightning_module, call._call_lightning_module_hook)):
+    for owner, hook in (
+        (trainer.datamodule, call._call_lightning_datamodule_hook),
+        (trainer.lightning_module, call._call_lightning_module_hook),
+    ):
         if owner is not None and is_overridden("prepare_data", owner):
             if (owner.prepare_data_per_node and local_zero) or (not owner.prepare_data_per_node and global_zero):
                 hook(trainer, "prepare_data")
@@ -111,7 +116,9 @@ class SMDDPStrategy(DDPStrategy):
         if backend not in (None, SMDDP_BACKEND):
             raise ConfigError(f"SMDDPStrategy: process_group_backend={backend}; for other backends use trainer=ddp")
         if kwargs.get("start_method", "popen") != "popen":
-            raise ConfigError("SMDDPStrategy: processes are started by the launcher (torchrun, mpirun); start_method must be popen")
+            raise ConfigError(
+                "SMDDPStrategy: processes are started by the launcher (torchrun, mpirun); start_method must be popen"
+            )
         if cluster_environment is None and SageMakerEnvironment.detect():
             cluster_environment = SageMakerEnvironment()
         super().__init__(cluster_environment=cluster_environment, process_group_backend=SMDDP_BACKEND, **kwargs)
@@ -126,7 +133,9 @@ class SMDDPStrategy(DDPStrategy):
         super().setup_distributed()
         if self._process_group_backend == SMDDP_BACKEND:
             atexit.register(_destroy_process_group)  # as Lightning does for NCCL: no undestroyed-group warnings
-        log.debug("process group backend: %s", torch.distributed.get_backend() if _distributed_is_initialized() else None)
+        log.debug(
+            "process group backend: %s", torch.distributed.get_backend() if _distributed_is_initialized() else None
+        )
 
     def setup_environment(self) -> None:
         super().setup_environment()
@@ -136,8 +145,12 @@ class SMDDPStrategy(DDPStrategy):
 
     def reduce(self, tensor: Any, group: Any | None = None, reduce_op: Any = "mean") -> Any:
         """Mean = SUM / world size on every backend (gloo has no AVG; SUM is the op every backend has)."""
-        if (isinstance(tensor, torch.Tensor) and isinstance(reduce_op, str) and reduce_op.lower() in ("mean", "avg")
-                and _distributed_is_initialized()):
+        if (
+            isinstance(tensor, torch.Tensor)
+            and isinstance(reduce_op, str)
+            and reduce_op.lower() in ("mean", "avg")
+            and _distributed_is_initialized()
+        ):
             _sync_ddp(tensor, group, reduce_op="sum")
             world = torch.distributed.get_world_size(group)
             return tensor.div_(world) if torch.is_floating_point(tensor) else tensor.copy_(tensor / world)
@@ -147,5 +160,8 @@ class SMDDPStrategy(DDPStrategy):
     def register_strategies(cls, strategy_registry) -> None:
         if SMDDP_BACKEND not in strategy_registry:
             strategy_registry.register(
-                SMDDP_BACKEND, cls, description="DDP over SageMaker's SMDDP backend (NCCL/gloo fallback with a warning)",
-                fallback="auto")
+                SMDDP_BACKEND,
+                cls,
+                description="DDP over SageMaker's SMDDP backend (NCCL/gloo fallback with a warning)",
+                fallback="auto",
+            )

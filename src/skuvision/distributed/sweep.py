@@ -29,8 +29,19 @@ WORKER_MODULE = "skuvision.distributed.worker"
 # process when it runs a one-device DDP job, and which would then leak into the next sweep job
 _LAUNCHED_VARS = ("TORCHELASTIC_RUN_ID", "OMPI_COMM_WORLD_SIZE", "SM_HOSTS")
 # hydra overrides that belong to the sweep, not to one job's run
-_SWEEP_ONLY = ("hydra.mode", "hydra.run.", "hydra.sweep.", "hydra.launcher", "hydra/launcher", "hydra.sweeper",
-               "hydra/sweeper", "hydra.output_subdir", "hydra.job.num", "hydra.job.id", "hydra.job.name")
+_SWEEP_ONLY = (
+    "hydra.mode",
+    "hydra.run.",
+    "hydra.sweep.",
+    "hydra.launcher",
+    "hydra/launcher",
+    "hydra.sweeper",
+    "hydra/sweeper",
+    "hydra.output_subdir",
+    "hydra.job.num",
+    "hydra.job.id",
+    "hydra.job.name",
+)
 
 
 def _strategy_launches_script(strategy) -> bool:
@@ -39,7 +50,10 @@ def _strategy_launches_script(strategy) -> bool:
         return True
     if isinstance(strategy, (dict, DictConfig)):
         target = str(strategy.get("_target_", ""))
-        return target.rsplit(".", 1)[-1] in ("DDPStrategy", "SMDDPStrategy") and strategy.get("start_method", "popen") == "popen"
+        return (
+            target.rsplit(".", 1)[-1] in ("DDPStrategy", "SMDDPStrategy")
+            and strategy.get("start_method", "popen") == "popen"
+        )
     name = str(strategy)
     if any(word in name for word in ("spawn", "fork", "notebook")):
         return False
@@ -59,8 +73,10 @@ def needs_own_launch(cfg: DictConfig) -> bool:
     if not _strategy_launches_script(trainer.get("strategy", "auto")):
         return False
     if str(trainer.get("num_nodes", 1)) not in ("1", "auto", "None"):
-        raise ConfigError(f"trainer.num_nodes={trainer.get('num_nodes')}: a local multirun starts ranks on this machine only; "
-                          "use hydra/launcher=sagemaker for multi-node jobs")
+        raise ConfigError(
+            f"trainer.num_nodes={trainer.get('num_nodes')}: a local multirun starts ranks on this machine only; "
+            "use hydra/launcher=sagemaker for multi-node jobs"
+        )
     return local_process_count(trainer) > 1
 
 
@@ -68,8 +84,13 @@ def _job_overrides(hc) -> list[str]:
     from skuvision.config.overrides import parse
 
     hydra_overrides = [o.input_line for o in parse(hc.overrides.hydra) if not o.key_or_group.startswith(_SWEEP_ONLY)]
-    pinned = [f"hydra.job.num={hc.job.num}", f"hydra.job.id={quote(hc.job.id)}", f"hydra.job.name={quote(hc.job.name)}",
-              f"hydra.sweep.dir={quote(hc.sweep.dir)}", f"hydra.sweep.subdir={quote(hc.sweep.subdir)}"]
+    pinned = [
+        f"hydra.job.num={hc.job.num}",
+        f"hydra.job.id={quote(hc.job.id)}",
+        f"hydra.job.name={quote(hc.job.name)}",
+        f"hydra.sweep.dir={quote(hc.sweep.dir)}",
+        f"hydra.sweep.subdir={quote(hc.sweep.subdir)}",
+    ]
     return [*hc.overrides.task, *hydra_overrides, *pinned]
 
 
@@ -89,8 +110,10 @@ def launch_sweep_job(cfg: DictConfig) -> float | None:
     # the ranks compose the job in run mode: hand them the sweep's W&B group and this job's run name
     status = run_ranks(command, env={**os.environ, **job_env(cfg.get("task_name"))})
     if status != 0:
-        raise UserError(f"sweep job {hc.job.num} ({' '.join(hc.overrides.task)}): its DDP ranks failed (torchrun exit {status}); "
-                        f"see their output above and {run_dir}")
+        raise UserError(
+            f"sweep job {hc.job.num} ({' '.join(hc.overrides.task)}): its DDP ranks failed (torchrun exit {status}); "
+            f"see their output above and {run_dir}"
+        )
     metrics_path = Path(run_dir) / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     return metrics.get(cfg.get("optimized_metric") or "val/top1")

@@ -24,12 +24,24 @@ AGREEMENT_IMAGES = 512
 def preprocess_document(spec: dict) -> dict:
     """``preprocess.json``: the eval transform's spec as is, plus the model's input contract."""
     s = int(spec["crop"])
-    return {**spec, "input": {
-        "name": "images", "dtype": "float32", "layout": "NCHW", "shape": ["batch", 3, s, s],
-        "value": "RGB, (pixel / 255 - mean) / std per channel",
-        "steps": [f"decode to RGB", f"resize the shorter side to {spec['resize']} px ({spec['interpolation']}, antialiased)",
-                  f"centre-crop {s}x{s}", "scale to 0..1", "subtract mean, divide by std"],
-    }, "outputs": {"logits": ["batch", "classes"], "probabilities": ["batch", "classes"]}}
+    return {
+        **spec,
+        "input": {
+            "name": "images",
+            "dtype": "float32",
+            "layout": "NCHW",
+            "shape": ["batch", 3, s, s],
+            "value": "RGB, (pixel / 255 - mean) / std per channel",
+            "steps": [
+                "decode to RGB",
+                f"resize the shorter side to {spec['resize']} px ({spec['interpolation']}, antialiased)",
+                f"centre-crop {s}x{s}",
+                "scale to 0..1",
+                "subtract mean, divide by std",
+            ],
+        },
+        "outputs": {"logits": ["batch", "classes"], "probabilities": ["batch", "classes"]},
+    }
 
 
 def _sample_batch(spec: dict, calibration: str | None, n: int = 8):
@@ -62,10 +74,19 @@ def _check_out_dir(out: Path, force: bool) -> None:
         raise UserError(f"--out {out}: already holds {', '.join(existing)}; pass another --out or --force to overwrite")
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = 17, exporter: str = "auto",
-                      int8: bool = False, calibration: str | None = None, image_size: int | None = None,
-                      calibration_images: int = CALIBRATION_IMAGES, force: bool = False,
-                      run_dir: str | Path | None = None, int8_activations: str = "uint8") -> dict:
+def export_checkpoint(
+    ckpt: str | Path,
+    out: str | Path,
+    opset: int = 17,
+    exporter: str = "auto",
+    int8: bool = False,
+    calibration: str | None = None,
+    image_size: int | None = None,
+    calibration_images: int = CALIBRATION_IMAGES,
+    force: bool = False,
+    run_dir: str | Path | None = None,
+    int8_activations: str = "uint8",
+) -> dict:
     """Write the export dir; returns the summary (also in ``export.json``).
 
     ``run_dir``: the training run (its ``.hydra/config.yaml`` gives the image size and the training
@@ -97,11 +118,16 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, opset: int = 17, export
     batch = _sample_batch(spec, calibration)
     reference, exported = torch_model.logits(batch), onnx_model.logits(batch)
     diff = float(np.abs(reference - exported).max())
-    summary.update(parity_images=len(batch), parity_max_abs_diff=diff,
-                   parity_top1_identical=bool((reference.argmax(1) == exported.argmax(1)).all()))
+    summary.update(
+        parity_images=len(batch),
+        parity_max_abs_diff=diff,
+        parity_top1_identical=bool((reference.argmax(1) == exported.argmax(1)).all()),
+    )
     if diff > PARITY_TOLERANCE:
-        raise RuntimeError(f"{out / 'model.onnx'}: ONNX Runtime logits differ from PyTorch by {diff:.2e} "
-                           f"(> {PARITY_TOLERANCE}); the export is wrong, do not deploy it")
+        raise RuntimeError(
+            f"{out / 'model.onnx'}: ONNX Runtime logits differ from PyTorch by {diff:.2e} "
+            f"(> {PARITY_TOLERANCE}); the export is wrong, do not deploy it"
+        )
     if int8:
         summary["int8"] = _quantize(out, spec, calibration, calibration_images, onnx_model, int8_activations)
     hparams = dict(torch_model.model.hparams)
@@ -124,10 +150,16 @@ def _quantize(out: Path, spec: dict, calibration: str, n: int, fp32, activations
     held_out, _ = load_batch(calibration, agree_split, transform, limit=AGREEMENT_IMAGES)
     int8 = OnnxPredictor(out, "model.int8.onnx")
     agreement = top1_agreement(_batched(fp32, held_out), _batched(int8, held_out))
-    return {"activations": activations, "calibration": str(calibration), "calibration_split": cal_split,
-            "calibration_images": len(images),
-            "agreement_split": agree_split, "agreement_images": len(held_out), "top1_agreement": agreement}
+    return {
+        "activations": activations,
+        "calibration": str(calibration),
+        "calibration_split": cal_split,
+        "calibration_images": len(images),
+        "agreement_split": agree_split,
+        "agreement_images": len(held_out),
+        "top1_agreement": agreement,
+    }
 
 
 def _batched(predictor, images, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate([predictor.logits(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    return np.concatenate([predictor.logits(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])

@@ -70,39 +70,56 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def render_card(summary: dict, hparams: dict, spec: dict, ckpt_path: str | Path, run_dir: str | Path | None = None) -> str:
+def render_card(
+    summary: dict, hparams: dict, spec: dict, ckpt_path: str | Path, run_dir: str | Path | None = None
+) -> str:
     data, metrics = training_data(ckpt_path, run_dir), run_metrics(ckpt_path, run_dir)
-    shown = {k: metrics[k] for k in ("val/top1", "test/top1", "test/top5", "epochs", "params/total",
-                                      "params/trainable") if k in metrics}
+    shown = {
+        k: metrics[k]
+        for k in ("val/top1", "test/top1", "test/top5", "epochs", "params/total", "params/trainable")
+        if k in metrics
+    }
     s = spec["crop"]
     lines = [
-        f"# Model card: {hparams['backbone']} SKU classifier ({hparams['num_classes']} SKUs)", "",
-        "## Model", "",
+        f"# Model card: {hparams['backbone']} SKU classifier ({hparams['num_classes']} SKUs)",
+        "",
+        "## Model",
+        "",
         f"- backbone `{hparams['backbone']}`, freeze depth {hparams['freeze_depth']}, head {hparams.get('head') or {}}",
         f"- image size {s} px (eval: shorter side {spec['resize']} px, {spec['interpolation']}, centre crop {s}×{s})",
         f"- checkpoint `{Path(ckpt_path).resolve()}` (sha256 `{sha256(ckpt_path)}`)",
         f"- exported with the {summary['exporter']} torch.onnx exporter, opset {summary['opset']}, "
         f"torch {summary['torch']}, onnxruntime {summary['onnxruntime']}",
-        "", "## Training data", "",
+        "",
+        "## Training data",
+        "",
         f"- manifest `{data['manifest']}`" + (f" (sha256 `{data['sha256']}`)" if data["sha256"] else ""),
         f"- labels.json sha256 `{summary['labels_sha256']}`",
-        "", "## Metrics (training run)", "",
+        "",
+        "## Metrics (training run)",
+        "",
     ]
     lines += [f"- {k}: {_fmt(v)}" for k, v in shown.items()] or ["- no metrics.json found next to the checkpoint"]
     lines += [
-        "", "## Export checks", "",
+        "",
+        "## Export checks",
+        "",
         f"- ONNX Runtime fp32 vs PyTorch, {summary['parity_images']} images: max |logit difference| "
         f"{summary['parity_max_abs_diff']:.2e}, top-1 identical: {summary['parity_top1_identical']}",
     ]
     if "int8" in summary:
         q = summary["int8"]
-        lines.append(f"- `model.int8.onnx` (static QDQ, int8 per-channel weights, {q['activations']} activations, "
-                     f"{q['calibration_images']} calibration images from "
-                     f"`{q['calibration']}` split {q['calibration_split']}): top-1 agreement with fp32 "
-                     f"{q['top1_agreement']:.4f} on {q['agreement_images']} images of split {q['agreement_split']}")
+        lines.append(
+            f"- `model.int8.onnx` (static QDQ, int8 per-channel weights, {q['activations']} activations, "
+            f"{q['calibration_images']} calibration images from "
+            f"`{q['calibration']}` split {q['calibration_split']}): top-1 agreement with fp32 "
+            f"{q['top1_agreement']:.4f} on {q['agreement_images']} images of split {q['agreement_split']}"
+        )
     mean, std = ", ".join(f"{m:.4f}" for m in spec["mean"]), ", ".join(f"{v:.4f}" for v in spec["std"])
     lines += [
-        "", "## Input and output", "",
+        "",
+        "## Input and output",
+        "",
         f"- input `images`: float32, NCHW (batch, 3, {s}, {s}), RGB; pixel/255, minus mean ({mean}), divided by std ({std})",
         "- outputs `logits` and `probabilities` (softmax): float32 (batch, classes); class i is `labels.json` classes[i]",
         "- `preprocess.json` holds every preprocessing value; batch size is dynamic",

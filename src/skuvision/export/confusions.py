@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ def gather_pairs(strategy, pairs: np.ndarray, rank: int, world_size: int, device
     counts = strategy.reduce(counts, reduce_op="sum").cpu().round().long().tolist()
     buffer = torch.zeros(max(1, sum(counts)), 2, device=device)
     start = sum(counts[:rank])
-    buffer[start:start + len(pairs)] = torch.from_numpy(pairs).float().to(device)
+    buffer[start : start + len(pairs)] = torch.from_numpy(pairs).float().to(device)
     buffer = strategy.reduce(buffer, reduce_op="sum").cpu()
     return buffer[: sum(counts)].round().long().numpy()
 
@@ -57,34 +57,62 @@ def _attributes(label_map: dict | None, num_classes: int) -> tuple[list[str], di
     return lm.skus, lm.brands, lm.categories
 
 
-def confusion_rows(pairs: Mapping[tuple[int, int], int], totals: Sequence[int], label_map: dict | None,
-                   limit: int = CSV_LIMIT) -> list[dict]:
+def confusion_rows(
+    pairs: Mapping[tuple[int, int], int], totals: Sequence[int], label_map: dict | None, limit: int = CSV_LIMIT
+) -> list[dict]:
     """The ``limit`` most frequent pairs, most frequent first, with SKU ids, brands and a same-brand flag."""
     skus, brands, categories = _attributes(label_map, len(totals))
-    ordered = sorted(pairs.items(), key=lambda kv: (-kv[1], -kv[1] / max(1, int(totals[kv[0][0]])),
-                                                   skus[kv[0][0]], skus[kv[0][1]]))
+    ordered = sorted(
+        pairs.items(), key=lambda kv: (-kv[1], -kv[1] / max(1, int(totals[kv[0][0]])), skus[kv[0][0]], skus[kv[0][1]])
+    )
     rows = []
     for (t, p), n in ordered[:limit]:
         true_sku, pred_sku = skus[t], skus[p]
         tb, pb = brands.get(true_sku, ""), brands.get(pred_sku, "")
-        rows.append({
-            "true_sku": true_sku, "predicted_sku": pred_sku, "count": int(n), "true_images": int(totals[t]),
-            "share_of_true": round(n / max(1, int(totals[t])), 4),
-            "true_brand": tb, "predicted_brand": pb, "same_brand": ("yes" if tb == pb else "no") if tb and pb else "",
-            "true_category": categories.get(true_sku, ""), "predicted_category": categories.get(pred_sku, ""),
-            "true_index": t, "predicted_index": p,
-        })
+        rows.append(
+            {
+                "true_sku": true_sku,
+                "predicted_sku": pred_sku,
+                "count": int(n),
+                "true_images": int(totals[t]),
+                "share_of_true": round(n / max(1, int(totals[t])), 4),
+                "true_brand": tb,
+                "predicted_brand": pb,
+                "same_brand": ("yes" if tb == pb else "no") if tb and pb else "",
+                "true_category": categories.get(true_sku, ""),
+                "predicted_category": categories.get(pred_sku, ""),
+                "true_index": t,
+                "predicted_index": p,
+            }
+        )
     return rows
 
 
-def write_confusions_csv(path: str | Path, pairs: Mapping[tuple[int, int], int], totals: Sequence[int],
-                         label_map: dict | None, limit: int = CSV_LIMIT) -> Path:
+def write_confusions_csv(
+    path: str | Path,
+    pairs: Mapping[tuple[int, int], int],
+    totals: Sequence[int],
+    label_map: dict | None,
+    limit: int = CSV_LIMIT,
+) -> Path:
     """``confusions.csv``: one row per (true SKU, predicted SKU) pair seen, most frequent first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = confusion_rows(pairs, totals, label_map, limit)
-    fields = ["true_sku", "predicted_sku", "count", "true_images", "share_of_true", "true_brand", "predicted_brand",
-              "same_brand", "true_category", "predicted_category", "true_index", "predicted_index"]
+    fields = [
+        "true_sku",
+        "predicted_sku",
+        "count",
+        "true_images",
+        "share_of_true",
+        "true_brand",
+        "predicted_brand",
+        "same_brand",
+        "true_category",
+        "predicted_category",
+        "true_index",
+        "predicted_index",
+    ]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -92,7 +120,9 @@ def write_confusions_csv(path: str | Path, pairs: Mapping[tuple[int, int], int],
     return path
 
 
-def write_from_tensors(report_dir: str | Path, pairs: np.ndarray, totals: Sequence[int], label_map: dict | None) -> Path:
+def write_from_tensors(
+    report_dir: str | Path, pairs: np.ndarray, totals: Sequence[int], label_map: dict | None
+) -> Path:
     """What a training run's test epoch calls: (K, 2) misclassified rows -> ``confusions.csv``."""
     counts = confusion_pairs(pairs[:, 0], pairs[:, 1]) if len(pairs) else Counter()
     return write_confusions_csv(Path(report_dir) / "confusions.csv", counts, [int(t) for t in totals], label_map)
@@ -118,8 +148,13 @@ def worst_skus(pairs: Mapping[tuple[int, int], int], totals: Sequence[int], limi
     return sorted(chosen, key=lambda c: (accuracy(c), c))  # rows and columns in one order: the diagonal lines up
 
 
-def plot_confusions(path: str | Path, pairs: Mapping[tuple[int, int], int], totals: Sequence[int],
-                    label_map: dict | None, limit: int = PLOT_SKUS) -> Path:
+def plot_confusions(
+    path: str | Path,
+    pairs: Mapping[tuple[int, int], int],
+    totals: Sequence[int],
+    label_map: dict | None,
+    limit: int = PLOT_SKUS,
+) -> Path:
     """``confusions.png``: row-normalised confusion matrix of the worst SKUs and what they are taken for.
 
     Rows are true SKUs, columns predicted ones; each cell shows the count, its colour the share of the
@@ -152,8 +187,9 @@ def plot_confusions(path: str | Path, pairs: Mapping[tuple[int, int], int], tota
         ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
         for (r, c), n in np.ndenumerate(counts):
             if n:
-                ax.text(c, r, str(n), ha="center", va="center", fontsize=8,
-                        color="white" if shares[r, c] > 0.5 else "black")
+                ax.text(
+                    c, r, str(n), ha="center", va="center", fontsize=8, color="white" if shares[r, c] > 0.5 else "black"
+                )
 
         def label(c: int) -> str:
             text = skus[c] if len(skus[c]) <= 28 else skus[c][:27] + "…"
@@ -164,8 +200,10 @@ def plot_confusions(path: str | Path, pairs: Mapping[tuple[int, int], int], tota
         ax.set_yticks(range(len(chosen)), names, fontsize=8)
         ax.set_xlabel("predicted SKU")
         ax.set_ylabel("true SKU (least accurate first)")
-    ax.set_title("Least accurate SKUs: what they are taken for\n(cell: images; colour: share of the true SKU's images)",
-                 fontsize=10)
+    ax.set_title(
+        "Least accurate SKUs: what they are taken for\n(cell: images; colour: share of the true SKU's images)",
+        fontsize=10,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

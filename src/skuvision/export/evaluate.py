@@ -43,8 +43,9 @@ def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress
             logits.append(predictor.logits(torch.stack(batch)))
             batch.clear()
 
-    for image, shard_label in tqdm(iter_split(shards_dir, split), total=count, unit="img", desc=f"evaluate {split}",
-                                   disable=not progress):
+    for image, shard_label in tqdm(
+        iter_split(shards_dir, split), total=count, unit="img", desc=f"evaluate {split}", disable=not progress
+    ):
         target = mapping[shard_label]
         if target < 0:
             unknown += 1
@@ -55,7 +56,11 @@ def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress
             flush()
     flush()
     num_classes = len(predictor.labels)
-    return (np.concatenate(logits) if logits else np.zeros((0, num_classes), np.float32)), np.asarray(labels, np.int64), unknown
+    return (
+        (np.concatenate(logits) if logits else np.zeros((0, num_classes), np.float32)),
+        np.asarray(labels, np.int64),
+        unknown,
+    )
 
 
 def _group_accuracy(labels: np.ndarray, pred: np.ndarray, group_of: dict[str, str], skus: list[str]) -> dict:
@@ -69,8 +74,10 @@ def _group_accuracy(labels: np.ndarray, pred: np.ndarray, group_of: dict[str, st
         s[0] += 1
         s[1] += int(t == p)
         s[2] += int(group_of.get(skus[p], "") == group)
-    return {g: {"images": n, "top1": round(c / n, 4), "group_correct": round(gc / n, 4)}
-            for g, (n, c, gc) in sorted(stats.items())}
+    return {
+        g: {"images": n, "top1": round(c / n, 4), "group_correct": round(gc / n, 4)}
+        for g, (n, c, gc) in sorted(stats.items())
+    }
 
 
 def brand_accuracy(logits: np.ndarray, labels: np.ndarray, model_labels: LabelMap, split: str) -> dict:
@@ -84,10 +91,12 @@ def brand_accuracy(logits: np.ndarray, labels: np.ndarray, model_labels: LabelMa
     probs = shifted / shifted.sum(1, keepdims=True)
     brand_probs = np.zeros((len(probs), brand_of.max() + 1))
     np.add.at(brand_probs.T, brand_of, probs.T)
-    top = np.argsort(-brand_probs, axis=1, kind="stable")[:, :min(5, brand_probs.shape[1])]
+    top = np.argsort(-brand_probs, axis=1, kind="stable")[:, : min(5, brand_probs.shape[1])]
     target = brand_of[labels]
-    return {f"{split}/brand_top1": float(np.mean(top[:, 0] == target)),
-            f"{split}/brand_top5": float(np.mean((top == target[:, None]).any(1)))}
+    return {
+        f"{split}/brand_top1": float(np.mean(top[:, 0] == target)),
+        f"{split}/brand_top5": float(np.mean((top == target[:, None]).any(1))),
+    }
 
 
 def compute_metrics(logits: np.ndarray, labels: np.ndarray, model_labels: LabelMap, split: str) -> dict:
@@ -96,7 +105,8 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray, model_labels: LabelM
     top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     pred = top[:, 0] if n else np.zeros(0, np.int64)
     skus = model_labels.skus
-    return {**brand_accuracy(logits, labels, model_labels, split),
+    return {
+        **brand_accuracy(logits, labels, model_labels, split),
         f"{split}/top1": float(np.mean(pred == labels)) if n else float("nan"),
         f"{split}/top5": float(np.mean((top == labels[:, None]).any(1))) if n else float("nan"),
         "images": int(n),
@@ -109,8 +119,16 @@ def default_out_dir() -> Path:
     return Path("logs") / "evaluate" / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def evaluate(model: str, shards_dir: str, split: str = "test", out: str | None = None, batch_size: int = 64,
-             image_size: int | None = None, int8: bool = False, progress: bool = True) -> tuple[dict, Path]:
+def evaluate(
+    model: str,
+    shards_dir: str,
+    split: str = "test",
+    out: str | None = None,
+    batch_size: int = 64,
+    image_size: int | None = None,
+    int8: bool = False,
+    progress: bool = True,
+) -> tuple[dict, Path]:
     """Score ``model`` on ``split`` and write the report files; returns (metrics, output dir)."""
     import torch
 
@@ -125,8 +143,14 @@ def evaluate(model: str, shards_dir: str, split: str = "test", out: str | None =
     logits, labels, unknown = score(predictor, shards_dir, split, batch_size, progress)
     seconds = time.perf_counter() - started
     metrics = compute_metrics(logits, labels, predictor.labels, split)
-    metrics.update(model=str(model), backend=predictor.backend, shards=str(shards_dir), split=split,
-                   skipped_unknown_sku=unknown, seconds=round(seconds, 2))
+    metrics.update(
+        model=str(model),
+        backend=predictor.backend,
+        shards=str(shards_dir),
+        split=split,
+        skipped_unknown_sku=unknown,
+        seconds=round(seconds, 2),
+    )
     out_dir = Path(out) if out else default_out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     num_classes = len(predictor.labels)
@@ -139,7 +163,8 @@ def evaluate(model: str, shards_dir: str, split: str = "test", out: str | None =
     write_confusions_csv(out_dir / "confusions.csv", pairs, totals.tolist(), label_map)
     plot_confusions(out_dir / "confusions.png", pairs, totals.tolist(), label_map)
     metrics["confused_pairs"] = len(pairs)
-    metrics["most_confused"] = [f"{predictor.labels.sku(t)} -> {predictor.labels.sku(p)}: {c}"
-                                for (t, p), c in Counter(pairs).most_common(3)]
+    metrics["most_confused"] = [
+        f"{predictor.labels.sku(t)} -> {predictor.labels.sku(p)}: {c}" for (t, p), c in Counter(pairs).most_common(3)
+    ]
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics, out_dir

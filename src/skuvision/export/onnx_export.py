@@ -72,13 +72,16 @@ def pick_exporter(requested: str = "auto") -> str:
     if requested == "auto":
         return "legacy" if legacy_available() else "dynamo"
     if requested == "dynamo" and not dynamo_usable():
-        raise UserError(f"--exporter dynamo: torch {torch.__version__} has no usable dynamo ONNX exporter (needs "
-                        "torch >= 2.5); use --exporter legacy or auto")
+        raise UserError(
+            f"--exporter dynamo: torch {torch.__version__} has no usable dynamo ONNX exporter (needs "
+            "torch >= 2.5); use --exporter legacy or auto"
+        )
     return requested
 
 
-def export_onnx(classifier: nn.Module, path: str | Path, image_size: int, opset: int = DEFAULT_OPSET,
-                exporter: str = "auto") -> dict:
+def export_onnx(
+    classifier: nn.Module, path: str | Path, image_size: int, opset: int = DEFAULT_OPSET, exporter: str = "auto"
+) -> dict:
     """Write ``path`` (one file, fp32, dynamic batch); returns what was used: exporter, opset, torch."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,13 +93,28 @@ def export_onnx(classifier: nn.Module, path: str | Path, image_size: int, opset:
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice on new torch
         if which == "legacy":
             kwargs = {"dynamo": False} if has_dynamo_flag() else {}
-            torch.onnx.export(model, (example,), str(path), opset_version=int(opset),
-                              dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)}, **common, **kwargs)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                opset_version=int(opset),
+                dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)},
+                **common,
+                **kwargs,
+            )
         else:
             opset = max(int(opset), DYNAMO_MIN_OPSET)
-            torch.onnx.export(model, (example,), str(path), opset_version=opset, dynamo=True, external_data=False,
-                              dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}},
-                              verbose=False, **common)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}},
+                verbose=False,
+                **common,
+            )
     check_model(path)
     return {"exporter": which, "opset": int(opset), "torch": torch.__version__}
 

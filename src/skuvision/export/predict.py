@@ -13,8 +13,8 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -29,8 +29,10 @@ def _csv_listing(path: Path) -> list[Path]:
         reader = csv.DictReader(fh)
         fields = [f.strip() for f in reader.fieldnames or []]
         if "path" not in fields:
-            raise UserError(f"{path}: no 'path' column (columns: {', '.join(fields) or 'none'}); "
-                            "a CSV input needs a header with path")
+            raise UserError(
+                f"{path}: no 'path' column (columns: {', '.join(fields) or 'none'}); "
+                "a CSV input needs a header with path"
+            )
         rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     return [p if p.is_absolute() else path.parent / p for p in (Path(r["path"]) for r in rows if r.get("path"))]
 
@@ -63,7 +65,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict_paths(predictor, paths: list[Path], topk: int = 5, batch_size: int = 32, progress: bool = True) -> list[dict]:
+def predict_paths(
+    predictor, paths: list[Path], topk: int = 5, batch_size: int = 32, progress: bool = True
+) -> list[dict]:
     """One row per path, in order: ``{"path", "predictions": [{"sku_id", "brand", "probability"}], "error"}``."""
     import torch
     from tqdm.auto import tqdm
@@ -81,11 +85,17 @@ def predict_paths(predictor, paths: list[Path], topk: int = 5, batch_size: int =
         top = np.argsort(-probs, axis=1, kind="stable")[:, :topk]
         for (row_index, _), classes, p in zip(pending, top, probs):
             rows[row_index]["predictions"] = [
-                {"sku_id": skus[c], "brand": brands.get(skus[c], ""), "probability": float(p[c])} for c in classes]
+                {"sku_id": skus[c], "brand": brands.get(skus[c], ""), "probability": float(p[c])} for c in classes
+            ]
         pending.clear()
 
-    bar = tqdm(total=len(paths), unit="img", desc="predict", file=sys.stderr,
-               disable=not progress or len(paths) < PROGRESS_FROM)
+    bar = tqdm(
+        total=len(paths),
+        unit="img",
+        desc="predict",
+        file=sys.stderr,
+        disable=not progress or len(paths) < PROGRESS_FROM,
+    )
     for i, path in enumerate(paths):
         try:
             pending.append((i, predictor.transform(read_image(path))))
@@ -111,9 +121,17 @@ def render(rows: list[dict], topk: int, fmt: str) -> str:
     return buf.getvalue()
 
 
-def run_predict(model: str, inputs: list[str], topk: int = 5, fmt: str = "csv", out: str | None = None,
-                batch_size: int = 32, image_size: int | None = None, int8: bool = False,
-                progress: bool = True) -> tuple[int, int]:
+def run_predict(
+    model: str,
+    inputs: list[str],
+    topk: int = 5,
+    fmt: str = "csv",
+    out: str | None = None,
+    batch_size: int = 32,
+    image_size: int | None = None,
+    int8: bool = False,
+    progress: bool = True,
+) -> tuple[int, int]:
     """Predict, write to ``out`` (or stdout); returns (images predicted, images failed)."""
     from skuvision.export.runtime import load_predictor
 

@@ -27,20 +27,29 @@ from pathlib import Path
 
 import numpy as np
 
-
 ACTIVATIONS = ("uint8", "int8")
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, batch_size: int = 16,
-                  activations: str = "uint8") -> Path:
+def quantize_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration: np.ndarray,
+    batch_size: int = 16,
+    activations: str = "uint8",
+) -> Path:
     """``calibration``: float32 (N, 3, S, S) eval-transformed images. Writes and returns ``out_path``."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([calibration[i:i + batch_size] for i in range(0, len(calibration), batch_size)])
+            self.batches = iter([calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size)])
 
         def get_next(self):
             batch = next(self.batches, None)
@@ -54,10 +63,15 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
 
         softmax = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Softmax"]
         quantize_static(
-            str(prepared), str(out_path), Reader(),
-            quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8,
+            str(prepared),
+            str(out_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-            per_channel=True, reduce_range=False, calibrate_method=CalibrationMethod.MinMax,
+            per_channel=True,
+            reduce_range=False,
+            calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=softmax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )

@@ -103,8 +103,9 @@ def run_config(ckpt_path: str | Path, run_dir: str | Path | None = None):
     return OmegaConf.load(config) if config and config.is_file() else None
 
 
-def checkpoint_spec(ckpt_path: str | Path, hparams: dict, image_size: int | None = None,
-                    run_dir: str | Path | None = None) -> dict:
+def checkpoint_spec(
+    ckpt_path: str | Path, hparams: dict, image_size: int | None = None, run_dir: str | Path | None = None
+) -> dict:
     """The eval preprocessing a checkpoint was tested with: ``preprocess_spec(backbone, data.image_size)``.
 
     The image size is not a model hyperparameter, so it comes from ``image_size`` (``--image-size``)
@@ -116,16 +117,20 @@ def checkpoint_spec(ckpt_path: str | Path, hparams: dict, image_size: int | None
         cfg = run_config(ckpt_path, run_dir)
         image_size = cfg.data.get("image_size") if cfg is not None and "data" in cfg else None
     if image_size is None:
-        raise UserError(f"{ckpt_path}: no .hydra/config.yaml of its run next to it, so the image size is unknown; "
-                        "pass --image-size PX (the run's data.image_size)")
+        raise UserError(
+            f"{ckpt_path}: no .hydra/config.yaml of its run next to it, so the image size is unknown; "
+            "pass --image-size PX (the run's data.image_size)"
+        )
     return preprocess_spec(hparams["backbone"], int(image_size))
 
 
 def labels_document(label_map: dict | LabelMap) -> dict:
     """``labels.json``: class index -> SKU id, brand, category, in index order."""
     lm = label_map if isinstance(label_map, LabelMap) else LabelMap.from_dict(label_map)
-    classes = [{"index": i, "sku_id": s, "brand": lm.brands.get(s, ""), "category": lm.categories.get(s, "")}
-               for i, s in enumerate(lm.skus)]
+    classes = [
+        {"index": i, "sku_id": s, "brand": lm.brands.get(s, ""), "category": lm.categories.get(s, "")}
+        for i, s in enumerate(lm.skus)
+    ]
     return {"num_classes": len(classes), "classes": classes}
 
 
@@ -165,12 +170,17 @@ class TorchPredictor(Predictor):
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - unpickling errors, missing keys, wrong shapes: not a checkpoint of ours
-            raise UserError(f"MODEL {ckpt_path}: not a skuvision checkpoint ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); pass a .ckpt from a run's "
-                            "checkpoints/ or an export dir") from None
+            raise UserError(
+                f"MODEL {ckpt_path}: not a skuvision checkpoint ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); pass a .ckpt from a run's "
+                "checkpoints/ or an export dir"
+            ) from None
         hparams = dict(self.model.hparams)
-        super().__init__(ckpt_path, checkpoint_spec(ckpt_path, hparams, image_size, run_dir),
-                         LabelMap.from_dict(self.model.label_map or {str(i): i for i in range(hparams["num_classes"])}))
+        super().__init__(
+            ckpt_path,
+            checkpoint_spec(ckpt_path, hparams, image_size, run_dir),
+            LabelMap.from_dict(self.model.label_map or {str(i): i for i in range(hparams["num_classes"])}),
+        )
         self._torch = torch
 
     def logits(self, batch) -> np.ndarray:
@@ -203,18 +213,23 @@ class OnnxPredictor(Predictor):
         return self.session.run(["logits"], {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})[0]
 
 
-def load_predictor(model: str | Path, image_size: int | None = None, int8: bool = False,
-                   threads: int | None = None) -> Predictor:
+def load_predictor(
+    model: str | Path, image_size: int | None = None, int8: bool = False, threads: int | None = None
+) -> Predictor:
     """An export dir (has model.onnx, labels.json, preprocess.json) or a ``.ckpt`` file."""
     path = Path(model)
     if path.is_dir():
         missing = [f for f in EXPORT_FILES if not (path / f).is_file()]
         if missing:
-            raise UserError(f"MODEL {path}: not an export dir (missing {', '.join(missing)}); "
-                            "pass a dir written by `skuvision export` or a .ckpt file")
+            raise UserError(
+                f"MODEL {path}: not an export dir (missing {', '.join(missing)}); "
+                "pass a dir written by `skuvision export` or a .ckpt file"
+            )
         model_file = "model.int8.onnx" if int8 else "model.onnx"
         if not (path / model_file).is_file():
-            raise UserError(f"MODEL {path}: no {model_file}; export with `skuvision export CKPT --int8 --calibration SHARDS`")
+            raise UserError(
+                f"MODEL {path}: no {model_file}; export with `skuvision export CKPT --int8 --calibration SHARDS`"
+            )
         return OnnxPredictor(path, model_file, threads)
     if path.is_file():
         if int8:

@@ -7,8 +7,8 @@ deterministic order, so two runs over one split see the same images in the same 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from skuvision.errors import DataError
 

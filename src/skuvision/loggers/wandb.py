@@ -33,8 +33,19 @@ log = logging.getLogger(__name__)
 
 SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|token|credential)", re.IGNORECASE)
 # overrides that say where things are, not what was trained: left out of plain runs' names
-_NAME_NOISE = ("hydra.", "paths.", "logger.", "callbacks.", "data.root", "data.num_workers", "data.cache_dir",
-               "trainer.enable_progress_bar", "trainer.log_every_n_steps", "export_backbone", "ckpt_path")
+_NAME_NOISE = (
+    "hydra.",
+    "paths.",
+    "logger.",
+    "callbacks.",
+    "data.root",
+    "data.num_workers",
+    "data.cache_dir",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "export_backbone",
+    "ckpt_path",
+)
 
 
 def resolve_mode(mode: str | None = None) -> str:
@@ -45,8 +56,10 @@ def resolve_mode(mode: str | None = None) -> str:
     if mode not in ("online", "offline", "disabled"):
         raise ConfigError(f"W&B mode {mode!r} (logger.wandb.mode or WANDB_MODE): use online, offline or disabled")
     if mode == "online" and not has_api_key():
-        raise ConfigError("W&B mode is online but no API key: set WANDB_API_KEY (or run `wandb login`), "
-                          "or unset WANDB_MODE to log offline")
+        raise ConfigError(
+            "W&B mode is online but no API key: set WANDB_API_KEY (or run `wandb login`), "
+            "or unset WANDB_MODE to log offline"
+        )
     return mode
 
 
@@ -134,8 +147,9 @@ def run_name(hc=None, max_len: int = 120) -> str | None:
     keys = swept_keys(hc) if _is_multirun(hc) else []
     chosen = [o for o in task if o.key_or_group in keys]
     if not chosen:  # a plain run: what was trained, not where things live
-        chosen = [o for o in task if not o.key_or_group.startswith(_NAME_NOISE)
-                  and "/" not in o.get_value_element_as_str()]
+        chosen = [
+            o for o in task if not o.key_or_group.startswith(_NAME_NOISE) and "/" not in o.get_value_element_as_str()
+        ]
     short = _short_names([o.key_or_group for o in chosen])
     name = ""
     for o in chosen:
@@ -190,16 +204,30 @@ def wandb_logger(
     import wandb
 
     logger = WandbLogger(
-        name=name, save_dir=save_dir, project=project, entity=entity or None, tags=list(tags or []) or None,
-        group=group, job_type=job_type, mode=resolved_mode, notes=notes, log_model=False,
+        name=name,
+        save_dir=save_dir,
+        project=project,
+        entity=entity or None,
+        tags=list(tags or []) or None,
+        group=group,
+        job_type=job_type,
+        mode=resolved_mode,
+        notes=notes,
+        log_model=False,
         # no run summary/history table on the console after the result: it is in the run dir (wandb/)
         settings=wandb.Settings(quiet=True),
     )
     getattr(logger, "_wandb_init", {}).pop("anonymous", None)  # deprecated in wandb; Lightning always passes it
     logger.skuvision_log_model = bool(log_model)
     if rank_zero_only.rank == 0:  # the other ranks get Lightning's dummy experiment and log nothing
-        log.info("W&B: %s run, project=%s group=%s name=%s, files under %s/wandb", resolved_mode, project, group,
-                 name, save_dir)
+        log.info(
+            "W&B: %s run, project=%s group=%s name=%s, files under %s/wandb",
+            resolved_mode,
+            project,
+            group,
+            name,
+            save_dir,
+        )
     return logger
 
 

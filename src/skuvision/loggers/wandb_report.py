@@ -87,8 +87,11 @@ def log_model_artifact(lg, model, metrics: dict, output_dir: Path) -> None:
     bundle = write_model_bundle(ckpt, output_dir, copy_checkpoint=False)
     run = lg.experiment
     keep = ("val/top1", "test/top1", "test/top5", "params/trainable", "freeze_depth")
-    artifact = wandb.Artifact(f"model-{run.id}", type="model",
-                              metadata={k: metrics[k] for k in keep if k in metrics} | {"backbone": model.hparams.backbone})
+    artifact = wandb.Artifact(
+        f"model-{run.id}",
+        type="model",
+        metadata={k: metrics[k] for k in keep if k in metrics} | {"backbone": model.hparams.backbone},
+    )
     for name, path in bundle.items():
         artifact.add_file(str(path), name=name)
     run.log_artifact(artifact, aliases=["best", "latest"])

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
 from skuvision.errors import ConfigError
 from skuvision.model.pretrained import has_embedded_weights, load_embedded_weights
 
@@ -38,8 +37,9 @@ def _load_state_dict(path: str) -> dict:
     return state
 
 
-def create_timm_model(name: str, pretrained: bool = False, pretrained_file: str | None = None,
-                      num_classes: int = 0) -> nn.Module:
+def create_timm_model(
+    name: str, pretrained: bool = False, pretrained_file: str | None = None, num_classes: int = 0
+) -> nn.Module:
     """A timm model, by default without classifier (``num_classes=0``).
 
     Weights: ``pretrained_file`` if given; else, with ``pretrained``, the embedded ImageNet weights
@@ -62,7 +62,8 @@ def create_timm_model(name: str, pretrained: bool = False, pretrained_file: str 
         raise ConfigError(
             f"model.pretrained=true: no ImageNet weights for {name} in the local hub cache and no network "
             f"({type(exc).__name__}); use model.backbone=efficientnet_lite0 (weights embedded), "
-            "model.pretrained_file=PATH, or model.pretrained=false") from None
+            "model.pretrained_file=PATH, or model.pretrained=false"
+        ) from None
     if embedded:
         load_embedded_weights(model, name)
     if pretrained_file:
@@ -71,7 +72,9 @@ def create_timm_model(name: str, pretrained: bool = False, pretrained_file: str 
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith(("fc.", "classifier.", "head."))]
         if missing:
-            raise ConfigError(f"model.pretrained_file={pretrained_file}: {len(missing)} backbone weights missing (e.g. {missing[0]}); is it for {name}?")
+            raise ConfigError(
+                f"model.pretrained_file={pretrained_file}: {len(missing)} backbone weights missing (e.g. {missing[0]}); is it for {name}?"
+            )
     return model
 
 
@@ -103,8 +106,14 @@ def _stage_units(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
 class StagedBackbone(nn.Module):
     """Runs a timm CNN unit by unit so a frozen prefix can skip autograd."""
 
-    def __init__(self, model: nn.Module, freeze_depth: int, channels_last: bool = False,
-                 frozen_precision: str = "fp32", fold_frozen_bn: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        freeze_depth: int,
+        channels_last: bool = False,
+        frozen_precision: str = "fp32",
+        fold_frozen_bn: bool = False,
+    ):
         super().__init__()
         from skuvision.model.speed import FROZEN_PRECISIONS
 
@@ -143,15 +152,17 @@ class StagedBackbone(nn.Module):
         self._units = [self.model.get_submodule(name) for name in self.unit_names]  # folded units were replaced
         got = self._frozen_forward(probe, "fp32")
         if not torch.allclose(want, got, rtol=1e-3, atol=1e-4):
-            raise ConfigError(f"model.fold_frozen_bn=true changed the frozen prefix's output (max diff "
-                              f"{(want - got).abs().max().item():.1e}) for this backbone; set it to false")
+            raise ConfigError(
+                f"model.fold_frozen_bn=true changed the frozen prefix's output (max diff "
+                f"{(want - got).abs().max().item():.1e}) for this backbone; set it to false"
+            )
         return folded
 
     @property
     def frozen_units(self) -> list[nn.Module]:
         return [u for u, s in zip(self._units, self.unit_stages) if s <= self.freeze_depth]
 
-    def train(self, mode: bool = True) -> "StagedBackbone":
+    def train(self, mode: bool = True) -> StagedBackbone:
         super().train(mode)
         for unit in self.frozen_units:  # frozen BatchNorm keeps its running stats, always
             unit.eval()
@@ -187,8 +198,9 @@ class StagedBackbone(nn.Module):
         return self.model.forward_head(x, pre_logits=True)
 
 
-def build_backbone(name: str, freeze_depth: int, pretrained: bool = False, pretrained_file: str | None = None,
-                   **speed) -> StagedBackbone:
+def build_backbone(
+    name: str, freeze_depth: int, pretrained: bool = False, pretrained_file: str | None = None, **speed
+) -> StagedBackbone:
     """``speed``: channels_last, frozen_precision, fold_frozen_bn (see :mod:`skuvision.model.speed`)."""
     model = create_timm_model(name, pretrained, pretrained_file)
     if not hasattr(model, "feature_info") or not model.feature_info:

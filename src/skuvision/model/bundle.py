@@ -27,7 +27,10 @@ def write_model_bundle(checkpoint: str | Path, out_dir: str | Path, copy_checkpo
     if not label_map:
         raise DataError(f"{checkpoint}: holds no label map; was it written by skuvision's SKUClassifier?")
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle = {"model.ckpt": checkpoint, "label_map.json": write_json(out_dir / "label_map.json", label_map, sort_keys=True)}
+    bundle = {
+        "model.ckpt": checkpoint,
+        "label_map.json": write_json(out_dir / "label_map.json", label_map, sort_keys=True),
+    }
     if copy_checkpoint:
         shutil.copyfile(checkpoint, out_dir / "model.ckpt")
         bundle["model.ckpt"] = out_dir / "model.ckpt"

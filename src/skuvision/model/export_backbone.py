@@ -29,6 +29,11 @@ def export_backbone(model, path: str | Path, metadata: dict | None = None) -> Pa
     info.update({k: str(v) for k, v in (metadata or {}).items()})
     with atomic_path(path, mode=0o644) as tmp:  # 0644: safetensors writes 0600; the file is shared like any checkpoint
         save_file(state, str(tmp), metadata=info)
-    log.info("exported %s backbone (%d tensors) -> %s; fine-tune with model.pretrained_file=%s",
-             info["backbone"], len(state), path, path)
+    log.info(
+        "exported %s backbone (%d tensors) -> %s; fine-tune with model.pretrained_file=%s",
+        info["backbone"],
+        len(state),
+        path,
+        path,
+    )
     return path

@@ -5,8 +5,13 @@ from __future__ import annotations
 from torch import nn
 
 
-def mlp_head(in_features: int, num_classes: int, hidden_dims: list[int] | tuple[int, ...] = (512,),
-             dropout: float = 0.2, norm: str = "none") -> nn.Sequential:
+def mlp_head(
+    in_features: int,
+    num_classes: int,
+    hidden_dims: list[int] | tuple[int, ...] = (512,),
+    dropout: float = 0.2,
+    norm: str = "none",
+) -> nn.Sequential:
     """in -> [Linear, (BatchNorm), ReLU, Dropout] * len(hidden_dims) -> Linear(num_classes)."""
     if norm not in ("none", "batchnorm", "layernorm"):
         raise ValueError(f"model.head.norm={norm}: use none, batchnorm or layernorm")

@@ -65,18 +65,36 @@ class SKUClassifier(L.LightningModule):
         head, optimizer, scheduler, label_map = (plain(x) or {} for x in (head, optimizer, scheduler, label_map))
         if int(num_classes) < 2:
             raise ConfigError(f"model.num_classes={num_classes}: need at least 2 SKUs")
-        self.save_hyperparameters({
-            "num_classes": int(num_classes), "backbone": backbone, "pretrained": bool(pretrained),
-            "pretrained_file": pretrained_file, "freeze_depth": int(freeze_depth), "head": head,
-            "aux_heads": bool(aux_heads), "aux_weight": float(aux_weight), "label_smoothing": float(label_smoothing),
-            "optimizer": optimizer, "scheduler": scheduler, "compile": bool(compile),
-            "channels_last": bool(channels_last), "frozen_precision": str(frozen_precision),
-            "fold_frozen_bn": bool(fold_frozen_bn), "batch_size": int(batch_size) if batch_size else None,
-        })
+        self.save_hyperparameters(
+            {
+                "num_classes": int(num_classes),
+                "backbone": backbone,
+                "pretrained": bool(pretrained),
+                "pretrained_file": pretrained_file,
+                "freeze_depth": int(freeze_depth),
+                "head": head,
+                "aux_heads": bool(aux_heads),
+                "aux_weight": float(aux_weight),
+                "label_smoothing": float(label_smoothing),
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "compile": bool(compile),
+                "channels_last": bool(channels_last),
+                "frozen_precision": str(frozen_precision),
+                "fold_frozen_bn": bool(fold_frozen_bn),
+                "batch_size": int(batch_size) if batch_size else None,
+            }
+        )
         self.label_map = label_map
-        self.backbone = build_backbone(backbone, int(freeze_depth), pretrained, pretrained_file,
-                                       channels_last=channels_last, frozen_precision=frozen_precision,
-                                       fold_frozen_bn=fold_frozen_bn)
+        self.backbone = build_backbone(
+            backbone,
+            int(freeze_depth),
+            pretrained,
+            pretrained_file,
+            channels_last=channels_last,
+            frozen_precision=frozen_precision,
+            fold_frozen_bn=fold_frozen_bn,
+        )
         self.head = mlp_head(self.backbone.num_features, int(num_classes), **head)
         self.aux = nn.ModuleDict()
         for kind in ("brand", "category"):
@@ -111,8 +129,13 @@ class SKUClassifier(L.LightningModule):
         head_total = sum(p.numel() for m in (self.head, self.aux) for p in m.parameters())
         stages = [{"name": n, "params": c, "trainable": t} for n, c, t in self.backbone.stage_parameters()]
         stages.append({"name": "heads", "params": head_total, "trainable": True})
-        return {"total": total, "trainable": trainable, "frozen": total - trainable,
-                "freeze_depth": self.backbone.freeze_depth, "stages": stages}
+        return {
+            "total": total,
+            "trainable": trainable,
+            "frozen": total - trainable,
+            "freeze_depth": self.backbone.freeze_depth,
+            "stages": stages,
+        }
 
     def configure_model(self) -> None:
         """``model.compile``: torch.compile the trainable part (where backward runs), once, in place.
@@ -141,9 +164,18 @@ class SKUClassifier(L.LightningModule):
         top1(logits, labels)
         top5(logits, labels)
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step,
-                 batch_size=labels.shape[0])
-        self.log(f"{split}/top1", top1, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=labels.shape[0])
+        self.log(
+            f"{split}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=not on_step,
+            batch_size=labels.shape[0],
+        )
+        self.log(
+            f"{split}/top1", top1, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=labels.shape[0]
+        )
         self.log(f"{split}/top5", top5, on_step=False, on_epoch=True, batch_size=labels.shape[0])
         if split == "test" and "brand" in self.aux:
             self._log_brand_accuracy(logits, labels)
@@ -191,7 +223,9 @@ class SKUClassifier(L.LightningModule):
         correct = self.trainer.strategy.reduce(self.test_correct.float(), reduce_op="sum")
         total = self.trainer.strategy.reduce(self.test_total.float(), reduce_op="sum")
         errors = torch.cat(self.test_errors).numpy() if self.test_errors else torch.zeros(0, 2).long().numpy()
-        errors = gather_pairs(self.trainer.strategy, errors, self.trainer.global_rank, self.trainer.world_size, self.device)
+        errors = gather_pairs(
+            self.trainer.strategy, errors, self.trainer.global_rank, self.trainer.world_size, self.device
+        )
         self.test_results = {"correct": correct.cpu(), "total": total.cpu(), "errors": errors}
 
     # -- optimisation -----------------------------------------------------------------------
@@ -219,7 +253,11 @@ class SKUClassifier(L.LightningModule):
         batches = datamodule.train_batches_per_rank()
         limit = trainer.limit_train_batches
         batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
-        total = trainer.max_epochs * math.ceil(batches / trainer.accumulate_grad_batches) if trainer.max_epochs != -1 else math.inf
+        total = (
+            trainer.max_epochs * math.ceil(batches / trainer.accumulate_grad_batches)
+            if trainer.max_epochs != -1
+            else math.inf
+        )
         return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
 
     def configure_optimizers(self):
@@ -236,8 +274,12 @@ class SKUClassifier(L.LightningModule):
         if name == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(opt_cfg.get("betas", (0.9, 0.999))))
         elif name == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=lr, momentum=float(opt_cfg.get("momentum", 0.9)),
-                                        nesterov=bool(opt_cfg.get("nesterov", True)))
+            optimizer = torch.optim.SGD(
+                groups,
+                lr=lr,
+                momentum=float(opt_cfg.get("momentum", 0.9)),
+                nesterov=bool(opt_cfg.get("nesterov", True)),
+            )
         else:
             raise ConfigError(f"model.optimizer.name={name}: use adamw or sgd")
         sched = self.hparams.scheduler or {}
@@ -257,8 +299,12 @@ class SKUClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         """Parameter counts, global batch and scaled lr go to every logger once (Lightning forbids self.log here)."""
         table = self.parameter_table()
-        values = {"params/total": float(table["total"]), "params/trainable": float(table["trainable"]),
-                  "global_batch": float(self.global_batch_size()), "lr/scaled": self.scaled_lr()}
+        values = {
+            "params/total": float(table["total"]),
+            "params/trainable": float(table["trainable"]),
+            "global_batch": float(self.global_batch_size()),
+            "lr/scaled": self.scaled_lr(),
+        }
         for stage in table["stages"]:
             values[f"params/{stage['name'].split(' ')[0]}"] = float(stage["params"])
         for logger in self.loggers:

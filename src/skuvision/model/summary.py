@@ -16,8 +16,13 @@ def model_summary(overrides: list[str]) -> dict:
     if not num_classes:
         raise ConfigError("model.num_classes is not set: summary reads no data, so pass e.g. model.num_classes=12000")
     model = SKUClassifier(
-        num_classes=int(num_classes), backbone=cfg.model.backbone, pretrained=False, pretrained_file=None,
-        freeze_depth=cfg.model.freeze_depth, head=cfg.model.head, aux_heads=False,
+        num_classes=int(num_classes),
+        backbone=cfg.model.backbone,
+        pretrained=False,
+        pretrained_file=None,
+        freeze_depth=cfg.model.freeze_depth,
+        head=cfg.model.head,
+        aux_heads=False,
     )
     table = model.parameter_table()
     table.update(backbone=cfg.model.backbone, num_classes=int(num_classes))

@@ -31,7 +31,9 @@ class FeatureCache:
         self.backbone_images = 0
 
     @torch.no_grad()
-    def extract(self, samples: Iterable[tuple[torch.Tensor, int]], transform, views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def extract(
+        self, samples: Iterable[tuple[torch.Tensor, int]], transform, views: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(features [n * views, d], labels [n * views]); ``transform`` maps a uint8 CHW image to the input."""
         feats, labels, batch, batch_labels = [], [], [], []
 

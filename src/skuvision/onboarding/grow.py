@@ -16,11 +16,22 @@ def load_checkpoint(path: str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise DataError(f"onboard.from={path}: file not found; pass last month's checkpoint (a .ckpt of train.py)") from None
+        raise DataError(
+            f"onboard.from={path}: file not found; pass last month's checkpoint (a .ckpt of train.py)"
+        ) from None
     except Exception as exc:  # unpickling / zip errors differ between torch versions
-        raise DataError(f"onboard.from={path}: not a readable checkpoint ({type(exc).__name__}); pass a .ckpt of train.py") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt or not ckpt.get("label_map"):
-        raise DataError(f"onboard.from={path}: no state_dict, hyper_parameters or label_map; pass a .ckpt written by train.py")
+        raise DataError(
+            f"onboard.from={path}: not a readable checkpoint ({type(exc).__name__}); pass a .ckpt of train.py"
+        ) from None
+    if (
+        not isinstance(ckpt, dict)
+        or "state_dict" not in ckpt
+        or "hyper_parameters" not in ckpt
+        or not ckpt.get("label_map")
+    ):
+        raise DataError(
+            f"onboard.from={path}: no state_dict, hyper_parameters or label_map; pass a .ckpt written by train.py"
+        )
     return ckpt
 
 
@@ -52,7 +63,9 @@ def grown_model(ckpt: dict, new_map: LabelMap) -> tuple[SKUClassifier, int]:
     if missing or unexpected:
         from skuvision.errors import DataError
 
-        raise DataError(f"checkpoint does not match its own hyper_parameters ({(missing or unexpected)[0]}); was it edited?")
+        raise DataError(
+            f"checkpoint does not match its own hyper_parameters ({(missing or unexpected)[0]}); was it edited?"
+        )
     old_last = nn.Linear(model.head[last].in_features, old_count)
     old_last.load_state_dict({"weight": state[f"head.{last}.weight"], "bias": state[f"head.{last}.bias"]})
     grown = grow_linear(old_last, len(new_map) - old_count)

@@ -46,7 +46,9 @@ def init_new_rows(layer: nn.Linear, old_count: int, means: torch.Tensor) -> None
         layer.bias[old_count:] = layer.bias[:old_count].median()
 
 
-def _leave_one_out_scores(features: torch.Tensor, labels: torch.Tensor, directions: torch.Tensor, old_count: int) -> torch.Tensor:
+def _leave_one_out_scores(
+    features: torch.Tensor, labels: torch.Tensor, directions: torch.Tensor, old_count: int
+) -> torch.Tensor:
     """features @ directions^T, except that a new image's own class uses the mean of its class without it.
 
     Without this, every new image is scored against a mean it is part of, and the new rows look
@@ -64,8 +66,9 @@ def _leave_one_out_scores(features: torch.Tensor, labels: torch.Tensor, directio
 
 
 @torch.no_grad()
-def calibrate_new_rows(layer: nn.Linear, old_count: int, features: torch.Tensor, labels: torch.Tensor,
-                       tolerance: float = 0.0) -> dict:
+def calibrate_new_rows(
+    layer: nn.Linear, old_count: int, features: torch.Tensor, labels: torch.Tensor, tolerance: float = 0.0
+) -> dict:
     """One gain and one bias offset for the new rows (old rows untouched), picked on training features.
 
     The pick keeps the replayed old images' top-1 within ``tolerance`` of the old model's (nothing
@@ -103,7 +106,9 @@ class RidgeStats:
     def add(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
         """Add images' terms; the class dimension grows to ``num_classes`` (new SKUs' columns start at 0)."""
         if num_classes > self.cross.shape[1]:
-            self.cross = torch.cat([self.cross, self.cross.new_zeros(self.cross.shape[0], num_classes - self.cross.shape[1])], 1)
+            self.cross = torch.cat(
+                [self.cross, self.cross.new_zeros(self.cross.shape[0], num_classes - self.cross.shape[1])], 1
+            )
         f = torch.cat([features.double(), features.new_ones(len(features), 1).double()], 1)
         self.gram += f.T @ f
         self.cross += f.T @ F.one_hot(labels, num_classes).double()
@@ -126,9 +131,18 @@ class RidgeStats:
         return stats
 
 
-def finetune_rows(layer: nn.Linear, old_count: int, features: torch.Tensor, labels: torch.Tensor, epochs: int = 30,
-                  lr: float = 0.01, batch_size: int = 256, weight_decay: float = 1e-4, train_old_rows: bool = False,
-                  seed: int = 0) -> dict:
+def finetune_rows(
+    layer: nn.Linear,
+    old_count: int,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int = 30,
+    lr: float = 0.01,
+    batch_size: int = 256,
+    weight_decay: float = 1e-4,
+    train_old_rows: bool = False,
+    seed: int = 0,
+) -> dict:
     """Cross-entropy on cached features; without ``train_old_rows`` the old rows' gradients are zeroed."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
@@ -137,7 +151,7 @@ def finetune_rows(layer: nn.Linear, old_count: int, features: torch.Tensor, labe
     for _ in range(epochs):
         order = torch.randperm(len(features), generator=generator)
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             loss = F.cross_entropy(layer(features[idx]), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

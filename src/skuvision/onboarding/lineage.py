@@ -62,11 +62,15 @@ def shard_chain(delta_root: str, delta_manifest: dict, base_override: str | None
         try:
             manifest = read_manifest_at(root)
         except DataError:
-            raise DataError(f"{where}: its base shard set {root} is not readable; copy it back or pass "
-                            "onboard.base=DIR where it now lives") from None
+            raise DataError(
+                f"{where}: its base shard set {root} is not readable; copy it back or pass "
+                "onboard.base=DIR where it now lives"
+            ) from None
         if manifest_hash(manifest) != record["sha256"]:
-            raise DataError(f"{where} was built on a base whose manifest has changed since ({root}/{MANIFEST}); "
-                            "rebuild the delta with --label-map pointing at the current base")
+            raise DataError(
+                f"{where} was built on a base whose manifest has changed since ({root}/{MANIFEST}); "
+                "rebuild the delta with --label-map pointing at the current base"
+            )
         if str(root) in seen:
             raise DataError(f"{where}: base chain loops back to {root}; rebuild the delta")
         seen.add(str(root))
@@ -75,8 +79,14 @@ def shard_chain(delta_root: str, delta_manifest: dict, base_override: str | None
     return chain
 
 
-def check_label_maps(ckpt_path: str, ckpt_map: LabelMap, delta_path: str, delta_map: LabelMap,
-                     base_path: str | None, base_map: LabelMap | None) -> list[str]:
+def check_label_maps(
+    ckpt_path: str,
+    ckpt_map: LabelMap,
+    delta_path: str,
+    delta_map: LabelMap,
+    base_path: str | None,
+    base_map: LabelMap | None,
+) -> list[str]:
     """The SKUs the delta adds; raises DataError (one line, both files) on any mismatch.
 
     Every SKU the checkpoint knows must sit at the same index in the delta, and the delta's base
@@ -86,13 +96,17 @@ def check_label_maps(ckpt_path: str, ckpt_map: LabelMap, delta_path: str, delta_
         other = delta_map.sku_to_index.get(sku)
         if other != index:
             found = "is missing" if other is None else f"has index {other}"
-            raise DataError(f"label map mismatch: SKU {sku} has index {index} in {ckpt_path} but {found} in "
-                            f"{delta_path}; rebuild the delta with --label-map of the shard set that checkpoint was trained on")
+            raise DataError(
+                f"label map mismatch: SKU {sku} has index {index} in {ckpt_path} but {found} in "
+                f"{delta_path}; rebuild the delta with --label-map of the shard set that checkpoint was trained on"
+            )
     if base_map is not None and base_map.sku_to_index != ckpt_map.sku_to_index:
         extra = len(set(base_map.sku_to_index) ^ set(ckpt_map.sku_to_index))
-        raise DataError(f"base mismatch: {ckpt_path} ({len(ckpt_map)} SKUs) was not trained on the base {base_path} "
-                        f"({len(base_map)} SKUs, {extra} differ) that {delta_path} extends; pass the checkpoint "
-                        "trained on that base, or rebuild the delta with --label-map of the checkpoint's shard set")
+        raise DataError(
+            f"base mismatch: {ckpt_path} ({len(ckpt_map)} SKUs) was not trained on the base {base_path} "
+            f"({len(base_map)} SKUs, {extra} differ) that {delta_path} extends; pass the checkpoint "
+            "trained on that base, or rebuild the delta with --label-map of the checkpoint's shard set"
+        )
     new = [s for s in delta_map.skus if s not in ckpt_map.sku_to_index]
     if not new:
         raise DataError(f"{delta_path}: adds no SKU to the {len(ckpt_map)} of {ckpt_path}; nothing to onboard")

@@ -39,8 +39,10 @@ def sku_ranges(manifest: dict, split: str) -> dict[str, tuple[int, int]]:
             ranges[sku] = (offset, n)
         offset += n
     if offset != int(manifest["splits"][split]["count"]):
-        raise DataError(f"manifest per_sku counts for '{split}' sum to {offset}, not {manifest['splits'][split]['count']}; "
-                        "rebuild the shard set with `skuvision shards build`")
+        raise DataError(
+            f"manifest per_sku counts for '{split}' sum to {offset}, not {manifest['splits'][split]['count']}; "
+            "rebuild the shard set with `skuvision shards build`"
+        )
     return ranges
 
 
@@ -79,8 +81,11 @@ def split_picks(root: str, manifest: dict, split: str, per_sku: int | None = Non
         return []
     index = manifest["label_map"]["sku_to_index"]
     directory = split_dir(root, manifest, split)
-    return [Pick(directory, p, int(index[sku])) for sku, (start, n) in sku_ranges(manifest, split).items()
-            for p in spread(start, n, per_sku)]
+    return [
+        Pick(directory, p, int(index[sku]))
+        for sku, (start, n) in sku_ranges(manifest, split).items()
+        for p in spread(start, n, per_sku)
+    ]
 
 
 def read_picks(picks: list[Pick], cache_dir: str | None = None):
@@ -96,6 +101,8 @@ def read_picks(picks: list[Pick], cache_dir: str | None = None):
             datasets[pick.split_dir] = StreamingDataset(pick.split_dir, max_cache_size="10GB", **kwargs)
         sample = datasets[pick.split_dir][pick.position]
         if int(sample["label"]) != pick.label:
-            raise DataError(f"{pick.split_dir}[{pick.position}]: label {sample['label']}, expected {pick.label} from "
-                            "the manifest's per_sku order; was this shard set written by `skuvision shards build`?")
+            raise DataError(
+                f"{pick.split_dir}[{pick.position}]: label {sample['label']}, expected {pick.label} from "
+                "the manifest's per_sku order; was this shard set written by `skuvision shards build`?"
+            )
         yield decode_to_tensor(sample["image"]), pick.label

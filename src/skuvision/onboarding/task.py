@@ -60,7 +60,9 @@ def fetch_checkpoint(source: str, output_dir: Path) -> str:
 def _settings(cfg) -> dict:
     ob = dict(cfg.onboard)
     if not ob.get("from"):
-        raise ConfigError("onboard.from is required: pass onboard.from=PATH/last.ckpt (local or s3://) of last month's model")
+        raise ConfigError(
+            "onboard.from is required: pass onboard.from=PATH/last.ckpt (local or s3://) of last month's model"
+        )
     if ob.get("strategy") not in STRATEGIES:
         raise ConfigError(f"onboard.strategy={ob.get('strategy')}: use {' or '.join(STRATEGIES)}")
     if ob.get("solver", "ridge") not in SOLVERS:
@@ -88,9 +90,13 @@ def _evaluate(cache: FeatureCache, layer, picks, transform, old_count: int, num_
     hit = logits.argmax(1) == labels
     top5 = (logits.topk(min(5, num_classes), 1).indices == labels[:, None]).any(1)
     old = labels < old_count
-    out = {"n": len(labels), "top1": float(hit.float().mean()), "top5": float(top5.float().mean()),
-           "correct": torch.zeros(num_classes, dtype=torch.long).index_add_(0, labels, hit.long()),
-           "total": torch.bincount(labels, minlength=num_classes)}
+    out = {
+        "n": len(labels),
+        "top1": float(hit.float().mean()),
+        "top5": float(top5.float().mean()),
+        "correct": torch.zeros(num_classes, dtype=torch.long).index_add_(0, labels, hit.long()),
+        "total": torch.bincount(labels, minlength=num_classes),
+    }
     out["top1_old"] = float(hit[old].float().mean()) if old.any() else None
     out["top1_new"] = float(hit[~old].float().mean()) if (~old).any() else None
     return out
@@ -106,15 +112,25 @@ def _fit_head(ob: dict, model, old_count, cache, train_new, train_old, eval_tf, 
         clean, clean_labels = feats[labels >= old_count], labels[labels >= old_count]
         heads.init_new_rows(layer, old_count, heads.class_means(clean, clean_labels, new_classes))
         layer.requires_grad_(True)
-        info = heads.finetune_rows(layer, old_count, feats, labels, epochs=int(ob.get("epochs", 30)),
-                                   lr=float(ob.get("lr", 0.01)), train_old_rows=bool(ob.get("train_old_rows", False)),
-                                   seed=int(ob.get("seed", 0)))
+        info = heads.finetune_rows(
+            layer,
+            old_count,
+            feats,
+            labels,
+            epochs=int(ob.get("epochs", 30)),
+            lr=float(ob.get("lr", 0.01)),
+            train_old_rows=bool(ob.get("train_old_rows", False)),
+            seed=int(ob.get("seed", 0)),
+        )
         layer.requires_grad_(False)
         return info
     previous = state.get("ridge")
     # the sums must cover exactly the old classes: a mean/finetune round in between added rows they lack
-    use_stats = (ob.get("solver", "ridge") == "ridge" and previous is not None
-                 and tuple(previous["cross"].shape) == (layer.in_features + 1, old_count))
+    use_stats = (
+        ob.get("solver", "ridge") == "ridge"
+        and previous is not None
+        and tuple(previous["cross"].shape) == (layer.in_features + 1, old_count)
+    )
     feats, labels = cache.extract(read_picks(train_new if use_stats else train_new + train_old), eval_tf)
     if ob.get("solver", "ridge") == "ridge":
         stats = heads.RidgeStats.from_state(previous) if use_stats else heads.RidgeStats(feats.shape[1])
@@ -132,7 +148,6 @@ def _fit_head(ob: dict, model, old_count, cache, train_new, train_old, eval_tf, 
 
 def run_onboard(cfg) -> float | None:
 
-
     from skuvision.data.datamodule import read_manifest, resolve_root
     from skuvision.files import atomic_path, write_json
     from skuvision.report.per_sku import write_per_sku_report
@@ -147,11 +162,19 @@ def run_onboard(cfg) -> float | None:
     delta = read_manifest(delta_root)
     chain = shard_chain(delta_root, delta, ob.get("base"))
     if not chain:
-        raise DataError(f"{delta_root}/manifest.json names no base shard set; build the delta with "
-                        "`skuvision shards build --label-map BASE/manifest.json`")
+        raise DataError(
+            f"{delta_root}/manifest.json names no base shard set; build the delta with "
+            "`skuvision shards build --label-map BASE/manifest.json`"
+        )
     old_map, new_map = LabelMap.from_dict(ckpt["label_map"]), LabelMap.from_dict(delta["label_map"])
-    new_skus = check_label_maps(ckpt_path, old_map, f"{delta_root}/manifest.json", new_map,
-                                f"{chain[0][0]}/manifest.json", LabelMap.from_dict(chain[0][1]["label_map"]))
+    new_skus = check_label_maps(
+        ckpt_path,
+        old_map,
+        f"{delta_root}/manifest.json",
+        new_map,
+        f"{chain[0][0]}/manifest.json",
+        LabelMap.from_dict(chain[0][1]["label_map"]),
+    )
     model, old_count = grown_model(ckpt, new_map)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trunk, _ = split_model(model)
@@ -165,43 +188,90 @@ def run_onboard(cfg) -> float | None:
     info = _fit_head(ob, model, old_count, cache, train_new, train_old, eval_tf, train_tf, state)
     onboard_seconds = time.perf_counter() - start
     backbone_images = cache.backbone_images
-    log.info("onboarded %d new SKUs onto %d in %.1f s (%d backbone images, %d replay)", len(new_skus), old_count,
-             onboard_seconds, backbone_images, len(train_old))
+    log.info(
+        "onboarded %d new SKUs onto %d in %.1f s (%d backbone images, %d replay)",
+        len(new_skus),
+        old_count,
+        onboard_seconds,
+        backbone_images,
+        len(train_old),
+    )
 
     _, layer = split_model(model)
     layer.cpu()
     eval_cache = FeatureCache(trunk, batch_size=cache.batch_size, device=device)
-    val = _evaluate(eval_cache, layer, split_picks(delta_root, delta, "val") + old_sku_picks(chain, old_skus, "val", replay),
-                    eval_tf, old_count, len(new_map))
-    test = _evaluate(eval_cache, layer, split_picks(delta_root, delta, "test") + old_sku_picks(chain, old_skus, "test", None),
-                     eval_tf, old_count, len(new_map))
+    val = _evaluate(
+        eval_cache,
+        layer,
+        split_picks(delta_root, delta, "val") + old_sku_picks(chain, old_skus, "val", replay),
+        eval_tf,
+        old_count,
+        len(new_map),
+    )
+    test = _evaluate(
+        eval_cache,
+        layer,
+        split_picks(delta_root, delta, "test") + old_sku_picks(chain, old_skus, "test", None),
+        eval_tf,
+        old_count,
+        len(new_map),
+    )
     model.cpu()
     rounds = int(state.get("rounds", 0)) + 1
-    state.update(rounds=rounds, strategy=ob["strategy"], solver=ob.get("solver", "ridge"),
-                 image_size=int(cfg.data.image_size), shards=str(delta_root), manifest_sha256=manifest_hash(delta))
+    state.update(
+        rounds=rounds,
+        strategy=ob["strategy"],
+        solver=ob.get("solver", "ridge"),
+        image_size=int(cfg.data.image_size),
+        shards=str(delta_root),
+        manifest_sha256=manifest_hash(delta),
+    )
     hparams = dict(model.hparams)
-    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": hparams, "label_map": new_map.to_dict(),
-                  "onboarding": state, "epoch": 0, "global_step": 0}
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": hparams,
+        "label_map": new_map.to_dict(),
+        "onboarding": state,
+        "epoch": 0,
+        "global_step": 0,
+    }
     ckpt_out = output_dir / "checkpoints" / "last.ckpt"
     with atomic_path(ckpt_out) as tmp:
         torch.save(checkpoint, tmp)
     metrics = {
-        "test/top1": test.get("top1"), "test/top5": test.get("top5"), "test/top1_old": test.get("top1_old"),
-        "test/top1_new": test.get("top1_new"), "test/images": test["n"], "val/top1": val.get("top1"),
-        "val/top1_old": val.get("top1_old"), "val/top1_new": val.get("top1_new"),
-        "onboard/seconds": onboard_seconds, "onboard/backbone_images": backbone_images,
-        "onboard/replay_images": len(train_old), "onboard/new_images": len(train_new),
-        "onboard/old_skus": old_count, "onboard/new_skus": len(new_skus), "onboard/rounds": rounds,
-        "onboard/strategy": ob["strategy"], "onboard/solver": ob.get("solver", "ridge"),
-        "onboard/eval_backbone_images": eval_cache.backbone_images, "num_classes": len(new_map),
-        "best_checkpoint": str(ckpt_out), "onboard/from": str(ob["from"]),
+        "test/top1": test.get("top1"),
+        "test/top5": test.get("top5"),
+        "test/top1_old": test.get("top1_old"),
+        "test/top1_new": test.get("top1_new"),
+        "test/images": test["n"],
+        "val/top1": val.get("top1"),
+        "val/top1_old": val.get("top1_old"),
+        "val/top1_new": val.get("top1_new"),
+        "onboard/seconds": onboard_seconds,
+        "onboard/backbone_images": backbone_images,
+        "onboard/replay_images": len(train_old),
+        "onboard/new_images": len(train_new),
+        "onboard/old_skus": old_count,
+        "onboard/new_skus": len(new_skus),
+        "onboard/rounds": rounds,
+        "onboard/strategy": ob["strategy"],
+        "onboard/solver": ob.get("solver", "ridge"),
+        "onboard/eval_backbone_images": eval_cache.backbone_images,
+        "num_classes": len(new_map),
+        "best_checkpoint": str(ckpt_out),
+        "onboard/from": str(ob["from"]),
         **{f"onboard/{k}": v for k, v in info.items()},
     }
     if test["n"]:
         write_per_sku_with_new(output_dir / "per_sku.csv", test, new_map, set(new_skus), write_per_sku_report)
     write_json(output_dir / "metrics.json", metrics, sort_keys=True, default=str)
-    log.info("test top-1 %.4f (old %s, new %s); outputs: %s", metrics["test/top1"] or 0, metrics["test/top1_old"],
-             metrics["test/top1_new"], output_dir)
+    log.info(
+        "test top-1 %.4f (old %s, new %s); outputs: %s",
+        metrics["test/top1"] or 0,
+        metrics["test/top1_old"],
+        metrics["test/top1_new"],
+        output_dir,
+    )
     return metrics.get(cfg.get("optimized_metric") or "test/top1")
 
 

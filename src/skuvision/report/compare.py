@@ -96,8 +96,12 @@ def write_csv(header: list[str], rows: list[dict], path: Path) -> Path:
 
 
 def write_markdown(header: list[str], rows: list[dict], path: Path, title: str) -> Path:
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if any(c == h for c, _, _ in METRIC_COLUMNS) else "---" for h in header) + "|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if any(c == h for c, _, _ in METRIC_COLUMNS) else "---" for h in header) + "|",
+    ]
     lines += ["| " + " | ".join(_fmt(h, row[h]).replace("|", "\\|") for h in header) + " |" for row in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -122,8 +126,13 @@ def default_out_dir(dirs: list[str]) -> Path:
     return Path(dirs[0]) if len(dirs) == 1 else Path.cwd()
 
 
-def compare(dirs: list[str] | None = None, out: str | None = None, wandb_path: str | None = None,
-            group: str | None = None, plot: bool = True) -> dict[str, Path]:
+def compare(
+    dirs: list[str] | None = None,
+    out: str | None = None,
+    wandb_path: str | None = None,
+    group: str | None = None,
+    plot: bool = True,
+) -> dict[str, Path]:
     """Build, print and write the comparison; returns the written files by kind."""
     from skuvision.report.runs import load_local_runs, load_wandb_runs
 
@@ -138,8 +147,10 @@ def compare(dirs: list[str] | None = None, out: str | None = None, wandb_path: s
     title = f"{len(rows)} runs of {source}" + (f", varying {', '.join(keys)}" if keys else "")
     print_table(header, rows, title)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"csv": write_csv(header, rows, out_dir / "compare.csv"),
-               "md": write_markdown(header, rows, out_dir / "compare.md", title)}
+    written = {
+        "csv": write_csv(header, rows, out_dir / "compare.csv"),
+        "md": write_markdown(header, rows, out_dir / "compare.md", title),
+    }
     if plot:
         from skuvision.report.plot import plot_comparison
 

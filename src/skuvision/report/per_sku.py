@@ -19,8 +19,17 @@ def write_per_sku_report(path: Path, correct: torch.Tensor, total: torch.Tensor,
         n = int(total[i])
         if n:
             sku = skus[i]
-            rows.append((sku, i, n, int(correct[i]), float(correct[i]) / n,
-                         lm.brands.get(sku, "") if lm else "", lm.categories.get(sku, "") if lm else ""))
+            rows.append(
+                (
+                    sku,
+                    i,
+                    n,
+                    int(correct[i]),
+                    float(correct[i]) / n,
+                    lm.brands.get(sku, "") if lm else "",
+                    lm.categories.get(sku, "") if lm else "",
+                )
+            )
     rows.sort(key=lambda r: (r[4], -r[2], r[0]))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:

@@ -50,7 +50,9 @@ def plot_comparison(rows: list[dict], keys: list[str], path: Path, title: str) -
     trainable = {x: r["trainable params"] for x, r in zip(xs, rows)}
     for x, y in points:
         params = trainable.get(x)
-        text = (f"{y:.1f}s" if y >= 10 else f"{y:.2f}s") + (f"\n{params / 1e6:.2f}M train." if params is not None else "")
+        text = (f"{y:.1f}s" if y >= 10 else f"{y:.2f}s") + (
+            f"\n{params / 1e6:.2f}M train." if params is not None else ""
+        )
         time_ax.annotate(text, (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
     time_ax.set(title="training cost", xlabel=xlabel, ylabel="seconds per training epoch")
     if points:

@@ -21,11 +21,11 @@ OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 @dataclass
 class Run:
-    label: str                                   # job dir (relative) or W&B run name
+    label: str  # job dir (relative) or W&B run name
     overrides: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
-    source: str = ""                             # the run dir or W&B URL
+    source: str = ""  # the run dir or W&B URL
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -77,8 +77,10 @@ def load_local_runs(dirs: list[str | Path]) -> list[Run]:
             raise DataError(f"{d}: no such directory; pass a multirun dir (logs/<task>/multiruns/<time>) or run dirs")
         jobs = _job_dirs(root)
         if not jobs:
-            raise DataError(f"{d}: no runs under it (no metrics.json or .hydra/overrides.yaml); "
-                            "pass a multirun dir (logs/<task>/multiruns/<time>) or run dirs")
+            raise DataError(
+                f"{d}: no runs under it (no metrics.json or .hydra/overrides.yaml); "
+                "pass a multirun dir (logs/<task>/multiruns/<time>) or run dirs"
+            )
         for job in jobs:
             label = str(job.relative_to(root)) if job != root else root.name
             runs.append(load_run(job, label if len(dirs) == 1 else f"{root.name}/{label}".rstrip("/.")))
@@ -94,11 +96,15 @@ def load_wandb_runs(path: str, group: str) -> list[Run]:
     if path.count("/") != 1 or not all(path.split("/")):
         raise UserError(f"--wandb {path}: expected ENTITY/PROJECT, e.g. --wandb my-team/skuvision")
     if os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled"):
-        raise UserError(f"compare --wandb reads the W&B API, but WANDB_MODE={os.environ['WANDB_MODE']}: unset it, "
-                        "or compare the local run dirs (skuvision compare logs/<task>/multiruns/<time>)")
+        raise UserError(
+            f"compare --wandb reads the W&B API, but WANDB_MODE={os.environ['WANDB_MODE']}: unset it, "
+            "or compare the local run dirs (skuvision compare logs/<task>/multiruns/<time>)"
+        )
     if not has_api_key():
-        raise UserError("compare --wandb needs a W&B API key: set WANDB_API_KEY or run `wandb login` "
-                        "(offline runs: `wandb sync <run dir>/wandb/offline-run-*` first, or compare the local dirs)")
+        raise UserError(
+            "compare --wandb needs a W&B API key: set WANDB_API_KEY or run `wandb login` "
+            "(offline runs: `wandb sync <run dir>/wandb/offline-run-*` first, or compare the local dirs)"
+        )
     import wandb
 
     try:
@@ -107,8 +113,10 @@ def load_wandb_runs(path: str, group: str) -> list[Run]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"W&B API {path} (group {group}): {first}") from None
     if not api_runs:
-        raise UserError(f"W&B {path}: no runs in group {group!r}; train.py logs the group "
-                        "(`W&B: ... group=...`) and every job of one -m sweep shares it")
+        raise UserError(
+            f"W&B {path}: no runs in group {group!r}; train.py logs the group "
+            "(`W&B: ... group=...`) and every job of one -m sweep shares it"
+        )
     return [wandb_run_to_run(r) for r in api_runs]
 
 
@@ -118,5 +126,10 @@ def wandb_run_to_run(api_run: Any) -> Run:
     summary = getattr(api_run.summary, "_json_dict", None) or dict(api_run.summary or {})
     metrics = {k: v for k, v in summary.items() if not str(k).startswith("_")}
     state = getattr(api_run, "state", "finished")
-    return Run(label=str(api_run.name or api_run.id), overrides=parse_overrides(config.get("overrides") or []),
-               metrics=metrics, status="ok" if state == "finished" else str(state), source=getattr(api_run, "url", ""))
+    return Run(
+        label=str(api_run.name or api_run.id),
+        overrides=parse_overrides(config.get("overrides") or []),
+        metrics=metrics,
+        status="ok" if state == "finished" else str(state),
+        source=getattr(api_run, "url", ""),
+    )

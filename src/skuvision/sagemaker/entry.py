@@ -51,7 +51,9 @@ def decode_overrides(raw) -> list[str]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise UserError(f"overrides={str(raw)[:200]!r}: not JSON; pass a JSON list of Hydra overrides, e.g. {EXAMPLE}") from None
+            raise UserError(
+                f"overrides={str(raw)[:200]!r}: not JSON; pass a JSON list of Hydra overrides, e.g. {EXAMPLE}"
+            ) from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise UserError(f"overrides={str(raw)[:200]!r}: expected a JSON list of Hydra override strings, e.g. {EXAMPLE}")
     return value
@@ -75,8 +77,10 @@ def read_overrides(argv: list[str] | None = None) -> list[str]:
 
     for group in ("env", "paths"):
         if (override := sets(overrides, group)) is not None:
-            raise ConfigError(f"overrides: {override!r}: the container selects env=sagemaker (and its paths) itself; "
-                              "override single keys instead (e.g. paths.checkpoint_dir=...)")
+            raise ConfigError(
+                f"overrides: {override!r}: the container selects env=sagemaker (and its paths) itself; "
+                "override single keys instead (e.g. paths.checkpoint_dir=...)"
+            )
     return overrides
 
 
@@ -126,11 +130,22 @@ def _export_onnx(ckpt: Path, model_dir: Path, run_directory: Path) -> list[Path]
     try:
         summary = export_checkpoint(ckpt, model_dir, force=True, run_dir=run_directory)
     except Exception as exc:  # noqa: BLE001 - keep the job's model.ckpt whatever the exporter does
-        log.error("ONNX export into %s failed (%s: %s); model.tar.gz holds the checkpoint only; run "
-                  "`skuvision export model.ckpt --out DIR --image-size PX` on it", model_dir, type(exc).__name__, exc)
+        log.error(
+            "ONNX export into %s failed (%s: %s); model.tar.gz holds the checkpoint only; run "
+            "`skuvision export model.ckpt --out DIR --image-size PX` on it",
+            model_dir,
+            type(exc).__name__,
+            exc,
+        )
         return []
-    log.info("ONNX export: max |logit diff| vs PyTorch %.1e (%s exporter)", summary["parity_max_abs_diff"], summary["exporter"])
-    return [model_dir / name for name in ("model.onnx", "labels.json", "preprocess.json", "model_card.md", "export.json")]
+    log.info(
+        "ONNX export: max |logit diff| vs PyTorch %.1e (%s exporter)",
+        summary["parity_max_abs_diff"],
+        summary["exporter"],
+    )
+    return [
+        model_dir / name for name in ("model.onnx", "labels.json", "preprocess.json", "model_card.md", "export.json")
+    ]
 
 
 def _start_own_ranks(overrides: list[str]) -> int | None:
@@ -167,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from skuvision.train import run
 
-        run_hydra_task(run, [*overrides, "env=sagemaker", *rank_overrides(directory, rank, job_files=True)], str(config_dir()))
+        run_hydra_task(
+            run, [*overrides, "env=sagemaker", *rank_overrides(directory, rank, job_files=True)], str(config_dir())
+        )
     except SIGTERMException:
         log.info("rank %d stopped by SIGTERM", rank)
         sys.exit(SIGTERM_STATUS)

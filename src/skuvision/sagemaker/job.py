@@ -22,9 +22,10 @@ import logging
 import os
 import tarfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 from skuvision.data.remote import split_s3_uri
 from skuvision.errors import UserError
@@ -167,8 +168,10 @@ class Submitter:
         return env
 
     def distribution(self) -> Optional[dict[str, Any]]:
-        return {"smddp": {"smdistributed": {"dataparallel": {"enabled": True}}},
-                "torchrun": {"torch_distributed": {"enabled": True}}}.get(self.settings.distribution)
+        return {
+            "smddp": {"smdistributed": {"dataparallel": {"enabled": True}}},
+            "torchrun": {"torch_distributed": {"enabled": True}},
+        }.get(self.settings.distribution)
 
     def inputs(self) -> Optional[dict[str, Any]]:
         fsx = self.settings.fsx
@@ -176,28 +179,51 @@ class Submitter:
             return None
         from sagemaker.inputs import FileSystemInput
 
-        return {fsx.channel: FileSystemInput(
-            file_system_id=fsx.file_system_id, file_system_type="FSxLustre", directory_path=fsx.directory_path,
-            file_system_access_mode=fsx.access_mode)}
+        return {
+            fsx.channel: FileSystemInput(
+                file_system_id=fsx.file_system_id,
+                file_system_type="FSxLustre",
+                directory_path=fsx.directory_path,
+                file_system_access_mode=fsx.access_mode,
+            )
+        }
 
     def estimator(self, job: JobSpec):
         from sagemaker.pytorch import PyTorch
 
         s = self.settings
         spot = s.spot.use_spot
-        tags = {**{str(k): str(v) for k, v in s.tags.items()}, "skuvision:sweep": self.sweep_id,
-                "skuvision:job-num": str(job.num)}
+        tags = {
+            **{str(k): str(v) for k, v in s.tags.items()},
+            "skuvision:sweep": self.sweep_id,
+            "skuvision:job-num": str(job.num),
+        }
         return PyTorch(
-            entry_point=ENTRY_SCRIPT, source_dir=self.source_uri, image_uri=s.image_uri, role=s.role,
-            instance_type=s.instance_type, instance_count=s.instance_count, volume_size=s.volume_size_gb,
-            max_run=s.max_run, use_spot_instances=spot, max_wait=(s.spot.max_wait or 2 * s.max_run) if spot else None,
-            checkpoint_s3_uri=self.checkpoint_uri(job.name), checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
-            output_path=self.output_path + "/", subnets=list(s.subnets) or None,
-            security_group_ids=list(s.security_group_ids) or None, base_job_name=s.base_job_name,
-            tags=[{"Key": k, "Value": v} for k, v in tags.items()], environment=self.environment(job),
-            hyperparameters={"overrides": encode_overrides(job.overrides)}, distribution=self.distribution(),
-            metric_definitions=metric_definitions(), enable_sagemaker_metrics=True,
-            debugger_hook_config=False, disable_profiler=True, sagemaker_session=self.session,
+            entry_point=ENTRY_SCRIPT,
+            source_dir=self.source_uri,
+            image_uri=s.image_uri,
+            role=s.role,
+            instance_type=s.instance_type,
+            instance_count=s.instance_count,
+            volume_size=s.volume_size_gb,
+            max_run=s.max_run,
+            use_spot_instances=spot,
+            max_wait=(s.spot.max_wait or 2 * s.max_run) if spot else None,
+            checkpoint_s3_uri=self.checkpoint_uri(job.name),
+            checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
+            output_path=self.output_path + "/",
+            subnets=list(s.subnets) or None,
+            security_group_ids=list(s.security_group_ids) or None,
+            base_job_name=s.base_job_name,
+            tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+            environment=self.environment(job),
+            hyperparameters={"overrides": encode_overrides(job.overrides)},
+            distribution=self.distribution(),
+            metric_definitions=metric_definitions(),
+            enable_sagemaker_metrics=True,
+            debugger_hook_config=False,
+            disable_profiler=True,
+            sagemaker_session=self.session,
         )
 
     def request(self, job: JobSpec) -> dict[str, Any]:
@@ -214,8 +240,9 @@ class Submitter:
     def upload_source(self, archive: SourceArchive) -> str:
         bucket, key = split_s3_uri(self.source_uri)
         with aws_errors(f"uploading the source to {self.source_uri}"):
-            self.session.boto_session.client("s3").put_object(Bucket=bucket, Key=key, Body=archive.data,
-                                                              Metadata={"sha256": archive.sha256})
+            self.session.boto_session.client("s3").put_object(
+                Bucket=bucket, Key=key, Body=archive.data, Metadata={"sha256": archive.sha256}
+            )
         return self.source_uri
 
     def submit(self, job: JobSpec) -> str:
@@ -228,8 +255,9 @@ class Submitter:
         with aws_errors(f"DescribeTrainingJob {name}"):
             return self.session.sagemaker_client.describe_training_job(TrainingJobName=name)
 
-    def wait(self, names: list[str], poll_seconds: float,
-             on_status: Callable[[str, str, dict], None] = lambda *_: None) -> dict[str, dict[str, Any]]:
+    def wait(
+        self, names: list[str], poll_seconds: float, on_status: Callable[[str, str, dict], None] = lambda *_: None
+    ) -> dict[str, dict[str, Any]]:
         """Poll until every job has ended; ``on_status(name, status, description)`` on each change."""
         done: dict[str, dict[str, Any]] = {}
         seen: dict[str, str] = {}
@@ -249,13 +277,16 @@ class Submitter:
                 if len(done) < len(names):
                     time.sleep(poll_seconds)
         except KeyboardInterrupt:
-            log.warning("stopped waiting; the jobs keep running on SageMaker (aws sagemaker stop-training-job "
-                        "--training-job-name NAME stops one)")
+            log.warning(
+                "stopped waiting; the jobs keep running on SageMaker (aws sagemaker stop-training-job "
+                "--training-job-name NAME stops one)"
+            )
             raise
         return done
 
-    def collect(self, names: list[str], poll_seconds: float,
-                on_status: Callable[[str, str, dict], None] = lambda *_: None) -> dict[str, JobResult]:
+    def collect(
+        self, names: list[str], poll_seconds: float, on_status: Callable[[str, str, dict], None] = lambda *_: None
+    ) -> dict[str, JobResult]:
         """Wait for the jobs, then read each Completed job's metrics.json from its model artefact."""
         results = {}
         for name, description in self.wait(names, poll_seconds, on_status).items():
@@ -280,8 +311,10 @@ class Submitter:
             log.warning("no model artefact at %s (%s)", model_uri, exc.response.get("Error", {}).get("Code"))
             return None
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
-            members = sorted((m for m in tar.getmembers() if m.isfile() and os.path.basename(m.name) == "metrics.json"),
-                             key=lambda m: m.name.count("/"))
+            members = sorted(
+                (m for m in tar.getmembers() if m.isfile() and os.path.basename(m.name) == "metrics.json"),
+                key=lambda m: m.name.count("/"),
+            )
             if not members:
                 log.warning("%s holds no metrics.json", model_uri)
                 return None

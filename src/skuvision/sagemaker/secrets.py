@@ -29,8 +29,9 @@ def _key_from(secret_string: str, name: str) -> str:
         try:
             values = json.loads(text)
         except json.JSONDecodeError:
-            raise SecretError(f"secret {name!r} looks like JSON but does not parse; store the bare key or "
-                              '{"WANDB_API_KEY": "..."}') from None
+            raise SecretError(
+                f'secret {name!r} looks like JSON but does not parse; store the bare key or {{"WANDB_API_KEY": "..."}}'
+            ) from None
         for key in JSON_KEYS:
             if values.get(key):
                 return str(values[key]).strip()
@@ -58,8 +59,10 @@ def export_wandb_key(secret_name: str | None = None, region: str | None = None) 
         response = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=name)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "Error")
-        raise SecretError(f"cannot read secret {name!r} from AWS Secrets Manager ({code}); check the name and "
-                          "that the job's role may call secretsmanager:GetSecretValue on it") from None
+        raise SecretError(
+            f"cannot read secret {name!r} from AWS Secrets Manager ({code}); check the name and "
+            "that the job's role may call secretsmanager:GetSecretValue on it"
+        ) from None
     except BotoCoreError as exc:
         raise SecretError(f"cannot reach AWS Secrets Manager for secret {name!r}: {type(exc).__name__}") from None
     finally:

@@ -114,25 +114,37 @@ def _bad(key: str, value: Any, what: str) -> ConfigError:
 def check(s: SageMakerLauncherConf) -> None:
     """Raise ConfigError naming the first setting SageMaker would reject or that cannot work."""
     if not s.role:
-        raise ConfigError(f"{PREFIX}.role is missing: pass {PREFIX}.role=arn:aws:iam::<account>:role/<name> "
-                          "(or set SKUVISION_SAGEMAKER_ROLE); see README, Run on SageMaker, step 1")
+        raise ConfigError(
+            f"{PREFIX}.role is missing: pass {PREFIX}.role=arn:aws:iam::<account>:role/<name> "
+            "(or set SKUVISION_SAGEMAKER_ROLE); see README, Run on SageMaker, step 1"
+        )
     if not ROLE_ARN.match(s.role):
         raise _bad("role", s.role, "not an IAM role ARN; expected arn:aws:iam::<12-digit account>:role/<name>")
     if not s.image_uri:
-        raise ConfigError(f"{PREFIX}.image_uri is missing: build and push the training image with "
-                          "scripts/build_and_push_image.sh and pass the URI it prints (or set SKUVISION_IMAGE_URI)")
+        raise ConfigError(
+            f"{PREFIX}.image_uri is missing: build and push the training image with "
+            "scripts/build_and_push_image.sh and pass the URI it prints (or set SKUVISION_IMAGE_URI)"
+        )
     if s.distribution not in DISTRIBUTIONS:
         raise _bad("distribution", s.distribution, f"must be one of {', '.join(DISTRIBUTIONS)}")
     if s.distribution == "smddp" and s.instance_type not in SMDDP_INSTANCE_TYPES:
-        raise _bad("instance_type", s.instance_type, f"SMDDP runs only on {' or '.join(SMDDP_INSTANCE_TYPES)}; "
-                   f"pick one of those or pass {PREFIX}.distribution=torchrun")
+        raise _bad(
+            "instance_type",
+            s.instance_type,
+            f"SMDDP runs only on {' or '.join(SMDDP_INSTANCE_TYPES)}; "
+            f"pick one of those or pass {PREFIX}.distribution=torchrun",
+        )
     if not s.instance_type.startswith("ml."):
         raise _bad("instance_type", s.instance_type, "not a SageMaker training instance type (e.g. ml.p4d.24xlarge)")
     if s.instance_count < 1:
         raise _bad("instance_count", s.instance_count, "must be at least 1")
     if s.distribution == "none" and s.instance_count > 1:
-        raise _bad("distribution", "none", f"runs one process on one instance but instance_count={s.instance_count}; "
-                   "use smddp or torchrun, or instance_count=1")
+        raise _bad(
+            "distribution",
+            "none",
+            f"runs one process on one instance but instance_count={s.instance_count}; "
+            "use smddp or torchrun, or instance_count=1",
+        )
     for key in ("volume_size_gb", "max_run", "poll_seconds"):
         if getattr(s, key) < 1:
             raise _bad(key, getattr(s, key), "must be positive")
@@ -144,23 +156,30 @@ def check(s: SageMakerLauncherConf) -> None:
     _check_fsx(s)
     if s.spot.use_spot:
         if not (s.checkpoint_s3_uri or s.s3_prefix):
-            raise ConfigError(f"{PREFIX}.spot.use_spot=true needs a checkpoint location to survive interruptions: "
-                              f"pass {PREFIX}.checkpoint_s3_uri=s3://<bucket>/<prefix> or {PREFIX}.s3_prefix=...")
+            raise ConfigError(
+                f"{PREFIX}.spot.use_spot=true needs a checkpoint location to survive interruptions: "
+                f"pass {PREFIX}.checkpoint_s3_uri=s3://<bucket>/<prefix> or {PREFIX}.s3_prefix=..."
+            )
         if s.spot.max_wait is not None and s.spot.max_wait < s.max_run:
-            raise _bad("spot.max_wait", s.spot.max_wait,
-                       f"must be >= max_run ({s.max_run} s): it includes the run time")
+            raise _bad(
+                "spot.max_wait", s.spot.max_wait, f"must be >= max_run ({s.max_run} s): it includes the run time"
+            )
     for name in s.environment:
         if not ENV_NAME.match(str(name)):
             raise _bad(f"environment.{name}", s.environment[name], "not a valid environment variable name")
         if SECRET_NAME.search(str(name)):
-            raise ConfigError(f"{PREFIX}.environment.{name}: looks like a secret, and job environments are "
-                              "visible in DescribeTrainingJob; store it in AWS Secrets Manager "
-                              f"({PREFIX}.wandb_secret_name for W&B)")
+            raise ConfigError(
+                f"{PREFIX}.environment.{name}: looks like a secret, and job environments are "
+                "visible in DescribeTrainingJob; store it in AWS Secrets Manager "
+                f"({PREFIX}.wandb_secret_name for W&B)"
+            )
 
 
 def _check_network(s: SageMakerLauncherConf) -> None:
-    for key, pattern, example in (("subnets", SUBNET, "subnet-0123456789abcdef0"),
-                                  ("security_group_ids", SECURITY_GROUP, "sg-0123456789abcdef0")):
+    for key, pattern, example in (
+        ("subnets", SUBNET, "subnet-0123456789abcdef0"),
+        ("security_group_ids", SECURITY_GROUP, "sg-0123456789abcdef0"),
+    ):
         for value in getattr(s, key):
             if not pattern.match(str(value)):
                 raise _bad(key, value, f"malformed id; expected e.g. {example}")
@@ -180,8 +199,12 @@ def _check_fsx(s: SageMakerLauncherConf) -> None:
     path = fsx.directory_path
     match = FSX_PATH.match(path or "")
     if not match or "/../" in f"{path}/":
-        raise _bad("fsx.directory_path", path, "must be /<MountName>/<path> (the file system's mount name, "
-                   "from `aws fsx describe-file-systems`, then the directory), e.g. /fsx/shards/fmcg")
+        raise _bad(
+            "fsx.directory_path",
+            path,
+            "must be /<MountName>/<path> (the file system's mount name, "
+            "from `aws fsx describe-file-systems`, then the directory), e.g. /fsx/shards/fmcg",
+        )
     if fsx.mount_name and match.group("mount") != fsx.mount_name:
         raise _bad("fsx.directory_path", path, f"must start with /{fsx.mount_name} (fsx.mount_name)")
     if fsx.access_mode not in ("ro", "rw"):
@@ -189,8 +212,10 @@ def _check_fsx(s: SageMakerLauncherConf) -> None:
     if not re.match(r"^[A-Za-z0-9.\-_]{1,64}$", fsx.channel):
         raise _bad("fsx.channel", fsx.channel, "not a valid channel name")
     if not (s.subnets and s.security_group_ids):
-        raise ConfigError(f"{PREFIX}.fsx needs the file system's VPC: pass {PREFIX}.subnets=[subnet-...] and "
-                          f"{PREFIX}.security_group_ids=[sg-...] (a subnet in the file system's availability zone)")
+        raise ConfigError(
+            f"{PREFIX}.fsx needs the file system's VPC: pass {PREFIX}.subnets=[subnet-...] and "
+            f"{PREFIX}.security_group_ids=[sg-...] (a subnet in the file system's availability zone)"
+        )
 
 
 def check_job_data(s: SageMakerLauncherConf, overrides: list[str], data_root_missing: bool) -> None:
@@ -199,12 +224,16 @@ def check_job_data(s: SageMakerLauncherConf, overrides: list[str], data_root_mis
 
     root = sets(overrides, "data.root")
     if s.fsx.file_system_id and root:
-        raise ConfigError(f"{root}: the job reads the FSx channel (/opt/ml/input/data/{s.fsx.channel} = "
-                          f"{s.fsx.directory_path}); drop data.root, or drop {PREFIX}.fsx to read data.root instead")
+        raise ConfigError(
+            f"{root}: the job reads the FSx channel (/opt/ml/input/data/{s.fsx.channel} = "
+            f"{s.fsx.directory_path}); drop data.root, or drop {PREFIX}.fsx to read data.root instead"
+        )
     if not s.fsx.file_system_id and data_root_missing:
-        raise ConfigError(f"data.root is not set and the job mounts no FSx channel: pass "
-                          f"{PREFIX}.fsx.file_system_id=... and {PREFIX}.fsx.directory_path=... "
-                          "(README, Run on SageMaker, step 2) or data.root=s3://<bucket>/<shards>")
+        raise ConfigError(
+            f"data.root is not set and the job mounts no FSx channel: pass "
+            f"{PREFIX}.fsx.file_system_id=... and {PREFIX}.fsx.directory_path=... "
+            "(README, Run on SageMaker, step 2) or data.root=s3://<bucket>/<shards>"
+        )
 
 
 def sweep_stamp(started: datetime) -> str:

@@ -65,8 +65,10 @@ def project_root(config_dir: str | Path) -> Path:
     """The directory holding ``train.py`` and the primary ``conf/`` the sweep was composed from."""
     root = Path(config_dir).resolve().parent
     if not (root / "train.py").is_file() or not (root / "src").is_dir():
-        raise ConfigError(f"cannot package the source: {root} has no train.py and src/; "
-                          "launch the sweep with the project's train.py (python train.py -m ...)")
+        raise ConfigError(
+            f"cannot package the source: {root} has no train.py and src/; "
+            "launch the sweep with the project's train.py (python train.py -m ...)"
+        )
     return root
 
 
@@ -113,6 +115,8 @@ def build_archive(root: Path) -> SourceArchive:
             _add(tar, ENTRY_SCRIPT, ENTRY_SOURCE.encode(), mode=0o755)
     data = buffer.getvalue()
     if len(data) > MAX_BYTES:
-        raise ConfigError(f"source archive of {root} is {len(data) >> 20} MiB: large files under conf/ or src/ "
-                          "(data, checkpoints?) do not belong in the code; move them out")
+        raise ConfigError(
+            f"source archive of {root} is {len(data) >> 20} MiB: large files under conf/ or src/ "
+            "(data, checkpoints?) do not belong in the code; move them out"
+        )
     return SourceArchive(data=data, files=tuple(names) + (ENTRY_SCRIPT,))
