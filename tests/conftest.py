@@ -57,6 +57,18 @@ def compose_train_cfg(tmp_path: Path, overrides: list[str]):
     return cfg
 
 
+# the smallest model that still trains: resnet10t from random init (no weights offline) on 32 px images
+TINY_MODEL = [
+    "model.backbone=resnet10t",
+    "model.pretrained=false",
+    "model.freeze_depth=0",
+    "model.head.hidden_dims=[32]",
+    "data.image_size=32",
+]
+# no progress bar, CSV logger only: for tests that read a subprocess's output or time nothing; the
+# multi-rank tests keep the defaults on (tests/test_distributed_collectives.py)
+QUIET = ["trainer.enable_progress_bar=false", "~callbacks.progress_bar", "logger=csv"]
+
 FAST_TRAIN = [
     "model.backbone=resnet10t",
     "model.pretrained=false",

@@ -21,21 +21,9 @@ import torch
 from skuvision.checkpoints import loads, newest_loadable
 from skuvision.train import resolve_checkpoint
 
-from conftest import ROOT, run_cli
+from conftest import QUIET, ROOT, TINY_MODEL, run_cli
 
-RUN = [
-    "model.backbone=resnet10t",
-    "model.pretrained=false",
-    "model.freeze_depth=0",
-    "model.head.hidden_dims=[32]",
-    "data.image_size=32",
-    "data.batch_size=8",
-    "data.num_workers=0",
-    "trainer.enable_progress_bar=false",
-    "~callbacks.progress_bar",
-    "test=false",
-    "logger=csv",
-]
+RUN = [*TINY_MODEL, "data.batch_size=8", "data.num_workers=0", "test=false", *QUIET]
 
 
 def test_resume_takes_last_ckpt_or_else_the_newest_checkpoint_that_loads(tmp_path):

@@ -11,21 +11,9 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
+from conftest import QUIET, TINY_MODEL, run_cli
 
-RUN = [
-    "model.backbone=resnet10t",
-    "model.pretrained=false",
-    "model.freeze_depth=0",
-    "model.head.hidden_dims=[32]",
-    "data.image_size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "~callbacks.progress_bar",
-    "logger=csv",
-]
+RUN = [*TINY_MODEL, "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1", *QUIET]
 
 
 @pytest.fixture

@@ -14,14 +14,12 @@ import json
 import pytest
 from test_distributed_entry import ENTRY, TORCHRUN, overrides_arg, run, sagemaker_env
 
+from conftest import TINY_MODEL
+
 COLLECTIVE_TIMEOUT = "trainer.strategy.timeout.seconds=60"
-DEFAULTS_ON = [  # tiny model, default callbacks (progress bar, checkpoints, lr monitor, report) and loggers (csv + wandb)
+DEFAULTS_ON = [  # tiny model; default callbacks (progress bar, checkpoints, report) and loggers (csv + wandb)
     "data.root=null",
-    "model.backbone=resnet10t",
-    "model.pretrained=false",
-    "model.freeze_depth=0",
-    "model.head.hidden_dims=[32]",
-    "data.image_size=32",
+    *TINY_MODEL,
     "data.batch_size=4",
     "data.num_workers=0",
     "trainer.max_epochs=2",

@@ -17,18 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY_MODEL
 from distributed_probe import read_probes
 
 TESTS = Path(__file__).resolve().parent
 STUBS = TESTS / "stubs"
 TINY = [
     "data.root=null",
-    "model.backbone=resnet10t",
-    "model.pretrained=false",
-    "model.freeze_depth=0",
-    "model.head.hidden_dims=[32]",
-    "data.image_size=32",
+    *TINY_MODEL,
     "data.batch_size=4",
     "data.num_workers=0",
     "trainer.max_epochs=1",

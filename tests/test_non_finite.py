@@ -11,21 +11,15 @@ from pathlib import Path
 
 import torch
 
-from conftest import run_cli
+from conftest import QUIET, TINY_MODEL, run_cli
 
 TESTS = Path(__file__).resolve().parent
 RUN = [
-    "model.backbone=resnet10t",
-    "model.pretrained=false",
-    "model.freeze_depth=0",
-    "model.head.hidden_dims=[32]",
-    "data.image_size=32",
+    *TINY_MODEL,
     "data.batch_size=4",
     "data.num_workers=0",
     "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "~callbacks.progress_bar",
-    "logger=csv",
+    *QUIET,
     "callbacks.resume_checkpoint.every_n_train_steps=2",
 ]
 

@@ -20,16 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, TINY_MODEL, run_cli
 
 TESTS = Path(__file__).resolve().parent
 RUN = [
-    "model.backbone=resnet10t",
-    "model.pretrained=false",
-    "model.freeze_depth=0",
-    "model.head.hidden_dims=[32]",
+    *TINY_MODEL,
     "model.head.dropout=0.2",  # the model draws random numbers too
-    "data.image_size=32",
     "data.batch_size=4",
     "data.num_workers=2",
     "trainer.max_epochs=3",
