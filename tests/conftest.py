@@ -89,3 +89,8 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int 
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def shards_build_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """``skuvision shards build ARGS...`` as a user runs it, in a subprocess."""
+    return run_cli("-m", "skuvision.cli", "shards", "build", *args, **kwargs)

@@ -18,7 +18,7 @@ from PIL import Image
 from skuvision.data.shards import BuildSettings, build_shards, load_manifest
 from skuvision.data.splits import hash_unit, split_for_unit
 
-from conftest import run_cli
+from conftest import shards_build_cli
 
 TWINS = [  # (sku position, image index, crop fraction, JPEG quality)
     (0, 0, 0.0, 70),
@@ -73,11 +73,7 @@ def catalogue_with_twins(tmp_path_factory) -> tuple[Path, list[tuple[Path, Path]
 def test_twins_share_a_split_and_the_manifest_lists_each_group(catalogue_with_twins, tmp_path):
     root, pairs = catalogue_with_twins
     out = tmp_path / "shards"
-    result = run_cli(
-        "-m",
-        "skuvision.cli",
-        "shards",
-        "build",
+    result = shards_build_cli(
         "--input",
         str(root),
         "--out",

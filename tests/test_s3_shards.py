@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import FAST_TRAIN, run_cli
+from conftest import FAST_TRAIN, run_cli, shards_build_cli
 from moto_aws import REGION, s3_json
 
 URI = "s3://shards/catalogue/v1"
@@ -26,11 +26,7 @@ def keys(s3, bucket: str = "shards") -> list[str]:
 
 
 def build(aws, catalogue, out: str = URI, *extra: str):
-    return run_cli(
-        "-m",
-        "skuvision.cli",
-        "shards",
-        "build",
+    return shards_build_cli(
         "--input",
         str(catalogue),
         "--out",
@@ -132,11 +128,7 @@ def test_missing_credentials_is_one_clear_line(aws, tiny_catalogue, tmp_path):
     make_bucket(aws)
     env = {k: v for k, v in aws.env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     env = {**{k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}, **env}
-    result = run_cli(
-        "-m",
-        "skuvision.cli",
-        "shards",
-        "build",
+    result = shards_build_cli(
         "--input",
         str(tiny_catalogue),
         "--out",

@@ -9,7 +9,7 @@ from PIL import Image
 from skuvision.data.shards import BuildSettings, build_shards, load_manifest, verify_shards
 from skuvision.data.splits import assign_splits, group_near_duplicates
 
-from conftest import run_cli
+from conftest import run_cli, shards_build_cli
 
 
 def split_of_each_image(root: Path) -> dict[str, str]:
@@ -62,11 +62,7 @@ def test_corrupt_zero_byte_and_text_files_are_rejected_and_build_goes_on(tiny_ca
     (sku_dirs[1] / "empty.jpg").write_bytes(b"")
     (sku_dirs[2] / "notes.jpg").write_text("this is not a picture\n")
     out = tmp_path / "shards"
-    result = run_cli(
-        "-m",
-        "skuvision.cli",
-        "shards",
-        "build",
+    result = shards_build_cli(
         "--input",
         str(src),
         "--out",
@@ -124,11 +120,7 @@ def test_label_map_keeps_old_indices_and_appends_new_skus(tmp_path):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(reversed(rows))
-    result = run_cli(
-        "-m",
-        "skuvision.cli",
-        "shards",
-        "build",
+    result = shards_build_cli(
         "--input",
         str(listing),
         "--out",

@@ -17,7 +17,7 @@ import pytest
 from skuvision.data.shards import BuildSettings, build_shards, load_manifest, verify_shards
 from skuvision.data.splits import SPLITS, assign_splits, group_near_duplicates
 
-from conftest import run_cli
+from conftest import run_cli, shards_build_cli
 
 
 def split_of_each_image(root: Path) -> dict[str, str]:
@@ -113,11 +113,7 @@ def test_csv_split_column_is_honoured_and_empty_rows_are_split_by_the_build(tiny
     with listing.open("a", newline="") as fh:
         csv.writer(fh).writerow([str(copy), rows_of(tiny_catalogue)[0]["sku_id"], "", "", "train"])
     rows = list(csv.DictReader(listing.open()))
-    result = run_cli(
-        "-m",
-        "skuvision.cli",
-        "shards",
-        "build",
+    result = shards_build_cli(
         "--input",
         str(listing),
         "--out",
