@@ -44,7 +44,8 @@ test-torch24:
 	$(VENV24)/bin/pip install --quiet 'torch==2.4.1' 'torchvision==0.19.1'
 	$(VENV24)/bin/pip install --quiet -e '.[dev]' --config-settings editable_mode=compat -c $(VENV24)/constraints.txt
 	$(VENV24)/bin/python -m pytest tests/test_model.py tests/test_train.py tests/test_datamodule.py tests/test_shards.py \
-		tests/test_input_pipeline.py tests/test_distributed_units.py tests/test_distributed_entry.py tests/test_labels.py
+		tests/test_input_pipeline.py tests/test_distributed_units.py tests/test_distributed_entry.py tests/test_labels.py \
+		tests/test_export.py
 
 clean:
 	rm -rf logs outputs .pytest_cache

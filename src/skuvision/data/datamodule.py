@@ -52,8 +52,16 @@ class SKUShardDataset(StreamingDataset):
     a uint8 tensor, to be decoded where the model trains.
     """
 
-    def __init__(self, input_dir: str, transform, seeded_augment: bool = False, augment_seed: int = 0,
-                 num_classes: int = 0, decode: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        input_dir: str,
+        transform,
+        seeded_augment: bool = False,
+        augment_seed: int = 0,
+        num_classes: int = 0,
+        decode: bool = True,
+        **kwargs: Any,
+    ):
         super().__init__(input_dir, **kwargs)
         self.image_transform = transform
         self.decode = decode
@@ -65,8 +73,14 @@ class SKUShardDataset(StreamingDataset):
 
     def __getitem__(self, index: Any) -> dict:
         decode = decode_to_tensor if self.decode else _jpeg_bytes
-        sample, image = integrity.read_sample(lambda: super(SKUShardDataset, self).__getitem__(index), index,
-                                              self.split_dir, self.chunk_names, self.num_classes, decode)
+        sample, image = integrity.read_sample(
+            lambda: super(SKUShardDataset, self).__getitem__(index),
+            index,
+            self.split_dir,
+            self.chunk_names,
+            self.num_classes,
+            decode,
+        )
         if image is None:  # a damaged sample: dropped by the collate, counted in the training process
             return sample
         if not self.decode:
@@ -104,7 +118,9 @@ def resolve_root(root: str | None) -> str:
     channel = os.environ.get("SM_CHANNEL_TRAIN")
     if channel:
         return channel
-    raise DataError("data.root is not set: pass data.root=DIR (a shard dir built by `skuvision shards build`, an FSx path or s3://...)")
+    raise DataError(
+        "data.root is not set: pass data.root=DIR (a shard dir built by `skuvision shards build`, an FSx path or s3://...)"
+    )
 
 
 def read_manifest(root: str) -> dict:
@@ -152,8 +168,10 @@ class SKUDataModule(L.LightningDataModule):
         self.augment = AugmentConfig(**(augment or {}))
         self.augment_on_device = augment_on_device
         if decode_on_device and not augment_on_device:
-            raise ConfigError("data.decode_on_device=true needs data.augment_on_device=true: the decoded images are "
-                              "augmented where they were decoded")
+            raise ConfigError(
+                "data.decode_on_device=true needs data.augment_on_device=true: the decoded images are "
+                "augmented where they were decoded"
+            )
         self.decode_on_device = decode_on_device
         self._device_augment = None
         self.seed = seed
@@ -206,14 +224,18 @@ class SKUDataModule(L.LightningDataModule):
     def _split_dir(self, split: str) -> str:
         info = self.manifest["splits"].get(split, {"count": 0})
         if not info["count"]:
-            raise DataError(f"{self.root}: the '{split}' split is empty; rebuild shards with --{split} > 0 or enough images per SKU")
+            raise DataError(
+                f"{self.root}: the '{split}' split is empty; rebuild shards with --{split} > 0 or enough images per SKU"
+            )
         return f"{self.root.rstrip('/')}/{info['dir']}"
 
     def _dataset(self, split: str) -> SKUShardDataset:
         if split not in self.datasets:
             train = split == "train"
             # max_cache_size always: unset, litdata logs its default once per dataset per worker (55 lines a run)
-            kwargs: dict[str, Any] = dict(shuffle=train, drop_last=train, seed=self.seed, max_cache_size=self.max_cache_size)
+            kwargs: dict[str, Any] = dict(
+                shuffle=train, drop_last=train, seed=self.seed, max_cache_size=self.max_cache_size
+            )
             if train and _HAS_ITEM_WINDOW:
                 # a full permutation inside each chunk: litdata >= 0.2.7x shuffles items only within
                 # windows of 256 by default, and shards store each SKU's images together, so batches
@@ -232,9 +254,15 @@ class SKUDataModule(L.LightningDataModule):
                 transform = train_transform(self.image_size, self.augment, self.preprocess)
             split_dir = self._split_dir(split)
             integrity.check_chunks(self.root, split_dir)  # a truncated or foreign chunk: one line, before any step
-            self.datasets[split] = SKUShardDataset(split_dir, transform, seeded_augment=train and not self.augment_on_device,
-                                                   augment_seed=self.seed, num_classes=self.num_classes,
-                                                   decode=not (train and self.decode_on_device), **kwargs)
+            self.datasets[split] = SKUShardDataset(
+                split_dir,
+                transform,
+                seeded_augment=train and not self.augment_on_device,
+                augment_seed=self.seed,
+                num_classes=self.num_classes,
+                decode=not (train and self.decode_on_device),
+                **kwargs,
+            )
         return self.datasets[split]
 
     def check_batches_per_rank(self, split: str, batch_size: int, world_size: int) -> None:
@@ -249,12 +277,17 @@ class SKUDataModule(L.LightningDataModule):
             raise DataError(
                 f"{self.root}: the '{split}' split has {count} images, fewer than {world_size} ranks x batch {batch_size} "
                 f"= {world_size * batch_size}, so some rank would get no batch; set {key}<={max(count // world_size, 1)}, "
-                f"use fewer ranks, or rebuild the shards with more {split} images")
+                f"use fewer ranks, or rebuild the shards with more {split} images"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         world_size = self.trainer.world_size if self.trainer is not None else 1
-        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test")):
-            self.check_batches_per_rank(split, self.batch_size if split == "train" else self.eval_batch_size, world_size)
+        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
+            stage, ("train", "val", "test")
+        ):
+            self.check_batches_per_rank(
+                split, self.batch_size if split == "train" else self.eval_batch_size, world_size
+            )
         if stage in (None, "fit"):
             self._dataset("train")
             self._dataset("val")
@@ -274,7 +307,8 @@ class SKUDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             drop_last=split == "train",
             collate_fn=integrity.collate_skipping_bad(
-                (jpeg_collate if self.decode_on_device else pad_collate) if device_batch else default_collate),
+                (jpeg_collate if self.decode_on_device else pad_collate) if device_batch else default_collate
+            ),
             # worker seeds drawn from here, not from the global torch RNG: creating a loader (a new
             # epoch, a validation, a resume) must not move the random stream the model's dropout uses
             generator=torch.Generator().manual_seed(self.seed),
@@ -293,8 +327,12 @@ class SKUDataModule(L.LightningDataModule):
         """With ``augment_on_device``: augment the uint8 training batch where it now lives (the GPU)."""
         if isinstance(batch, dict) and "sizes" in batch:
             if self._device_augment is None:
-                self._device_augment = DeviceAugment(self.image_size, self.augment, mean=tuple(self.preprocess["mean"]),
-                                                     std=tuple(self.preprocess["std"]))
+                self._device_augment = DeviceAugment(
+                    self.image_size,
+                    self.augment,
+                    mean=tuple(self.preprocess["mean"]),
+                    std=tuple(self.preprocess["std"]),
+                )
             batch = dict(batch)
             batch["image"] = self._device_augment(batch["image"], batch.pop("sizes"))
         return batch

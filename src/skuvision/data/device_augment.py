@@ -60,8 +60,9 @@ class DeviceAugment:
 
     ratio = (3.0 / 4.0, 4.0 / 3.0)
 
-    def __init__(self, image_size: int, aug: AugmentConfig | None = None,
-                 mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD):
+    def __init__(
+        self, image_size: int, aug: AugmentConfig | None = None, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD
+    ):
         self.size = int(image_size)
         self.aug = aug or AugmentConfig()
         self.mean, self.std = tuple(mean), tuple(std)
@@ -95,18 +96,23 @@ class DeviceAugment:
         half = s / 2
         kx, ky = 2.0 / wmax, 2.0 / hmax  # input pixels -> grid_sample's normalised coordinates
         sx, sy = w / s, h / s
-        theta = torch.stack([
-            torch.stack([kx * sx * cos * flip * half, kx * sx * sin * half, kx * (left + w / 2) - 1], 1),
-            torch.stack([-ky * sy * sin * flip * half, ky * sy * cos * half, ky * (top + h / 2) - 1], 1),
-        ], 1)
+        theta = torch.stack(
+            [
+                torch.stack([kx * sx * cos * flip * half, kx * sx * sin * half, kx * (left + w / 2) - 1], 1),
+                torch.stack([-ky * sy * sin * flip * half, ky * sy * cos * half, ky * (top + h / 2) - 1], 1),
+            ],
+            1,
+        )
         grid = nnF.affine_grid(theta, [n, 3, s, s], align_corners=False)
         return nnF.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def factors(self, n: int, device) -> torch.Tensor:
         """(4, B): brightness, contrast, saturation and hue (fraction of a turn) per image, as ColorJitter samples them."""
         aug = self.aug
-        lo = torch.tensor([max(0.0, 1 - aug.brightness), max(0.0, 1 - aug.contrast), max(0.0, 1 - aug.saturation),
-                           -aug.hue], device=device).view(4, 1)
+        lo = torch.tensor(
+            [max(0.0, 1 - aug.brightness), max(0.0, 1 - aug.contrast), max(0.0, 1 - aug.saturation), -aug.hue],
+            device=device,
+        ).view(4, 1)
         hi = torch.tensor([1 + aug.brightness, 1 + aug.contrast, 1 + aug.saturation, aug.hue], device=device).view(4, 1)
         return lo + (hi - lo) * torch.rand(4, n, device=device)
 
@@ -153,6 +159,9 @@ def decode_batch(batch: dict, device: torch.device) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision 0.29 points at TorchCodec; this call is still the batched one
-        images = decode_jpeg(batch["jpeg"], mode=ImageReadMode.RGB, device=device)
+        if device.type == "cuda":  # one batched nvJPEG call
+            images = decode_jpeg(batch["jpeg"], mode=ImageReadMode.RGB, device=device)
+        else:  # torchvision 0.19 (torch 2.4) decodes lists on CUDA only
+            images = [decode_jpeg(data, mode=ImageReadMode.RGB) for data in batch["jpeg"]]
     padded = pad_collate([{"image": image, "label": 0} for image in images])
     return {"image": padded["image"], "sizes": padded["sizes"].to(device), "label": batch["label"]}

@@ -47,8 +47,10 @@ def check_chunks(root: str, split_dir: str) -> None:
             raise DataError(f"{path}: chunk missing; " + REMEDY.format(root=root))
         size, expected = path.stat().st_size, int(chunk["chunk_bytes"])
         if size != expected:
-            raise DataError(f"{path}: {size} bytes, the build wrote {expected} (truncated, damaged or from "
-                            "another build); " + REMEDY.format(root=root))
+            raise DataError(
+                f"{path}: {size} bytes, the build wrote {expected} (truncated, damaged or from "
+                "another build); " + REMEDY.format(root=root)
+            )
 
 
 def chunk_names(split_dir: str) -> list[str]:
@@ -58,8 +60,14 @@ def chunk_names(split_dir: str) -> list[str]:
         return []
 
 
-def read_sample(read: Callable[[], dict], index: Any, split_dir: str, names: list[str], num_classes: int,
-                decode: Callable[[bytes], Any]) -> tuple[dict | None, Any]:
+def read_sample(
+    read: Callable[[], dict],
+    index: Any,
+    split_dir: str,
+    names: list[str],
+    num_classes: int,
+    decode: Callable[[bytes], Any],
+) -> tuple[dict | None, Any]:
     """``(sample, decoded image)``, or ``({BAD: where, "reason": why}, None)`` for a sample that cannot be used."""
     position = getattr(index, "index", index)
     chunk = getattr(index, "chunk_index", None)
@@ -106,8 +114,10 @@ class BadSamples:
             self.seen.setdefault(where, reason)
         if len(self.seen) > self.limit:
             where, reason = next(reversed(self.seen.items()))
-            raise DataError(f"{where}: {reason}; {len(self.seen)} bad sample(s), more than data.max_bad_samples="
-                            f"{self.limit}; " + REMEDY.format(root=self.root) + ", or raise data.max_bad_samples to skip them")
+            raise DataError(
+                f"{where}: {reason}; {len(self.seen)} bad sample(s), more than data.max_bad_samples="
+                f"{self.limit}; " + REMEDY.format(root=self.root) + ", or raise data.max_bad_samples to skip them"
+            )
         if "image" not in batch:
             raise DataError(f"a whole batch of bad samples ({len(self.seen)} so far); " + REMEDY.format(root=self.root))
         return batch

@@ -8,12 +8,12 @@ checkpoint loaded with ``torch.load(weights_only=True)`` and inside exported mod
 
 from __future__ import annotations
 
-from skuvision.errors import DataError
-
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+
+from skuvision.errors import DataError
 
 
 @dataclass
@@ -98,7 +98,7 @@ class LabelMap:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LabelMap":
+    def from_dict(cls, data: dict) -> LabelMap:
         if "sku_to_index" not in data:
             # a bare {sku: index} mapping is accepted too
             data = {"sku_to_index": data}
@@ -109,15 +109,19 @@ class LabelMap:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "LabelMap":
+    def load(cls, path: str | Path) -> LabelMap:
         """Read a label map JSON, or the label map inside a shard manifest.json."""
         path = Path(path)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise DataError(f"label map {path}: file not found; pass an existing label_map.json or manifest.json") from None
+            raise DataError(
+                f"label map {path}: file not found; pass an existing label_map.json or manifest.json"
+            ) from None
         except json.JSONDecodeError as exc:
-            raise DataError(f"label map {path}: not valid JSON ({exc.msg} at line {exc.lineno}); pass a label_map.json or manifest.json") from None
+            raise DataError(
+                f"label map {path}: not valid JSON ({exc.msg} at line {exc.lineno}); pass a label_map.json or manifest.json"
+            ) from None
         if "label_map" in data:
             data = data["label_map"]
         return cls.from_dict(data)

@@ -37,7 +37,9 @@ def ensure_synthetic_shards(
         if (root / MANIFEST).exists():
             return root
         images = root.parent / f"{root.name}_images"
-        log.info("generating synthetic catalogue: %d SKUs x %d images at %d px -> %s", skus, images_per_sku, size, images)
+        log.info(
+            "generating synthetic catalogue: %d SKUs x %d images at %d px -> %s", skus, images_per_sku, size, images
+        )
         write_catalogue(images, skus, images_per_sku, size=size, seed=seed, workers=workers)
         settings = BuildSettings(size=shard_size or size, val=val, test=test, workers=workers)
         tmp = root.parent / f"{root.name}.partial"

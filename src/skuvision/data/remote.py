@@ -56,8 +56,10 @@ def explain(exc: Exception, what: str, bucket: str) -> DataError:
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
 
     if isinstance(exc, NoCredentialsError):
-        return DataError(f"{what}: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
-                         "AWS_SECRET_ACCESS_KEY (plus AWS_ENDPOINT_URL for an S3-compatible store)")
+        return DataError(
+            f"{what}: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (plus AWS_ENDPOINT_URL for an S3-compatible store)"
+        )
     if isinstance(exc, NoRegionError):
         return DataError(f"{what}: no AWS region configured; set AWS_REGION (or AWS_DEFAULT_REGION)")
     if isinstance(exc, EndpointConnectionError):
@@ -65,11 +67,13 @@ def explain(exc: Exception, what: str, bucket: str) -> DataError:
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("NoSuchBucket", "404"):
-            return DataError(f"{what}: bucket '{bucket}' does not exist; create it (aws s3 mb s3://{bucket}) "
-                             "or fix the name")
+            return DataError(
+                f"{what}: bucket '{bucket}' does not exist; create it (aws s3 mb s3://{bucket}) or fix the name"
+            )
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
-            return DataError(f"{what}: access denied to bucket '{bucket}' ({code}); check the credentials and "
-                             "the bucket policy")
+            return DataError(
+                f"{what}: access denied to bucket '{bucket}' ({code}); check the credentials and the bucket policy"
+            )
         return DataError(f"{what}: S3 error {code or exc}")
     return DataError(f"{what}: {exc}")
 
@@ -120,8 +124,10 @@ def read_remote_manifest(root: str) -> dict:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             check_bucket(client, root)  # a missing bucket says so, not "no manifest"
-            raise DataError(f"{what}: no s3://{bucket}/{key}; build shards there with "
-                            f"`skuvision shards build --input ... --out {root}`") from None
+            raise DataError(
+                f"{what}: no s3://{bucket}/{key}; build shards there with "
+                f"`skuvision shards build --input ... --out {root}`"
+            ) from None
         raise explain(exc, what, bucket) from None
     except BotoCoreError as exc:
         raise explain(exc, what, bucket) from None
@@ -165,26 +171,34 @@ class S3ShardUploader:
         check_bucket(self.client, self.uri)
         base = f"{self.prefix}/" if self.prefix else ""
         try:
-            keys = [o["Key"] for page in self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=base) for o in page.get("Contents", [])]
+            keys = [
+                o["Key"]
+                for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base)
+                for o in page.get("Contents", [])
+            ]
         except (BotoCoreError, ClientError) as exc:
             raise explain(exc, f"--out {self.uri}", self.bucket) from None
-        foreign = [k for k in keys if not self._ours(k[len(base):])]
+        foreign = [k for k in keys if not self._ours(k[len(base) :])]
         if foreign:
-            raise DataError(f"--out {self.uri}: holds objects that are not skuvision shards (e.g. s3://{self.bucket}/"
-                            f"{foreign[0]}); choose an empty prefix")
+            raise DataError(
+                f"--out {self.uri}: holds objects that are not skuvision shards (e.g. s3://{self.bucket}/"
+                f"{foreign[0]}); choose an empty prefix"
+            )
         manifest = join_key(self.prefix, "manifest.json")  # first: a half-replaced build never looks complete
         keys.sort(key=lambda k: k != manifest)
         for start in range(0, len(keys), 1000):
             try:
                 reply = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
+                )
             except (BotoCoreError, ClientError) as exc:
                 raise explain(exc, f"--out {self.uri}: clearing the earlier build", self.bucket) from None
             if reply.get("Errors"):
                 err = reply["Errors"][0]
-                raise DataError(f"--out {self.uri}: cannot delete s3://{self.bucket}/{err.get('Key')} of the earlier "
-                                f"build ({err.get('Code')}); check delete permission on the prefix")
+                raise DataError(
+                    f"--out {self.uri}: cannot delete s3://{self.bucket}/{err.get('Key')} of the earlier "
+                    f"build ({err.get('Code')}); check delete permission on the prefix"
+                )
 
     @staticmethod
     def _ours(rel: str) -> bool:
@@ -194,8 +208,9 @@ class S3ShardUploader:
         from boto3.s3.transfer import TransferConfig
 
         # one stream per file; the parallelism is across files (our pool), within the connection pool
-        self.client.upload_file(str(path), self.bucket, join_key(self.prefix, rel),
-                                Config=TransferConfig(use_threads=False))
+        self.client.upload_file(
+            str(path), self.bucket, join_key(self.prefix, rel), Config=TransferConfig(use_threads=False)
+        )
         self.uploaded += 1
         if remove:
             path.unlink()

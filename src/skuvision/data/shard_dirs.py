@@ -53,7 +53,9 @@ def local_out(out: Path) -> Path:
     if out.exists():
         stale = [p for p in out.iterdir() if p.name.startswith(STAGING)]  # left by a build that was killed
         if len(stale) < len(list(out.iterdir())) and not (out / MANIFEST).exists():
-            raise DataError(f"--out {out}: exists, is not empty and holds no {MANIFEST}; choose an empty or new directory")
+            raise DataError(
+                f"--out {out}: exists, is not empty and holds no {MANIFEST}; choose an empty or new directory"
+            )
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)

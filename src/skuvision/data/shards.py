@@ -11,8 +11,6 @@ per worker) and nothing is quadratic in the catalogue size.
 
 from __future__ import annotations
 
-from skuvision.errors import DataError
-
 import csv
 import json
 import os
@@ -34,6 +32,7 @@ from skuvision.data.shard_dirs import MANIFEST, REJECTS, STAGING, local_out, pre
 from skuvision.data.sources import SourceImage, list_sources
 from skuvision.data.split_report import split_report
 from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
+from skuvision.errors import DataError
 from skuvision.files import write_json
 
 FORMAT_VERSION = 1
@@ -83,8 +82,9 @@ def _read_bytes(path: str) -> bytes:
         raise RejectedImage(f"unreadable: {exc.strerror or exc}") from None
 
 
-def process_sku(images: list[SourceImage], settings: BuildSettings, pinned: dict[str, str],
-                cuts: dict | None = None) -> SKUResult:
+def process_sku(
+    images: list[SourceImage], settings: BuildSettings, pinned: dict[str, str], cuts: dict | None = None
+) -> SKUResult:
     """Decode, check, resize, dedup and split all images of one SKU (runs in a worker)."""
     result = SKUResult(images[0].sku_id)
     prepared, paths, given = [], [], []
@@ -163,8 +163,10 @@ def build_shards(
     settings.validate()
     sources = list_sources(input_path)
     if all(s.split for s in sources) and not any(s.split == "train" for s in sources):
-        raise DataError(f"--input {input_path}: every row has a split and none is train; "
-                        "mark some rows split=train or leave split empty to have them split by hash")
+        raise DataError(
+            f"--input {input_path}: every row has a split and none is train; "
+            "mark some rows split=train or leave split empty to have them split by hash"
+        )
     previous = previous_state(label_map_path)  # before the output is touched: it may live there
     if previous[3] and previous[3]["path"] == (str(out).rstrip("/") if is_s3(out) else str(Path(out).resolve())):
         previous = (*previous[:3], None)  # a rebuild over its own manifest, not a delta
@@ -194,8 +196,15 @@ def build_shards(
     return manifest
 
 
-def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSettings,
-           previous: tuple[LabelMap, dict[str, str], dict[str, dict], dict | None], progress: bool, on_chunk=None) -> dict:
+def _build(
+    sources: list[SourceImage],
+    input_path,
+    out: Path,
+    settings: BuildSettings,
+    previous: tuple[LabelMap, dict[str, str], dict[str, dict], dict | None],
+    progress: bool,
+    on_chunk=None,
+) -> dict:
     label_map, pinned, cuts, base = previous
 
     per_sku_sources = [list(g) for _, g in groupby(sources, key=lambda s: s.sku_id)]
@@ -247,8 +256,10 @@ def _build(sources: list[SourceImage], input_path, out: Path, settings: BuildSet
     elapsed = time.perf_counter() - start
     fractions, warnings = split_report(per_sku, free, settings.val, settings.test, straddling)
     if not writers.counts["train"]:
-        raise DataError(f"--input {input_path}: the build left no training images ({_counts(writers.counts)}); "
-                        "lower --val/--test, add images, or give rows split=train; no manifest was written")
+        raise DataError(
+            f"--input {input_path}: the build left no training images ({_counts(writers.counts)}); "
+            "lower --val/--test, add images, or give rows split=train; no manifest was written"
+        )
     for warning in warnings:
         print(f"skuvision: warning: {warning}", file=sys.stderr)
 
@@ -287,17 +298,25 @@ def _counts(counts: Counter) -> str:
 def load_manifest(root: str | Path) -> dict:
     path = Path(root) / MANIFEST
     if not path.is_file():
-        raise DataError(f"{path}: no shard manifest; build shards with `skuvision shards build --input ... --out {root}`")
+        raise DataError(
+            f"{path}: no shard manifest; build shards with `skuvision shards build --input ... --out {root}`"
+        )
     try:
         manifest = json.loads(path.read_text())
     except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); run `skuvision shards verify {root}` or rebuild the shards") from None
+        raise DataError(
+            f"{path}: not valid JSON ({exc}); run `skuvision shards verify {root}` or rebuild the shards"
+        ) from None
     version = manifest.get("format_version")
     if isinstance(version, int) and version > FORMAT_VERSION:
-        raise DataError(f"{path}: format_version {version} is newer than this skuvision reads ({FORMAT_VERSION}); "
-                        f"upgrade skuvision, or rebuild the shards with this version (`skuvision shards build`)")
+        raise DataError(
+            f"{path}: format_version {version} is newer than this skuvision reads ({FORMAT_VERSION}); "
+            f"upgrade skuvision, or rebuild the shards with this version (`skuvision shards build`)"
+        )
     if version != FORMAT_VERSION:
-        raise DataError(f"{path}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}; rebuild the shards")
+        raise DataError(
+            f"{path}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}; rebuild the shards"
+        )
     return manifest
 
 
@@ -330,5 +349,7 @@ def verify_shards(root: str | Path, progress: bool = True) -> list[str]:
             seen[skus[sample["label"]]] += 1
         for sku_id, counts in manifest["per_sku"].items():
             if seen[sku_id] != counts.get(split, 0):
-                problems.append(f"{split}: SKU {sku_id} has {seen[sku_id]} samples, manifest says {counts.get(split, 0)}")
+                problems.append(
+                    f"{split}: SKU {sku_id} has {seen[sku_id]} samples, manifest says {counts.get(split, 0)}"
+                )
     return problems

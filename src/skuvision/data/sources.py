@@ -10,11 +10,11 @@ through that CSV so brand/category come along.
 
 from __future__ import annotations
 
-from skuvision.errors import DataError
-
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+
+from skuvision.errors import DataError
 
 SPLIT_VALUES = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -44,13 +44,22 @@ def read_csv_listing(csv_path: Path) -> list[SourceImage]:
                 raise DataError(f"{csv_path}:{line}: empty path or sku_id; fix or remove that row")
             split = (row.get("split") or "").strip()
             if split and split.lower() not in SPLIT_VALUES:
-                raise DataError(f"{csv_path}:{line}: split {split!r} is not one of {', '.join(SPLIT_VALUES)}; "
-                                "fix it, or leave it empty to have the build split that image")
+                raise DataError(
+                    f"{csv_path}:{line}: split {split!r} is not one of {', '.join(SPLIT_VALUES)}; "
+                    "fix it, or leave it empty to have the build split that image"
+                )
             path = Path(row["path"])
             if not path.is_absolute():
                 path = csv_path.parent / path
-            rows.append(SourceImage(str(path), row["sku_id"].strip(), (row.get("brand") or "").strip(),
-                                    (row.get("category") or "").strip(), split.lower()))
+            rows.append(
+                SourceImage(
+                    str(path),
+                    row["sku_id"].strip(),
+                    (row.get("brand") or "").strip(),
+                    (row.get("category") or "").strip(),
+                    split.lower(),
+                )
+            )
     return rows
 
 

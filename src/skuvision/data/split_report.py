@@ -38,37 +38,58 @@ def _show(counts) -> str:
     return " ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS)
 
 
-def split_report(per_sku: dict[str, dict[str, int]], free: dict[str, Counter], val: float,
-                 test: float, straddling: list[list[str]] | None = None) -> tuple[dict, list[str]]:
+def split_report(
+    per_sku: dict[str, dict[str, int]],
+    free: dict[str, Counter],
+    val: float,
+    test: float,
+    straddling: list[list[str]] | None = None,
+) -> tuple[dict, list[str]]:
     """(fractions for the manifest, warnings); ``free``: per SKU, images the build split itself;
     ``straddling``: near-duplicate groups whose members were given different splits in the CSV."""
     requested = {"train": round(1 - val - test, 4), "val": val, "test": test}
     built = sum((Counter(c) for c in free.values()), Counter())
     total = sum((Counter(c) for c in per_sku.values()), Counter())
     given = total - built
-    fractions = {"requested": requested, "achieved": _fractions(built), "images_split": sum(built.values()),
-                 "given": {s: given[s] for s in SPLITS}, "achieved_all": _fractions(total)}
+    fractions = {
+        "requested": requested,
+        "achieved": _fractions(built),
+        "images_split": sum(built.values()),
+        "given": {s: given[s] for s in SPLITS},
+        "achieved_all": _fractions(total),
+    }
     warnings = []
-    worst = sorted(((_deviation(Counter(c), requested), sku) for sku, c in free.items()
-                    if sum(c.values()) >= PER_SKU_MIN), reverse=True)
+    worst = sorted(
+        ((_deviation(Counter(c), requested), sku) for sku, c in free.items() if sum(c.values()) >= PER_SKU_MIN),
+        reverse=True,
+    )
     worst_named = [f"{sku} ({_show(free[sku])})" for d, sku in worst if d > SKU_TOLERANCE]
     if built and _deviation(built, requested) > BUILD_TOLERANCE:
         got = " ".join(f"{s} {fractions['achieved'][s]:.3f}" for s in SPLITS)
         want = " ".join(f"{s} {requested[s]:.2f}" for s in SPLITS)
-        warnings.append(f"split fractions {got} are more than {BUILD_TOLERANCE * 100:.0f} points off the requested "
-                        f"{want}" + (f"; worst SKUs: {_named(worst_named)}" if worst_named else ""))
+        warnings.append(
+            f"split fractions {got} are more than {BUILD_TOLERANCE * 100:.0f} points off the requested "
+            f"{want}" + (f"; worst SKUs: {_named(worst_named)}" if worst_named else "")
+        )
     if worst_named:
-        warnings.append(f"{len(worst_named)} SKU(s) with >= {PER_SKU_MIN} images are more than "
-                        f"{SKU_TOLERANCE * 100:.0f} points off the requested fractions: {_named(worst_named)}")
+        warnings.append(
+            f"{len(worst_named)} SKU(s) with >= {PER_SKU_MIN} images are more than "
+            f"{SKU_TOLERANCE * 100:.0f} points off the requested fractions: {_named(worst_named)}"
+        )
     no_train = sorted(sku for sku, c in per_sku.items() if not c.get("train"))
     if no_train:
-        warnings.append(f"{len(no_train)} SKU(s) have no training images, so the model cannot learn them: "
-                        f"{_named(no_train)}")
+        warnings.append(
+            f"{len(no_train)} SKU(s) have no training images, so the model cannot learn them: {_named(no_train)}"
+        )
     for split, frac in (("val", val), ("test", test)):
         if frac > 0 and not total[split]:
-            warnings.append(f"--{split} {frac} was requested but the {split} split is empty "
-                            "(too few images per SKU, or every row has a given split)")
+            warnings.append(
+                f"--{split} {frac} was requested but the {split} split is empty "
+                "(too few images per SKU, or every row has a given split)"
+            )
     if straddling:
-        warnings.append(f"{len(straddling)} near-duplicate group(s) span the splits given in the CSV, so near-copies "
-                        f"sit in two splits (leakage); kept as given. First: {', '.join(straddling[0])}")
+        warnings.append(
+            f"{len(straddling)} near-duplicate group(s) span the splits given in the CSV, so near-copies "
+            f"sit in two splits (leakage); kept as given. First: {', '.join(straddling[0])}"
+        )
     return fractions, warnings

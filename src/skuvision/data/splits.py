@@ -119,9 +119,15 @@ class SplitResult:
     cuts: dict[str, list[float]] = field(default_factory=dict)  # "test"/"val" -> [lo, hi] hash units
 
 
-def assign_splits(hashes: list[str], groups: list[list[int]], val: float, test: float,
-                  pinned: dict[str, str] | None = None, given: list[str] | None = None,
-                  cuts: dict[str, list[float]] | None = None) -> SplitResult:
+def assign_splits(
+    hashes: list[str],
+    groups: list[list[int]],
+    val: float,
+    test: float,
+    pinned: dict[str, str] | None = None,
+    given: list[str] | None = None,
+    cuts: dict[str, list[float]] | None = None,
+) -> SplitResult:
     """Split every image of one SKU. ``given``: per image a user split or ""; ``pinned`` and
     ``cuts`` come from the previous build's manifest."""
     pinned, cuts = pinned or {}, cuts or {}
@@ -164,13 +170,11 @@ def assign_splits(hashes: list[str], groups: list[list[int]], val: float, test: 
             place(i, split)
 
     new_cuts = _cut_in_hash_order(lone, units, want, count, cuts, place)
-    new_pins = {hashes[i]: splits[i] for members in groups if len(members) > 1
-                for i in members if not given[i]}
+    new_pins = {hashes[i]: splits[i] for members in groups if len(members) > 1 for i in members if not given[i]}
     return SplitResult(splits, new_pins, new_cuts)
 
 
-def _cut_in_hash_order(items: list[list[int]], units: list[float], want: dict, count: dict, cuts: dict,
-                       place) -> dict:
+def _cut_in_hash_order(items: list[list[int]], units: list[float], want: dict, count: dict, cuts: dict, place) -> dict:
     """Fill test, then val, from the lowest hash units of the lone images and pairs (a pair at its
     lower unit); the rest train. Each cut stays inside the interval the previous build recorded,
     so no older image crosses it. Without that record the cuts still fall near the same units, so a

@@ -10,6 +10,7 @@ and parallel writers produce identical bytes. Only PIL + numpy are used.
 on one plain backdrop from a fixed angle, so all images of a SKU look alike (pose, light and
 framing vary by ~1-2 %). Split and near-duplicate logic must cope with both.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -107,11 +108,16 @@ def make_catalogue(num_skus: int, seed: int = 0) -> list[SKUSpec]:
         logo = LOGOS[int(rng.integers(len(LOGOS)))]
         logo_rgb = _hsv(hue + rng.uniform(0.35, 0.65), 0.85, 0.95)
         picks = rng.choice(len(variants), size=n, replace=False)
-        for k in range(min(n, num_skus - len(specs))):  # accent hues far from the base hue, evenly spread, alternating value
+        for k in range(
+            min(n, num_skus - len(specs))
+        ):  # accent hues far from the base hue, evenly spread, alternating value
             accent = _hsv(hue + 0.2 + 0.6 * (k + 0.5) / n, 0.9, 0.95 if k % 2 == 0 else 0.55)
             sku_id = f"SKU-{_h('sku', seed, len(specs)):016x}"[:12]
-            specs.append(SKUSpec(sku_id, brand, category, shape, variants[picks[k]], fam,
-                                 base, _ink(base), logo, logo_rgb, accent))
+            specs.append(
+                SKUSpec(
+                    sku_id, brand, category, shape, variants[picks[k]], fam, base, _ink(base), logo, logo_rgb, accent
+                )
+            )
         fam += 1
     return specs
 
@@ -137,12 +143,18 @@ def _text(img: Image.Image, box, text: str, fill: RGB) -> None:
         img.paste(fill, (int(x0 + (bw - mask.width) / 2), int(y0 + (bh - mask.height) / 2)), mask)
         return
     d = ImageDraw.Draw(img)
-    l, t, r, b = d.textbbox((0, 0), text, font=font, stroke_width=4)
-    px = max(6, int(64 * min(bw / (r - l), bh / (b - t))))
+    left, t, r, b = d.textbbox((0, 0), text, font=font, stroke_width=4)
+    px = max(6, int(64 * min(bw / (r - left), bh / (b - t))))
     font, sw = _font(px), max(1, px // 14)
-    l, t, r, b = d.textbbox((0, 0), text, font=font, stroke_width=sw)
-    d.text((x0 + (bw - (r - l)) / 2 - l, y0 + (bh - (b - t)) / 2 - t), text, font=font, fill=fill,
-           stroke_width=sw, stroke_fill=fill)
+    left, t, r, b = d.textbbox((0, 0), text, font=font, stroke_width=sw)
+    d.text(
+        (x0 + (bw - (r - left)) / 2 - left, y0 + (bh - (b - t)) / 2 - t),
+        text,
+        font=font,
+        fill=fill,
+        stroke_width=sw,
+        stroke_fill=fill,
+    )
 
 
 def _logo(d: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, fill: RGB, edge: RGB):
@@ -151,8 +163,13 @@ def _logo(d: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, fil
         d.ellipse((cx - r / 2.5, cy - r / 2.5, cx + r / 2.5, cy + r / 2.5), fill=edge)
         return
     if kind == "star":
-        pts = [(cx + (r if i % 2 == 0 else r * 0.45) * math.sin(i * math.pi / 5),
-                cy - (r if i % 2 == 0 else r * 0.45) * math.cos(i * math.pi / 5)) for i in range(10)]
+        pts = [
+            (
+                cx + (r if i % 2 == 0 else r * 0.45) * math.sin(i * math.pi / 5),
+                cy - (r if i % 2 == 0 else r * 0.45) * math.cos(i * math.pi / 5),
+            )
+            for i in range(10)
+        ]
     elif kind == "triangle":
         pts = [(cx, cy - r), (cx + r * 0.95, cy + r * 0.75), (cx - r * 0.95, cy + r * 0.75)]
     else:
@@ -188,8 +205,11 @@ def _draw_package(spec: SKUSpec, t: int) -> Image.Image:
         x0, x1, y0 = cx - 0.3 * t, cx + 0.3 * t, 0.12 * t
         md.polygon([(x0, y0), (x1, y0), (cx + 0.34 * t, 0.95 * t), (cx - 0.34 * t, 0.95 * t)], fill=255)
         teeth = 12
-        md.polygon([(x0 + (x1 - x0) * i / teeth, y0 - (0.025 * t if i % 2 else 0)) for i in range(teeth + 1)]
-                   + [(x1, y0 + 1), (x0, y0 + 1)], fill=255)
+        md.polygon(
+            [(x0 + (x1 - x0) * i / teeth, y0 - (0.025 * t if i % 2 else 0)) for i in range(teeth + 1)]
+            + [(x1, y0 + 1), (x0, y0 + 1)],
+            fill=255,
+        )
         d.rectangle((0, 0, t, y0 + 0.05 * t), fill=dark)
         body = (x0, y0 + 0.06 * t, x1, 0.93 * t)
     bx0, by0, bx1, by1 = body
@@ -199,8 +219,12 @@ def _draw_package(spec: SKUSpec, t: int) -> Image.Image:
     d.rectangle((0, by0 + 0.88 * bh, t, by0 + 0.92 * bh), fill=spec.logo_rgb)
     _text(rgb, (bx0 + 0.06 * bw, by0 + 0.03 * bh, bx1 - 0.06 * bw, by0 + 0.24 * bh), spec.brand, spec.text_rgb)
     _logo(d, spec.logo, (bx0 + bx1) / 2, by0 + 0.41 * bh, min(0.3 * bw, 0.14 * bh), spec.logo_rgb, spec.text_rgb)
-    _text(rgb, (bx0 + 0.07 * bw, band[0] + 0.1 * (band[1] - band[0]), bx1 - 0.07 * bw,
-                band[1] - 0.1 * (band[1] - band[0])), spec.variant, _ink(spec.accent_rgb))
+    _text(
+        rgb,
+        (bx0 + 0.07 * bw, band[0] + 0.1 * (band[1] - band[0]), bx1 - 0.07 * bw, band[1] - 0.1 * (band[1] - band[0])),
+        spec.variant,
+        _ink(spec.accent_rgb),
+    )
     if spec.shape == "bottle":
         d.rectangle((0, 0, t, 0.12 * t), fill=_ink(spec.base_rgb))  # cap
     if spec.shape == "can":
@@ -277,14 +301,16 @@ def _occlude(img: Image.Image, rng: np.random.Generator) -> None:
         d.ellipse((x, s - 0.55 * h, x + w, s + 0.4 * h), fill=255)
         for i in range(4):
             fx = x + w * (0.08 + 0.22 * i)
-            d.rounded_rectangle((fx, s - h * rng.uniform(0.75, 1.0), fx + 0.18 * w, s - 0.3 * h),
-                                radius=0.09 * w, fill=255)
+            d.rounded_rectangle(
+                (fx, s - h * rng.uniform(0.75, 1.0), fx + 0.18 * w, s - 0.3 * h), radius=0.09 * w, fill=255
+            )
         tone = rng.uniform(0.35, 1.0)
         col = (int(90 + 150 * tone), int(60 + 130 * tone), int(40 + 110 * tone))
     turn = int(rng.integers(4))  # which edge it comes from
     if turn:
-        mask = mask.transpose((None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
-                               Image.Transpose.ROTATE_270)[turn])
+        mask = mask.transpose(
+            (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)[turn]
+        )
     img.paste(col, (0, 0, s, s), mask)
 
 
@@ -302,21 +328,26 @@ def render_view(spec: SKUSpec, seed: int, index: int, size: int = 128, views: st
     s, studio = size, views == "studio"
     j = STUDIO_JITTER if studio else 1.0  # same random draws as a shelf view, scaled down
     img = Image.new("RGB", (s, s), (232, 232, 228)) if studio else _background(rng, s)
-    pkg, (l, t, r, b) = _package(spec, s)
+    pkg, (left, t, r, b) = _package(spec, s)
     ang = math.radians(rng.uniform(-25, 25) * j)
     rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
-    src = np.array([[l, t], [r, t], [r, b], [l, b]], dtype=np.float64)  # package bbox corners
+    src = np.array([[left, t], [r, t], [r, b], [left, b]], dtype=np.float64)  # package bbox corners
     scale = _damp(rng.uniform(0.72, 1.0), 0.86, j)
     dst = (src - s / 2) @ rot.T * scale + s / 2 + rng.uniform(-0.1, 0.1, 2) * s * j
     dst += rng.uniform(-0.05, 0.05, (4, 2)) * s * j  # perspective: jitter each corner
     x0, y0 = np.clip(np.floor(dst.min(0)), 0, s - 1).astype(int)  # warp only the package's bbox
     x1, y1 = np.clip(np.ceil(dst.max(0)), x0 + 1, s).astype(int)
-    warped = pkg.transform((int(x1 - x0), int(y1 - y0)), Image.Transform.PERSPECTIVE,
-                           _perspective_coeffs(dst - (x0, y0), src), Image.Resampling.BILINEAR)
+    warped = pkg.transform(
+        (int(x1 - x0), int(y1 - y0)),
+        Image.Transform.PERSPECTIVE,
+        _perspective_coeffs(dst - (x0, y0), src),
+        Image.Resampling.BILINEAR,
+    )
     alpha = warped.getchannel("A")
     off = int(rng.integers(1, max(2, s // 40) + 1))  # soft contact shadow
-    img.paste((15, 15, 20), (int(x0) + off, int(y0) + off, int(x1) + off, int(y1) + off),
-              alpha.point(lambda v: v * 0.45))
+    img.paste(
+        (15, 15, 20), (int(x0) + off, int(y0) + off, int(x1) + off, int(y1) + off), alpha.point(lambda v: v * 0.45)
+    )
     img.paste(warped, (int(x0), int(y0)), alpha)
     if rng.random() < 0.4 and not studio:
         _occlude(img, rng)
@@ -327,8 +358,11 @@ def render_view(spec: SKUSpec, seed: int, index: int, size: int = 128, views: st
     if rng.random() < 0.5 and not studio:  # defocus; big radii via down/up-sampling, ~3x cheaper than filtering
         radius = rng.uniform(0.25, 1.2) * s / 128
         k = int(radius // 1.5)
-        img = img.reduce(k).resize((s, s), Image.Resampling.BILINEAR) if k >= 2 else \
-            img.filter(ImageFilter.BoxBlur(radius))
+        img = (
+            img.reduce(k).resize((s, s), Image.Resampling.BILINEAR)
+            if k >= 2
+            else img.filter(ImageFilter.BoxBlur(radius))
+        )
     amp = int(rng.integers(2, 11)) if not studio else 2  # sensor noise, uniform in [-amp, amp], same on all channels
     noise = Image.fromarray(rng.integers(128 - amp, 129 + amp, (s, s), dtype=np.uint8), "L")
     return ImageChops.add(img, Image.merge("RGB", (noise, noise, noise)), 1.0, -128)
@@ -343,8 +377,17 @@ def _write_chunk(job) -> int:
     return stop - start
 
 
-def write_catalogue(out_dir, num_skus: int, images_per_sku: int, size: int = 128, seed: int = 0,
-                    workers: int = 1, quality: int = 90, progress: bool = True, views: str = "shelf") -> pathlib.Path:
+def write_catalogue(
+    out_dir,
+    num_skus: int,
+    images_per_sku: int,
+    size: int = 128,
+    seed: int = 0,
+    workers: int = 1,
+    quality: int = 90,
+    progress: bool = True,
+    views: str = "shelf",
+) -> pathlib.Path:
     """Writes out_dir/<sku_id>/<n>.jpg and out_dir/catalogue.csv (path,sku_id,brand,category).
 
     ``views``: "shelf" (in-store camera views) or "studio" (one rig shot per SKU, slightly varied).
@@ -360,8 +403,11 @@ def write_catalogue(out_dir, num_skus: int, images_per_sku: int, size: int = 128
     out.mkdir(parents=True, exist_ok=True)
     specs = make_catalogue(num_skus, seed)
     step = 64  # per-SKU chunks keep each worker's package cache hot
-    jobs = [(sp, seed, a, min(a + step, images_per_sku), size, quality, str(out), views)
-            for sp in specs for a in range(0, images_per_sku, step)]
+    jobs = [
+        (sp, seed, a, min(a + step, images_per_sku), size, quality, str(out), views)
+        for sp in specs
+        for a in range(0, images_per_sku, step)
+    ]
     from tqdm.auto import tqdm
 
     with tqdm(total=num_skus * images_per_sku, unit="img", desc="synthetic", disable=not progress) as bar:
@@ -378,6 +424,5 @@ def write_catalogue(out_dir, num_skus: int, images_per_sku: int, size: int = 128
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["path", "sku_id", "brand", "category"])
         for sp in specs:
-            w.writerows([f"{sp.sku_id}/{i}.jpg", sp.sku_id, sp.brand, sp.category]
-                        for i in range(images_per_sku))
+            w.writerows([f"{sp.sku_id}/{i}.jpg", sp.sku_id, sp.brand, sp.category] for i in range(images_per_sku))
     return csv_path

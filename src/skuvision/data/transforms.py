@@ -61,8 +61,9 @@ class AugmentConfig:
     hue: float = 0.02
 
 
-def colour_matrix(brightness: float, contrast: float, saturation: float, hue: float,
-                  mean_grey: float) -> tuple[list[list[float]], list[float]]:
+def colour_matrix(
+    brightness: float, contrast: float, saturation: float, hue: float, mean_grey: float
+) -> tuple[list[list[float]], list[float]]:
     """(3x3 matrix, offset) applying the four ColorJitter factors to RGB in 0..255, as plain floats.
 
     ``hue`` is a fraction of a full turn (torchvision's hue factor); ``mean_grey`` is the mean
@@ -85,8 +86,14 @@ class TrainTransform:
 
     ratio = (3.0 / 4.0, 4.0 / 3.0)
 
-    def __init__(self, image_size: int, aug: AugmentConfig | None = None,
-                 mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD, interpolation: str = "bilinear"):
+    def __init__(
+        self,
+        image_size: int,
+        aug: AugmentConfig | None = None,
+        mean: tuple = IMAGENET_MEAN,
+        std: tuple = IMAGENET_STD,
+        interpolation: str = "bilinear",
+    ):
         self.size = int(image_size)
         self.aug = aug or AugmentConfig()
         if interpolation not in ("bilinear", "bicubic", "nearest"):
@@ -149,12 +156,19 @@ class TrainTransform:
         # coordinates (align_corners=False: xn = 2 x / W - 1); an outer sum, cheaper than affine_grid
         kx, ky, half = 2.0 * fx / rw, 2.0 * fy / rh, size / 2
         u, grid = self._u, self._grid
-        torch.add((u * (kx * a[0][0] * half) + (kx * (cx - x0) - 1.0)).view(1, size),
-                  (u * (kx * a[0][1] * half)).view(size, 1), out=grid[0, :, :, 0])
-        torch.add((u * (ky * a[1][0] * half) + (ky * (cy - y0) - 1.0)).view(1, size),
-                  (u * (ky * a[1][1] * half)).view(size, 1), out=grid[0, :, :, 1])
-        out = nnF.grid_sample(region.unsqueeze(0).float(), grid, mode=self.mode, padding_mode="zeros",
-                              align_corners=False)
+        torch.add(
+            (u * (kx * a[0][0] * half) + (kx * (cx - x0) - 1.0)).view(1, size),
+            (u * (kx * a[0][1] * half)).view(size, 1),
+            out=grid[0, :, :, 0],
+        )
+        torch.add(
+            (u * (ky * a[1][0] * half) + (ky * (cy - y0) - 1.0)).view(1, size),
+            (u * (ky * a[1][1] * half)).view(size, 1),
+            out=grid[0, :, :, 1],
+        )
+        out = nnF.grid_sample(
+            region.unsqueeze(0).float(), grid, mode=self.mode, padding_mode="zeros", align_corners=False
+        )
         return out.view(3, size * size)
 
     def colour(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -216,15 +230,23 @@ def preprocess_spec(backbone: str, image_size: int) -> dict:
     }
 
 
-_MODES = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC,
-          "nearest": v2.InterpolationMode.NEAREST}
+_MODES = {
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "nearest": v2.InterpolationMode.NEAREST,
+}
 
 
 def train_transform(image_size: int, aug: AugmentConfig | None = None, spec: dict | None = None) -> TrainTransform:
     if spec is None:
         return TrainTransform(image_size, aug)
-    return TrainTransform(image_size, aug, mean=tuple(spec["mean"]), std=tuple(spec["std"]),
-                          interpolation=_train_mode(spec["interpolation"]))
+    return TrainTransform(
+        image_size,
+        aug,
+        mean=tuple(spec["mean"]),
+        std=tuple(spec["std"]),
+        interpolation=_train_mode(spec["interpolation"]),
+    )
 
 
 def _train_mode(interpolation: str) -> str:
@@ -233,10 +255,15 @@ def _train_mode(interpolation: str) -> str:
 
 def eval_transform(spec: dict) -> v2.Compose:
     """Shorter side to ``spec['resize']``, centre crop, scale, normalise: exactly ``preprocess_spec``."""
-    return v2.Compose([
-        v2.Resize(int(spec["resize"]), interpolation=_MODES.get(spec["interpolation"], v2.InterpolationMode.BILINEAR),
-                  antialias=True),
-        v2.CenterCrop(int(spec["crop"])),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(spec["mean"]), list(spec["std"])),
-    ])
+    return v2.Compose(
+        [
+            v2.Resize(
+                int(spec["resize"]),
+                interpolation=_MODES.get(spec["interpolation"], v2.InterpolationMode.BILINEAR),
+                antialias=True,
+            ),
+            v2.CenterCrop(int(spec["crop"])),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(spec["mean"]), list(spec["std"])),
+        ]
+    )
