@@ -41,6 +41,16 @@ def same_weights(reference: SKUClassifier, **speed) -> SKUClassifier:
     return model.eval()
 
 
+def train_forward_backward(*models: SKUClassifier) -> list[torch.Tensor]:
+    """Each model's training-mode outputs on the same images, with the same loss back-propagated."""
+    x, outputs = images(), []
+    for model in models:
+        out = model.train()(x)
+        out.square().mean().backward()
+        outputs.append(out)
+    return outputs
+
+
 @pytest.mark.parametrize("backbone, depth", [("resnet10t", 3), ("resnet10t", 5), ("efficientnet_lite0", 4)])
 def test_folding_frozen_batchnorm_keeps_the_outputs_and_removes_the_pairs(backbone, depth):
     torch.manual_seed(0)
@@ -79,12 +89,8 @@ def test_channels_last_gives_the_same_outputs_and_gradients():
     eager = build()
     fast = same_weights(eager, channels_last=True)
     assert fast.backbone.model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
-    x = images()
-    eager.train(), fast.train()
-    out_e, out_f = eager(x), fast(x)
+    out_e, out_f = train_forward_backward(eager, fast)
     assert torch.allclose(out_e, out_f, rtol=1e-4, atol=1e-5)
-    out_e.square().mean().backward()
-    out_f.square().mean().backward()
     for (name, a), b in zip(eager.named_parameters(), fast.parameters()):
         if a.grad is not None:
             assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-6), name
@@ -115,11 +121,7 @@ def test_compile_of_the_trainable_part_matches_eager_and_keeps_parameter_names()
     fast = same_weights(eager, compile=True)
     fast.configure_model()
     assert [n for n, _ in fast.named_parameters()] == [n for n, _ in eager.named_parameters()]
-    x = images()
-    eager.train(), fast.train()
-    out_e, out_f = eager(x), fast(x)
+    out_e, out_f = train_forward_backward(eager, fast)
     assert torch.allclose(out_e, out_f, rtol=1e-4, atol=1e-5)
-    out_e.square().mean().backward()
-    out_f.square().mean().backward()
     head_e, head_f = eager.head[0].weight.grad, fast.head[0].weight.grad
     assert torch.allclose(head_e, head_f, rtol=1e-3, atol=1e-6)
