@@ -1,8 +1,11 @@
 """First-use generation of the embedded synthetic catalogue and its shards.
 
 ``python train.py`` must work on a fresh machine with no data. Under torchrun
-every rank reaches this at once, so a file lock lets one process build while the
-others wait, then all read the same shards.
+every rank reaches this at once, before the process group exists (``skuvision.train.run``
+calls it on every rank ahead of the Trainer): a file lock lets one process build while the
+others wait, then all read the same shards. The wait is bounded (``wait_s``): a builder
+that stops making progress turns into one error line on the waiting ranks, not a stalled
+job; a builder that dies releases the lock, and the next rank builds.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from skuvision.data.shards import MANIFEST, BuildSettings, build_shards
+from skuvision.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +32,15 @@ def ensure_synthetic_shards(
     val: float = 0.15,
     test: float = 0.15,
     workers: int = 2,
+    wait_s: float = 1800.0,
 ) -> Path:
     from skuvision.data.synthetic import write_catalogue
 
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock_path = root.parent / f".{root.name}.lock"
+    with open(lock_path, "w") as lock:
+        _lock_within(lock, lock_path, root, wait_s)
         if (root / MANIFEST).exists():
             return root
         images = root.parent / f"{root.name}_images"
@@ -48,3 +55,20 @@ def ensure_synthetic_shards(
         tmp.rename(root)
         log.info("synthetic shards ready at %s", root)
     return root
+
+
+def _lock_within(lock, lock_path: Path, root: Path, wait_s: float) -> None:
+    """Take the build lock, or raise a DataError after ``wait_s`` seconds of another process holding it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise DataError(
+                    f"{lock_path}: another process has held this lock, building the synthetic catalogue into "
+                    f"{root}, for over {wait_s:.0f} s; if it is stuck, stop it (`fuser {lock_path}` names it), "
+                    "or wait longer with data.synthetic.wait_s=SECONDS"
+                ) from None
+            time.sleep(0.5)

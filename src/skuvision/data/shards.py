@@ -122,6 +122,34 @@ def _process_sku_star(args):
     return process_sku(images, settings, _WORKER_PINS, cuts)
 
 
+# what litdata reads to size a writer's world (besides an initialised torch.distributed, which they override)
+_LITDATA_WORLD_VARS = {"WORLD_SIZE": "1", "GLOBAL_RANK": "0", "NNODES": "1"}
+
+
+def _standalone_writer(out: Path, chunk_bytes: str):
+    """A litdata ``BinaryWriter`` that knows it is the build's only writer, whatever job the build runs in.
+
+    litdata sizes a writer's world from torch.distributed or from ``WORLD_SIZE``/``GLOBAL_RANK``/``NNODES``,
+    which torchrun and SageMaker export to every rank, and ``merge()`` on rank 0 waits until every rank of
+    that world has written its index. A build runs in one process (the quickstart's on the rank that holds
+    its lock), so inside a 2-rank job rank 0 waited forever for an index rank 1 never writes: the
+    quickstart under torchrun hung with ``shards.partial/`` left behind. The writer reads its world once,
+    when it is made, so the build states it for that moment.
+    """
+    from litdata.streaming.writer import BinaryWriter
+
+    saved = {name: os.environ.get(name) for name in _LITDATA_WORLD_VARS}
+    os.environ.update(_LITDATA_WORLD_VARS)
+    try:
+        return BinaryWriter(str(out), chunk_bytes=chunk_bytes)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 class _SplitWriters:
     """One litdata BinaryWriter per split, created on first use."""
 
@@ -132,10 +160,8 @@ class _SplitWriters:
 
     def add(self, split: str, sample: dict) -> None:
         if split not in self.writers:
-            from litdata.streaming.writer import BinaryWriter
-
             (self.out / split).mkdir(parents=True, exist_ok=True)
-            self.writers[split] = BinaryWriter(str(self.out / split), chunk_bytes=self.chunk_bytes)
+            self.writers[split] = _standalone_writer(self.out / split, self.chunk_bytes)
         chunk = self.writers[split].add_item(self.counts[split], sample)
         self.counts[split] += 1
         if chunk and self.on_chunk:  # a finished chunk file: e.g. upload it now
