@@ -15,11 +15,12 @@ from skuvision.errors import exit_on_user_error
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     from skuvision.distributed import sweep
+    from skuvision.report.sweep_status import run_sweep_job
     from skuvision.train import run
 
     if sweep.needs_own_launch(cfg):  # Hydra multirun + local DDP: this job starts its own torchrun ranks
-        return sweep.launch_sweep_job(cfg)
-    return run(cfg)
+        return run_sweep_job(lambda: sweep.launch_sweep_job(cfg))
+    return run_sweep_job(lambda: run(cfg))  # under -m a failed job is reported and the sweep goes on
 
 
 if __name__ == "__main__":

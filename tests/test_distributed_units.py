@@ -348,3 +348,15 @@ def test_sweep_relaunch_only_for_script_launched_ddp_strategies():
         {"_target_": "lightning.pytorch.strategies.DDPStrategy", "start_method": "spawn"},
     ):
         assert not _strategy_launches_script(strategy), strategy
+
+
+def test_a_lost_peer_is_named_and_other_errors_are_left_alone():
+    from skuvision.distributed.failures import lost_peer_message
+
+    gloo = RuntimeError("[pair.cc:545] Read error [127.0.0.1]:35210: Connection reset by peer. This is typically ...")
+    line = lost_peer_message(gloo, rank=0, world_size=2)
+    assert line.startswith("rank 0 of 2 lost contact with another rank ([pair.cc:545] Read error")
+    assert "\n" not in line and "ckpt_path=last" in line
+    assert lost_peer_message(RuntimeError("Timed out waiting 60000ms for recv operation"), 1, 4)
+    assert lost_peer_message(gloo, rank=0, world_size=1) is None  # no peers to lose
+    assert lost_peer_message(RuntimeError("CUDA out of memory"), rank=0, world_size=2) is None

@@ -24,17 +24,24 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return (UserError, MissingMandatoryValue)
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line to show for a user error (config, data), or None when ``exc`` is a bug."""
+    # hydra.utils.instantiate wraps what a _target_ raises (InstantiationException ... from exc)
+    cause = exc.__cause__ if type(exc).__name__ == "InstantiationException" else exc
+    if not isinstance(cause, user_error_types()):
+        return None
+    return str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+
+
 def exit_on_user_error(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            # hydra.utils.instantiate wraps what a _target_ raises (InstantiationException ... from exc)
-            cause = exc.__cause__ if type(exc).__name__ == "InstantiationException" else exc
-            if not isinstance(cause, user_error_types()):
+            message = user_error_message(exc)
+            if message is None:
                 raise
-            message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
             print(f"skuvision: error: {message}", file=sys.stderr, flush=True)
             sys.exit(2)
 

@@ -160,6 +160,13 @@ def run(cfg: DictConfig) -> float | None:
         except SIGTERMException:  # the resume checkpoint is written (callbacks.resume): a non-zero exit, not "done"
             log.info("stopped by SIGTERM; resume with ckpt_path=last (the same run dir) or auto (SageMaker)")
             raise SIGTERMException(SIGTERM_STATUS) from None
+        except Exception as exc:
+            from skuvision.distributed.failures import lost_peer_message
+
+            message = lost_peer_message(exc, trainer.global_rank, trainer.world_size)
+            if message:
+                log.error(message)
+            raise
         test_results = None
         if cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
