@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import lightning as L
 
@@ -54,4 +55,7 @@ class KillAt(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step and trainer.global_rank == self.rank:
+            if self.pid_dir:  # when, for measuring how long the survivors take
+                with open(os.path.join(self.pid_dir, "killed_at"), "w") as fh:
+                    fh.write(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
