@@ -171,3 +171,40 @@ def test_a_sweep_whose_jobs_all_succeed_ends_with_where_they_are(tiny_shards, tm
     assert [line for line in output.splitlines() if line.strip()][-1] == (
         f"skuvision: sweep: 2 job(s) done; outputs in {sweep_dir}"
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_ddp_sweep_job_ends_the_sweep(tiny_shards, tmp_path):
+    """An interrupted job is the end of the sweep, not a failed job to go past."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    sweep_dir, pid_dir = tmp_path / "sweep", tmp_path / "pids"
+    command = [
+        sys.executable,
+        "train.py",
+        "-m",
+        *DDP_TINY,
+        f"data.root={tiny_shards}",
+        "trainer.max_epochs=50",
+        "model.freeze_depth=0,1",
+        *kill_rank(9, 10**6, pid_dir),  # no rank 9: only the pid files, to see job 0 training
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **env()}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 240
+    while len(list(pid_dir.glob("rank*.pid"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert len(list(pid_dir.glob("rank*.pid"))) == 2, "job 0 never started training"
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends the sweep (the terminal sends it to the ranks too)
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0, output[-3000:]
+    assert not (sweep_dir / "1").exists(), "job 1 started after Ctrl-C"
+    assert not (sweep_dir / "0" / "FAILED.json").exists()  # interrupted, not failed

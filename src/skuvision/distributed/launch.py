@@ -84,11 +84,17 @@ def torchrun_command(nproc: int, module: str, args: Iterable[str]) -> list[str]:
 
 
 def run_ranks(command: list[str], env: dict | None = None) -> int:
-    """Run the launcher in the foreground, passing SIGTERM/SIGINT on (spot interruptions reach every rank)."""
+    """Run the launcher in the foreground, passing SIGTERM/SIGINT on (spot interruptions reach every rank).
+
+    Once the ranks have stopped, the signal stops this process too (KeyboardInterrupt, or exit 143 for
+    SIGTERM): a sweep treats a failed job as one to report and go past, an interrupted one as the end.
+    """
     proc = subprocess.Popen(command, env=env)
     forwarded = {}
+    received: list[int] = []
 
     def forward(signum, _frame):
+        received.append(signum)
         proc.send_signal(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -97,10 +103,15 @@ def run_ranks(command: list[str], env: dict | None = None) -> int:
         except ValueError:  # not the main thread: nothing to forward from
             pass
     try:
-        return proc.wait()
+        status = proc.wait()
     finally:
         for signum, handler in forwarded.items():
             signal.signal(signum, handler)
+    if signal.SIGINT in received:
+        raise KeyboardInterrupt
+    if signal.SIGTERM in received:
+        sys.exit(128 + signal.SIGTERM)
+    return status
 
 
 def config_source(hydra_cfg) -> tuple[str, str]:
