@@ -451,7 +451,7 @@ def test_a_sku_with_no_valid_image_gets_no_class(tmp_path, capfd):
     m = build(src, tmp_path / "out")
     err = capfd.readouterr().err
     assert m["label_map"]["sku_to_index"] == {"a": 0, "c": 1} and m["num_classes"] == 2
-    assert m["empty_skus"] == ["b"] and "b" not in m["per_sku"]
+    assert m["empty_skus"] == ["b"] and "b" not in m["per_sku"] and m["split_warnings"] == []
     assert "skuvision: warning: 1 SKU(s) have no valid image (all rejected, see rejects.csv)" in err
     assert set(rejects_of(tmp_path / "out").values()) == {"zero bytes"} and m["rejects"] == 3
     assert_valid_build(tmp_path / "out")
@@ -472,6 +472,9 @@ def test_a_sku_with_one_valid_image_trains_and_is_flagged(tmp_path, capfd):
     m = build(src, tmp_path / "out", val=0.2, test=0.2)
     err = capfd.readouterr().err
     assert m["per_sku"]["lonely"] == {"train": 1}
+    assert [w for w in m["split_warnings"] if "single valid image" in w] == [
+        "1 SKU(s) have a single valid image (in one split only), so val/test cannot measure them: lonely"
+    ]
     assert (
         "skuvision: warning: 1 SKU(s) have a single valid image (in one split only), so val/test cannot measure them: lonely"
         in err

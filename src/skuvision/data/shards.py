@@ -77,9 +77,8 @@ class BuildSettings:
 @dataclass
 class SKUResult:
     sku_id: str
-    samples: list[tuple[str, bytes, str, int]] = field(
-        default_factory=list
-    )  # (split, jpeg, content hash, index in images)
+    # (split, jpeg, content hash, index in the SKU's images)
+    samples: list[tuple[str, bytes, str, int]] = field(default_factory=list)
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     groups: list[list[str]] = field(default_factory=list)  # near-duplicate groups (paths), size > 1
     new_pins: dict[str, str] = field(default_factory=dict)
@@ -311,19 +310,20 @@ def _build(
             f"--input {input_path}: the build left no training images ({_counts(writers.counts)}); "
             "lower --val/--test, add images, or give rows split=train; no manifest was written"
         )
+    notes = []  # not about splits: printed, and recorded in their own manifest fields
     if empty:
-        warnings.append(
+        notes.append(
             f"{len(empty)} SKU(s) have no valid image (all rejected, see rejects.csv), so no samples and, "
             f"unless an earlier build's --label-map holds them, no class: {named(empty)}"
         )
     if conflicts:
         c = conflicts[0]
-        warnings.append(
+        notes.append(
             f"{len(conflicts)} label conflict(s): one image under two SKUs, kept under the first and the "
             f"later copy rejected (rejects.csv, manifest label_conflicts); first: {c.path} as {c.sku_id!r} "
             f"vs {c.kept_path} as {c.kept_sku!r}"
         )
-    for warning in warnings:
+    for warning in warnings + notes:
         print(f"skuvision: warning: {warning}", file=sys.stderr)
 
     with (out / REJECTS).open("w", newline="", encoding="utf-8") as fh:
