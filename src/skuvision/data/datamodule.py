@@ -124,11 +124,41 @@ def resolve_root(root: str | None) -> str:
 
 
 def read_manifest(root: str) -> dict:
+    """The manifest at ``data.root``; a folder of raw images there gets told how to shard it."""
     if is_s3(root):
         from skuvision.data.remote import read_remote_manifest
 
         return read_remote_manifest(root)
+    if not (Path(root) / MANIFEST).exists() and holds_raw_images(Path(root)):
+        raise DataError(
+            f"data.root={root}: holds raw images, not shards (no {MANIFEST}); build shards from it with "
+            f"`skuvision shards build --input {root} --out <shard dir>` and set data.root=<shard dir>"
+        )
     return load_manifest(root)
+
+
+def holds_raw_images(root: Path, look: int = 50) -> bool:
+    """True when ``root`` looks like a build's input (images, DIR/<sku_id>/<image>, a CSV listing);
+    reads at most ``look`` entries per folder, so a huge tree costs nothing."""
+    from itertools import islice
+
+    from skuvision.data.sources import IMAGE_SUFFIXES
+
+    def images_in(folder: Path) -> bool:
+        try:
+            with os.scandir(folder) as entries:
+                return any(Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in islice(entries, look))
+        except OSError:
+            return False
+
+    if root.is_file():
+        return root.suffix.lower() == ".csv"
+    if not root.is_dir():
+        return False
+    if images_in(root) or (root / "catalogue.csv").is_file():
+        return True
+    with os.scandir(root) as entries:
+        return any(e.is_dir() and images_in(Path(e.path)) for e in islice(entries, look))
 
 
 class SKUDataModule(L.LightningDataModule):

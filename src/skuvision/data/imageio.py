@@ -9,17 +9,38 @@ Phone photos store pixels as the sensor read them plus an EXIF Orientation tag; 
 hold them upright (the tag applied at decode, before the resize and the perceptual hash) because
 the stored JPEG carries no EXIF and training must see what a person sees. The content hash stays
 the sha1 of the original bytes: it only identifies the file, and splits stay where they were.
+
+What an input file becomes (each rule backed by ``tests/test_input_long_tail.py``; a reject is a
+row in rejects.csv with the reason, never an exception out of the build):
+
+* not decodable (zero bytes, not an image, truncated, corrupt, any decoder error): rejected.
+* decompression bomb: a header claiming more than ``Image.MAX_IMAGE_PIXELS`` (200 M) pixels is
+  rejected from the header alone, before any pixel is allocated ("decompression bomb: ...").
+* smaller than ``MIN_SIDE`` (8) px on a side: rejected ("too small"); an aspect ratio above
+  ``MAX_ASPECT`` (10:1), a panorama or a strip, is not one product: rejected ("aspect ratio").
+* animated GIF/WebP/PNG: the first frame, like a still.
+* 16-bit grayscale (PNG "I;16", "I"): scaled to 8 bits (value / 257), not clipped to white;
+  16-bit RGB PNGs are read by PIL as 8-bit RGB.
+* transparency (RGBA, LA, palette or colour-key transparency): composited over white, the
+  background of catalogue shots (dropping alpha would show whatever colour transparent pixels hold).
+* CMYK, grayscale, palette: converted to RGB by PIL (no ICC colour management).
+PIL's warnings (bomb warning, palette transparency, corrupt EXIF) are silenced per image: a
+catalogue of millions must not print one line per odd file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
+import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # real camera frames are large; decompression bombs are not
+MIN_SIDE = 8  # px: below this there is no product to see
+MAX_ASPECT = 10.0  # long side / short side: beyond it a panorama or strip, not one product
 
 
 class RejectedImage(Exception):
@@ -49,37 +70,78 @@ def _target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 def decode_resized(data: bytes, short_side: int, draft: bool = True) -> Image.Image:
     """Fully decode ``data`` into an upright RGB image with shorter side ``short_side`` (or smaller).
 
-    ``draft=False`` skips the DCT-domain downscale (only for measuring what it saves).
+    Raises ``RejectedImage`` (the reason) for anything that cannot go into shards, never another
+    exception. ``draft=False`` skips the DCT-domain downscale (only for measuring what it saves).
     """
     if not data:
         raise RejectedImage("zero bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return _decode(data, short_side, draft)
+        except RejectedImage:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a reject, not a crash
+            raise RejectedImage(f"corrupt: {type(exc).__name__}: {exc}") from None
+
+
+def _bomb(pixels: int, size: str = "") -> RejectedImage:
+    return RejectedImage(f"decompression bomb: {size}{pixels:,} pixels, over the limit of {Image.MAX_IMAGE_PIXELS:,}")
+
+
+def _decode(data: bytes, short_side: int, draft: bool) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise RejectedImage("not an image") from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a reject, not a crash
+    except Image.DecompressionBombError as exc:  # over twice the limit: PIL refuses at open
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise (_bomb(int(found.group(1))) if found else RejectedImage(f"decompression bomb: {exc}")) from None
+    except Exception as exc:  # noqa: BLE001
         raise RejectedImage(f"corrupt: {exc}") from None
+    width, height = img.size  # from the header: checked before any pixel is allocated
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise _bomb(width * height, f"{width}x{height} = ")
+    if min(width, height) < MIN_SIDE:
+        raise RejectedImage(f"too small: {width}x{height}")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise RejectedImage(
+            f"aspect ratio {max(width, height) / min(width, height):.1f}:1 ({width}x{height}) is above "
+            f"{MAX_ASPECT:.0f}:1: a panorama or strip, not one product"
+        )
     try:
-        target = _target_size(img.width, img.height, short_side)
+        target = _target_size(width, height, short_side)
         if draft and img.format == "JPEG" and target != img.size:
             img.draft("RGB", target)
-        img.load()
+        img.load()  # an animated file: its first frame
     except OSError as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else f"corrupt: {exc}"
         raise RejectedImage(reason) from None
-    except Exception as exc:  # noqa: BLE001
-        raise RejectedImage(f"corrupt: {exc}") from None
-    if img.width < 8 or img.height < 8:
-        raise RejectedImage(f"too small: {img.width}x{img.height}")
     try:  # the short side is the same either way, so the draft size above still holds
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the pixels as stored
         pass
-    img = img.convert("RGB")
+    img = to_rgb(img)
     target = _target_size(img.width, img.height, short_side)
     if target != img.size:
         img = img.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB: 16-bit grayscale scaled (not clipped), transparency composited over white."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        import numpy as np
+
+        values = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(values / 257.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if not has_alpha:
+        return img if img.mode == "RGB" else img.convert("RGB")
+    rgba = img.convert("RGBA")
+    white = Image.new("RGB", rgba.size, (255, 255, 255))
+    white.paste(rgba, mask=rgba.getchannel("A"))
+    return white
 
 
 def perceptual_hash(img: Image.Image) -> int:
@@ -89,10 +151,14 @@ def perceptual_hash(img: Image.Image) -> int:
 
 
 def prepare_image(data: bytes, short_side: int, quality: int = 90, draft: bool = True) -> PreparedImage:
+    """Decode, resize and re-encode one input file; ``RejectedImage`` is the only exception it raises."""
     img = decode_resized(data, short_side, draft)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality, optimize=False)
-    return PreparedImage(buf.getvalue(), img.width, img.height, content_hash(data), perceptual_hash(img))
+    try:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality, optimize=False)
+        return PreparedImage(buf.getvalue(), img.width, img.height, content_hash(data), perceptual_hash(img))
+    except Exception as exc:  # noqa: BLE001 - never seen; one odd file must not end a build of millions
+        raise RejectedImage(f"cannot re-encode: {type(exc).__name__}: {exc}") from None
 
 
 _TENSOR_DECODER = None

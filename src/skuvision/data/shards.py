@@ -7,6 +7,19 @@ A local build writes into a staging folder inside ``--out`` and swaps it in only
 succeeded, so a failed build never costs the previous one.
 Work is per SKU so memory stays bounded (one SKU's ~300 small JPEGs in flight
 per worker) and nothing is quadratic in the catalogue size.
+
+Every input file ends up either in the shards or in rejects.csv (path, reason), exactly once;
+what is rejected and why is listed in ``skuvision.data.imageio`` and the README's Reliability
+section. Duplicates: a file whose bytes equal an earlier file of the same SKU is a counted skip
+("duplicate"); the same bytes under two different SKUs is a *label conflict*: the copy under the
+first SKU (in SKU-id order) is kept, the later one rejected naming the other path and SKU, every
+conflict is listed in the manifest's ``label_conflicts`` and one warning line gives the count.
+Cross-SKU copies are found in the main process, which sees every SKU's content hashes as they
+stream in: one dict entry per image (a 64-bit hash prefix -> the image's index in the listing),
+a match confirmed by re-hashing the earlier file.
+A SKU whose images were all rejected gets no class: it is left out of the label map (a SKU
+that an earlier build's ``--label-map`` already holds keeps its index, with no samples), named
+in the manifest's ``empty_skus`` and in one warning line.
 """
 
 from __future__ import annotations
@@ -25,12 +38,12 @@ from itertools import groupby
 from pathlib import Path
 
 from skuvision import __version__
-from skuvision.data.imageio import RejectedImage, prepare_image
+from skuvision.data.imageio import RejectedImage, content_hash, prepare_image
 from skuvision.data.labels import LabelMap
 from skuvision.data.remote import is_s3
 from skuvision.data.shard_dirs import MANIFEST, REJECTS, STAGING, local_out, previous_state, swap_in
-from skuvision.data.sources import SourceImage, list_sources
-from skuvision.data.split_report import split_report
+from skuvision.data.sources import Conflict, Listing, SourceImage, list_sources
+from skuvision.data.split_report import named, split_report
 from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
 from skuvision.errors import DataError
 from skuvision.files import write_json
@@ -64,12 +77,12 @@ class BuildSettings:
 @dataclass
 class SKUResult:
     sku_id: str
-    samples: list[tuple[str, bytes, str]] = field(default_factory=list)  # (split, jpeg, content hash)
+    # (split, jpeg, content hash, index in the SKU's images)
+    samples: list[tuple[str, bytes, str, int]] = field(default_factory=list)
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     groups: list[list[str]] = field(default_factory=list)  # near-duplicate groups (paths), size > 1
     new_pins: dict[str, str] = field(default_factory=dict)
     cuts: dict[str, list[float]] = field(default_factory=dict)  # this SKU's split cuts (hash units)
-    free: Counter = field(default_factory=Counter)  # images per split that the build split (no given split)
     dedup_distance: int = 0  # the near-duplicate distance used: lower than asked where views look alike
     straddling: list[list[str]] = field(default_factory=list)  # groups whose given (CSV) splits differ
 
@@ -87,22 +100,29 @@ def process_sku(
 ) -> SKUResult:
     """Decode, check, resize, dedup and split all images of one SKU (runs in a worker)."""
     result = SKUResult(images[0].sku_id)
-    prepared, paths, given = [], [], []
-    for src in images:
+    prepared, paths, given, positions = [], [], [], []
+    first: dict[str, str] = {}  # content hash -> path: the same bytes twice in one SKU are one image
+    for pos, src in enumerate(images):
         try:
-            prepared.append(prepare_image(_read_bytes(src.path), settings.size, settings.quality))
-            paths.append(src.path)
-            given.append(src.split)
+            image = prepare_image(_read_bytes(src.path), settings.size, settings.quality)
         except RejectedImage as exc:
             result.rejects.append((src.path, str(exc)))
+            continue
+        if image.content_hash in first:
+            result.rejects.append((src.path, f"duplicate: same bytes as {first[image.content_hash]}"))
+            continue
+        first[image.content_hash] = src.path
+        prepared.append(image)
+        paths.append(src.path)
+        given.append(src.split)
+        positions.append(pos)
     if not prepared:
         return result
     groups, result.dedup_distance = near_duplicate_groups([p.phash for p in prepared], settings.dedup_distance)
     hashes = [p.content_hash for p in prepared]
     split = assign_splits(hashes, groups, settings.val, settings.test, pinned, given, cuts)
     result.new_pins, result.cuts = split.new_pins, split.cuts
-    result.free = Counter(s for s, g in zip(split.splits, given) if not g)
-    result.samples = [(s, p.jpeg, p.content_hash) for s, p in zip(split.splits, prepared)]
+    result.samples = [(s, p.jpeg, p.content_hash, i) for s, p, i in zip(split.splits, prepared, positions)]
     result.groups = [[paths[i] for i in g] for g in groups if len(g) > 1]
     result.straddling = [[paths[i] for i in g] for g in groups if len({given[i] for i in g if given[i]}) > 1]
     return result
@@ -187,7 +207,8 @@ def build_shards(
     """
     settings = settings or BuildSettings()
     settings.validate()
-    sources = list_sources(input_path)
+    listing = list_sources(input_path)
+    sources = listing.images
     if all(s.split for s in sources) and not any(s.split == "train" for s in sources):
         raise DataError(
             f"--input {input_path}: every row has a split and none is train; "
@@ -200,7 +221,7 @@ def build_shards(
         final = local_out(Path(out))
         staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=final))
         try:
-            manifest = _build(sources, input_path, staging, settings, previous, progress)
+            manifest = _build(listing, input_path, staging, settings, previous, progress)
             swap_in(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -213,7 +234,7 @@ def build_shards(
         local = Path(scratch) / "build"
         local.mkdir()
         try:
-            manifest = _build(sources, input_path, local, settings, previous, progress, uploader.submit)
+            manifest = _build(listing, input_path, local, settings, previous, progress, uploader.submit)
             uploader.upload_tree(local)
             uploader.finish(local / MANIFEST)
         finally:
@@ -222,8 +243,15 @@ def build_shards(
     return manifest
 
 
+def _same_bytes(path: str, content_hash_hex: str) -> bool:
+    try:
+        return content_hash(_read_bytes(path)) == content_hash_hex
+    except RejectedImage:  # gone since: not provably the same
+        return False
+
+
 def _build(
-    sources: list[SourceImage],
+    listing: Listing,
     input_path,
     out: Path,
     settings: BuildSettings,
@@ -232,16 +260,19 @@ def _build(
     on_chunk=None,
 ) -> dict:
     label_map, pinned, cuts, base = previous
+    sources = listing.images
 
     per_sku_sources = [list(g) for _, g in groupby(sources, key=lambda s: s.sku_id)]
-    attrs = {imgs[0].sku_id: (imgs[0].brand, imgs[0].category) for imgs in per_sku_sources}
-    label_map.extend(attrs)  # sorted order; existing SKUs keep their index
-    for sku_id, (brand, category) in attrs.items():
-        label_map.set_attributes(sku_id, brand, category)
+    offsets = [0]
+    for imgs in per_sku_sources:
+        offsets.append(offsets[-1] + len(imgs))
 
     tasks = ((imgs, settings, cuts.get(imgs[0].sku_id)) for imgs in per_sku_sources)
     writers = _SplitWriters(out, settings.chunk_bytes, on_chunk)
-    rejects: list[tuple[str, str]] = []
+    rejects: list[tuple[str, str]] = list(listing.skipped)
+    conflicts: list[Conflict] = list(listing.conflicts)
+    first_copy: dict[int, int] = {}  # 64-bit content-hash prefix -> index in sources of the first copy
+    empty: list[str] = []
     per_sku: dict[str, dict[str, int]] = {}
     groups: dict[str, list[list[str]]] = {}
     free: dict[str, Counter] = {}
@@ -258,18 +289,37 @@ def _build(
         _init_worker(dict(pinned))
     try:
         results = pool.map(_process_sku_star, tasks, chunksize=1) if pool else map(_process_sku_star, tasks)
-        for res in results:
-            label = label_map.index(res.sku_id)
-            for split, jpeg, key in res.samples:
-                writers.add(split, {"image": jpeg, "label": label, "key": key})
-            per_sku[res.sku_id] = dict(Counter(s for s, _, _ in res.samples))
-            free[res.sku_id] = res.free
+        for n, res in enumerate(results):
+            kept = []
+            for sample in res.samples:
+                index = offsets[n] + sample[3]
+                other = first_copy.setdefault(int(sample[2][:16], 16), index)
+                if other != index and _same_bytes(sources[other].path, sample[2]):
+                    src, first = sources[index], sources[other]  # never one SKU: process_sku drops those
+                    reason = f"label conflict: same bytes as {first.path} (SKU {first.sku_id!r}, kept there)"
+                    res.rejects.append((src.path, reason))
+                    conflicts.append(Conflict(src.path, src.sku_id, first.path, first.sku_id, "same bytes"))
+                else:
+                    kept.append(sample)
+            src = per_sku_sources[n][0]
+            if kept:
+                label_map.extend([res.sku_id])  # SKU-id order; SKUs of an earlier build keep their index
+            if res.sku_id in label_map:
+                label_map.set_attributes(res.sku_id, src.brand, src.category)
+            if kept:
+                label = label_map.index(res.sku_id)
+                for split, jpeg, key, _ in kept:
+                    writers.add(split, {"image": jpeg, "label": label, "key": key})
+                per_sku[res.sku_id] = dict(Counter(s[0] for s in kept))
+                free[res.sku_id] = Counter(s[0] for s in kept if not sources[offsets[n] + s[3]].split)
+            else:
+                empty.append(res.sku_id)
             straddling += res.straddling
             rejects.extend(res.rejects)
             pinned.update(res.new_pins)
             if res.cuts:
                 cuts[res.sku_id] = res.cuts
-            if res.samples and res.dedup_distance < settings.dedup_distance:
+            if kept and res.dedup_distance < settings.dedup_distance:
                 lowered[res.sku_id] = res.dedup_distance
             if res.groups:
                 groups[res.sku_id] = res.groups
@@ -286,10 +336,23 @@ def _build(
             f"--input {input_path}: the build left no training images ({_counts(writers.counts)}); "
             "lower --val/--test, add images, or give rows split=train; no manifest was written"
         )
-    for warning in warnings:
+    notes = []  # not about splits: printed, and recorded in their own manifest fields
+    if empty:
+        notes.append(
+            f"{len(empty)} SKU(s) have no valid image (all rejected, see rejects.csv), so no samples and, "
+            f"unless an earlier build's --label-map holds them, no class: {named(empty)}"
+        )
+    if conflicts:
+        c = conflicts[0]
+        notes.append(
+            f"{len(conflicts)} label conflict(s): one image under two SKUs, kept under the first and the "
+            f"later copy rejected (rejects.csv, manifest label_conflicts); first: {c.path} as {c.sku_id!r} "
+            f"vs {c.kept_path} as {c.kept_sku!r}"
+        )
+    for warning in warnings + notes:
         print(f"skuvision: warning: {warning}", file=sys.stderr)
 
-    with (out / REJECTS).open("w", newline="") as fh:
+    with (out / REJECTS).open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "reason"])
         w.writerows(rejects)
@@ -303,6 +366,8 @@ def _build(
         "splits": {s: {"dir": s, "count": writers.counts[s]} for s in SPLITS},
         "per_sku": per_sku,
         "rejects": len(rejects),
+        "label_conflicts": [c.to_dict() for c in conflicts],
+        "empty_skus": empty,  # SKUs listed in the input whose every image was rejected
         "split_fractions": fractions,
         "split_warnings": warnings,
         "near_duplicate_groups": groups,

@@ -6,18 +6,25 @@ optionally ``brand,category,split``; relative paths resolve against the CSV's fo
 sets and comparisons need them; a row with an empty ``split`` is split by the build.
 A directory holding ``catalogue.csv`` (what ``skuvision synth`` writes) is read
 through that CSV so brand/category come along.
+
+SKU ids are exact strings after stripping surrounding whitespace: spaces inside, slashes and any
+unicode are kept as they are (skuvision never makes a file name of a SKU id); a CSV is read as
+UTF-8 (a byte-order mark, as Excel writes, is fine). A path listed twice is read once: the later
+row is a counted skip in rejects.csv naming the first, and where the two rows give different SKUs
+it is a label conflict (kept under the first, reported in the manifest's ``label_conflicts``).
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from skuvision.errors import DataError
 
 SPLIT_VALUES = ("train", "val", "test")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -29,8 +36,33 @@ class SourceImage:
     split: str = ""  # given by the user (CSV column), else "" = the build decides
 
 
-def read_csv_listing(csv_path: Path) -> list[SourceImage]:
-    with csv_path.open(newline="") as fh:
+@dataclass(frozen=True)
+class Conflict:
+    """One file given two SKUs: ``path`` under ``sku_id`` was dropped, ``kept_path`` stays ``kept_sku``."""
+
+    path: str
+    sku_id: str
+    kept_path: str
+    kept_sku: str
+    why: str  # "same path" | "same bytes"
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class Listing:
+    """The input images, plus rows skipped before any image is read: (path, reason) for rejects.csv."""
+
+    images: list[SourceImage]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def read_csv_listing(csv_path: Path) -> Listing:
+    listing = Listing([])
+    first: dict[str, tuple[int, str]] = {}  # normalised path -> (line, sku_id) of its first row
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = {"path", "sku_id"} - set(reader.fieldnames or [])
         if missing:
@@ -38,9 +70,9 @@ def read_csv_listing(csv_path: Path) -> list[SourceImage]:
                 f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
                 "the CSV needs a header with path,sku_id[,brand,category,split]"
             )
-        rows = []
         for line, row in enumerate(reader, start=2):
-            if not row["path"] or not row["sku_id"]:
+            sku_id = (row["sku_id"] or "").strip()
+            if not (row["path"] or "").strip() or not sku_id:
                 raise DataError(f"{csv_path}:{line}: empty path or sku_id; fix or remove that row")
             split = (row.get("split") or "").strip()
             if split and split.lower() not in SPLIT_VALUES:
@@ -51,16 +83,34 @@ def read_csv_listing(csv_path: Path) -> list[SourceImage]:
             path = Path(row["path"])
             if not path.is_absolute():
                 path = csv_path.parent / path
-            rows.append(
+            key = os.path.normpath(os.path.abspath(path))
+            if key in first:
+                first_line, first_sku = first[key]
+                if first_sku == sku_id:
+                    listing.skipped.append(
+                        (str(path), f"duplicate row: line {line} lists the path of line {first_line}")
+                    )
+                else:
+                    listing.skipped.append(
+                        (
+                            str(path),
+                            f"label conflict: line {line} lists it as SKU {sku_id!r}, line {first_line} as "
+                            f"{first_sku!r} (kept there)",
+                        )
+                    )
+                    listing.conflicts.append(Conflict(str(path), sku_id, str(path), first_sku, "same path"))
+                continue
+            first[key] = (line, sku_id)
+            listing.images.append(
                 SourceImage(
                     str(path),
-                    row["sku_id"].strip(),
+                    sku_id,
                     (row.get("brand") or "").strip(),
                     (row.get("category") or "").strip(),
                     split.lower(),
                 )
             )
-    return rows
+    return listing
 
 
 def read_image_folder(root: Path) -> list[SourceImage]:
@@ -72,17 +122,23 @@ def read_image_folder(root: Path) -> list[SourceImage]:
     return rows
 
 
-def list_sources(input_path: str | Path) -> list[SourceImage]:
-    """All input images, sorted by (sku_id, path) so builds are deterministic."""
+def list_sources(input_path: str | Path) -> Listing:
+    """All input images, sorted by (sku_id, path) so builds are deterministic, and the rows skipped."""
     path = Path(input_path)
     if not path.exists():
         raise DataError(f"--input {path}: no such file or directory; pass an ImageFolder tree or a CSV")
     if path.is_file():
-        rows = read_csv_listing(path)
+        listing = read_csv_listing(path)
     elif (path / "catalogue.csv").is_file():
-        rows = read_csv_listing(path / "catalogue.csv")
+        listing = read_csv_listing(path / "catalogue.csv")
     else:
-        rows = read_image_folder(path)
-    if not rows:
+        listing = Listing(read_image_folder(path))
+    if not listing.images:
+        if path.is_dir() and any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in path.iterdir()):
+            raise DataError(
+                f"--input {path}: images sit directly in it; put each SKU's images in {path}/<sku_id>/ "
+                "or list them in a CSV with path,sku_id"
+            )
         raise DataError(f"--input {path}: no images found; expected DIR/<sku_id>/<image>.jpg or a CSV with path,sku_id")
-    return sorted(rows, key=lambda r: (r.sku_id, r.path))
+    listing.images.sort(key=lambda r: (r.sku_id, r.path))
+    return listing

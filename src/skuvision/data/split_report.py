@@ -29,7 +29,8 @@ def _deviation(counts: Counter, requested: dict[str, float]) -> float:
     return max(abs(counts[s] / n - requested[s]) for s in SPLITS) if n else 0.0
 
 
-def _named(items: list[str]) -> str:
+def named(items: list[str]) -> str:
+    """The first ``NAMED`` items, comma-separated, and how many more."""
     more = f" (+{len(items) - NAMED} more)" if len(items) > NAMED else ""
     return ", ".join(items[:NAMED]) + more
 
@@ -69,17 +70,23 @@ def split_report(
         want = " ".join(f"{s} {requested[s]:.2f}" for s in SPLITS)
         warnings.append(
             f"split fractions {got} are more than {BUILD_TOLERANCE * 100:.0f} points off the requested "
-            f"{want}" + (f"; worst SKUs: {_named(worst_named)}" if worst_named else "")
+            f"{want}" + (f"; worst SKUs: {named(worst_named)}" if worst_named else "")
         )
     if worst_named:
         warnings.append(
             f"{len(worst_named)} SKU(s) with >= {PER_SKU_MIN} images are more than "
-            f"{SKU_TOLERANCE * 100:.0f} points off the requested fractions: {_named(worst_named)}"
+            f"{SKU_TOLERANCE * 100:.0f} points off the requested fractions: {named(worst_named)}"
         )
     no_train = sorted(sku for sku, c in per_sku.items() if not c.get("train"))
     if no_train:
         warnings.append(
-            f"{len(no_train)} SKU(s) have no training images, so the model cannot learn them: {_named(no_train)}"
+            f"{len(no_train)} SKU(s) have no training images, so the model cannot learn them: {named(no_train)}"
+        )
+    single = sorted(sku for sku, c in per_sku.items() if sum(c.values()) == 1)
+    if single and (val or test):
+        warnings.append(
+            f"{len(single)} SKU(s) have a single valid image (in one split only), so val/test cannot "
+            f"measure them: {named(single)}"
         )
     for split, frac in (("val", val), ("test", test)):
         if frac > 0 and not total[split]:

@@ -113,7 +113,7 @@ def write_confusions_csv(
         "true_index",
         "predicted_index",
     ]
-    with path.open("w", newline="") as fh:
+    with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)

@@ -32,7 +32,7 @@ def write_per_sku_report(path: Path, correct: torch.Tensor, total: torch.Tensor,
             )
     rows.sort(key=lambda r: (r[4], -r[2], r[0]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
+    with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["sku_id", "class_index", "test_images", "correct", "accuracy", "brand", "category"])
         w.writerows([(r[0], r[1], r[2], r[3], f"{r[4]:.4f}", r[5], r[6]) for r in rows])
