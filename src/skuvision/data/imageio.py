@@ -117,15 +117,19 @@ def _decode(data: bytes, short_side: int, draft: bool) -> Image.Image:
     except OSError as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else f"corrupt: {exc}"
         raise RejectedImage(reason) from None
-    try:  # the short side is the same either way, so the draft size above still holds
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the pixels as stored
-        pass
-    img = to_rgb(img)
+    img = to_rgb(upright(img))  # the short side is the same either way, so the draft size above still holds
     target = _target_size(img.width, img.height, short_side)
     if target != img.size:
         img = img.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return img
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as a person sees it (EXIF Orientation applied); a malformed EXIF block keeps the pixels as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001
+        return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from skuvision.data.sources import IMAGE_SUFFIXES  # what the shard builder reads, predict reads
 from skuvision.errors import UserError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 PROGRESS_FROM = 100  # images; fewer finish before a bar would tell anything
 
 

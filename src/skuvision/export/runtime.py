@@ -35,15 +35,6 @@ def _exif_orientation(data: bytes) -> int:
         return 1
 
 
-def _upright(img):
-    from PIL import ImageOps
-
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the pixels as stored, as the builder does
-        return img
-
-
 def read_image(path: str | Path):
     """uint8 RGB tensor (3, H, W) of an image file, decoded as the data loader decodes shard JPEGs.
 
@@ -52,7 +43,7 @@ def read_image(path: str | Path):
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from skuvision.data.imageio import decode_to_tensor
+    from skuvision.data.imageio import decode_to_tensor, to_rgb, upright
 
     try:
         data = Path(path).read_bytes()
@@ -68,8 +59,7 @@ def read_image(path: str | Path):
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-        img = _upright(img)  # phone photos: what a person sees, as the shard builder stores them
-        array = np.asarray(img.convert("RGB"))
+        array = np.asarray(to_rgb(upright(img)))  # as the shard builder stores it: upright, alpha over white
     except UnidentifiedImageError:
         raise ImageReadError("not an image") from None
     except OSError as exc:
