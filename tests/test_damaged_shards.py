@@ -82,3 +82,36 @@ def test_with_max_bad_samples_the_image_is_skipped_and_counted_in_metrics(shards
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data/bad_samples"] == 1
+
+
+def test_shards_verify_finds_a_flipped_bit_that_still_decodes_by_the_chunk_hash(shards):
+    """The damage no per-sample check sees: one bit deep in a JPEG's entropy data, the image still decodes."""
+    from skuvision.data.imageio import decode_to_tensor
+    from skuvision.data.shards import verify_shards
+
+    assert verify_shards(shards, progress=False) == []  # as built: every chunk matches its recorded sha256
+    chunk = shards / "train" / "chunk-0-0.bin"
+    data = bytearray(chunk.read_bytes())
+    soi = bytes(data).index(b"\xff\xd8\xff")  # the first sample's JPEG
+    sos = bytes(data).index(b"\xff\xda", soi)  # start of scan: entropy-coded pixels follow
+    eoi = bytes(data).index(b"\xff\xd9", sos) + 2
+    flipped = None
+    for at in range(sos + 40, eoi - 10, 7):  # the first flip that keeps the JPEG decodable
+        trial = bytearray(data[soi:eoi])
+        trial[at - soi] ^= 0x10
+        try:
+            decode_to_tensor(bytes(trial))
+        except RuntimeError:
+            continue
+        flipped = at
+        break
+    assert flipped is not None
+    data[flipped] ^= 0x10
+    chunk.write_bytes(bytes(data))
+
+    problems = verify_shards(shards, progress=False)
+    assert problems == [
+        f"{chunk}: sha256 is not the build's (changed after the build: flipped bits, a partial copy, or another build's chunk)"
+    ]
+    result = run_cli("-m", "skuvision.cli", "shards", "verify", str(shards), "--quiet")
+    assert result.returncode == 1 and f"MISMATCH {chunk}: sha256" in result.stderr

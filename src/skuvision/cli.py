@@ -65,7 +65,13 @@ def _cmd_shards_verify(args: argparse.Namespace) -> int:
     if problems:
         print(f"{args.dir}: {len(problems)} problem(s); rebuild with `skuvision shards build`", file=sys.stderr)
         return 1
-    print(f"{args.dir}: every sample decodes and counts match the manifest")
+    from skuvision.data.remote import is_s3
+    from skuvision.data.shards import load_manifest
+
+    hashed = not is_s3(args.dir) and bool(load_manifest(args.dir).get("chunk_sha256"))
+    print(
+        f"{args.dir}: {'every chunk matches its sha256, ' if hashed else ''}every sample decodes and counts match the manifest"
+    )
     return 0
 
 

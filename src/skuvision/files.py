@@ -7,6 +7,7 @@ metrics.json or weights file that the next command then trusts: write beside the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -36,3 +37,12 @@ def write_json(path: str | Path, value: Any, **dumps: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(value, **dumps))
     return Path(path)
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MB blocks (chunks and checkpoints are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -46,7 +46,7 @@ from skuvision.data.sources import Conflict, Listing, SourceImage, list_sources
 from skuvision.data.split_report import named, split_report
 from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
 from skuvision.errors import DataError
-from skuvision.files import write_json
+from skuvision.files import sha256, write_json
 
 FORMAT_VERSION = 1
 
@@ -177,6 +177,7 @@ class _SplitWriters:
         self.out, self.chunk_bytes, self.on_chunk = out, chunk_bytes, on_chunk
         self.writers: dict = {}
         self.counts: Counter = Counter()
+        self.sha256: dict[str, dict[str, str]] = {}  # split -> chunk file -> sha256, for `shards verify`
 
     def add(self, split: str, sample: dict) -> None:
         if split not in self.writers:
@@ -184,12 +185,20 @@ class _SplitWriters:
             self.writers[split] = _standalone_writer(self.out / split, self.chunk_bytes)
         chunk = self.writers[split].add_item(self.counts[split], sample)
         self.counts[split] += 1
-        if chunk and self.on_chunk:  # a finished chunk file: e.g. upload it now
+        if chunk:
+            self._finished(split, chunk)
+
+    def _finished(self, split: str, chunk: str) -> None:
+        """A chunk file is complete: hash it while it is here (an S3 build uploads and deletes it next)."""
+        self.sha256.setdefault(split, {})[Path(chunk).name] = sha256(chunk)
+        if self.on_chunk:
             self.on_chunk(chunk, f"{split}/{Path(chunk).name}")
 
     def close(self) -> None:
-        for writer in self.writers.values():
-            writer.done()
+        for split, writer in self.writers.items():
+            for chunk in writer.done():
+                if chunk and Path(chunk).name not in self.sha256.get(split, {}):
+                    self.sha256.setdefault(split, {})[Path(chunk).name] = sha256(chunk)
             writer.merge()
 
 
@@ -364,6 +373,7 @@ def _build(
         "num_classes": len(label_map),
         "label_map": label_map.to_dict(),
         "splits": {s: {"dir": s, "count": writers.counts[s]} for s in SPLITS},
+        "chunk_sha256": writers.sha256,  # split -> chunk file -> sha256: `shards verify` finds flipped bits
         "per_sku": per_sku,
         "rejects": len(rejects),
         "label_conflicts": [c.to_dict() for c in conflicts],
@@ -412,7 +422,11 @@ def load_manifest(root: str | Path) -> dict:
 
 
 def verify_shards(root: str | Path, progress: bool = True) -> list[str]:
-    """Read and decode every sample; returns a list of problems (empty when the shards match the manifest)."""
+    """Check every chunk's sha256 (local shards) and decode every sample; returns the problems (none: all good).
+
+    A flipped bit inside an image that still decodes, or in a label that stays in range, is found only by
+    the chunk hashes the build recorded (``chunk_sha256`` in the manifest).
+    """
     from litdata import StreamingDataset
     from tqdm.auto import tqdm
 
@@ -420,7 +434,7 @@ def verify_shards(root: str | Path, progress: bool = True) -> list[str]:
 
     manifest = load_manifest(root)
     skus = LabelMap.from_dict(manifest["label_map"]).skus
-    problems = []
+    problems = [] if is_s3(root) else chunk_hash_problems(root, manifest)
     for split, info in manifest["splits"].items():
         if info["count"] == 0:
             continue
@@ -442,5 +456,22 @@ def verify_shards(root: str | Path, progress: bool = True) -> list[str]:
             if seen[sku_id] != counts.get(split, 0):
                 problems.append(
                     f"{split}: SKU {sku_id} has {seen[sku_id]} samples, manifest says {counts.get(split, 0)}"
+                )
+    return problems
+
+
+def chunk_hash_problems(root: str | Path, manifest: dict) -> list[str]:
+    """Chunk files whose sha256 is not the one the build recorded (older builds recorded none: nothing to check)."""
+    problems = []
+    for split, files in (manifest.get("chunk_sha256") or {}).items():
+        directory = Path(root) / manifest["splits"][split]["dir"]
+        for name, digest in files.items():
+            path = directory / name
+            if not path.is_file():
+                problems.append(f"{path}: chunk missing")
+            elif sha256(path) != digest:
+                problems.append(
+                    f"{path}: sha256 is not the build's (changed after the build: flipped bits, "
+                    "a partial copy, or another build's chunk)"
                 )
     return problems

@@ -8,17 +8,10 @@ checkpoint's SHA-256 and the run's metrics, next to the input contract.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from skuvision.files import sha256
 
 
 def training_data_root(ckpt_path: str | Path, run_dir: str | Path | None = None) -> str:
