@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 
@@ -41,15 +42,21 @@ def test_resume_takes_last_ckpt_or_else_the_newest_checkpoint_that_loads(tmp_pat
     assert resolve_checkpoint("last", tmp_path, str(tmp_path)) == str(tmp_path / "epoch_000.ckpt")
 
 
-def _limit_file_size(limit: int):
+def _limit_file_size(limit: int, killed: bool = True):
+    """A file size limit: past it the kernel kills the writer (SIGXFSZ), or, with that signal ignored,
+    the write fails with EFBIG, as a full disk fails it with ENOSPC."""
+
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        if not killed:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     return apply
 
 
 @pytest.mark.slow
-def test_a_write_cut_off_in_the_middle_of_a_checkpoint_leaves_the_previous_last_ckpt(tiny_shards, tmp_path):
+@pytest.mark.parametrize("killed", [True, False], ids=["killed-mid-write", "write-fails-as-on-a-full-disk"])
+def test_a_write_cut_off_in_the_middle_of_a_checkpoint_leaves_the_previous_last_ckpt(tiny_shards, tmp_path, killed):
     run_dir = tmp_path / "run"
     base = ["train.py", f"hydra.run.dir={run_dir}", f"data.root={tiny_shards}", *RUN, "~callbacks.model_checkpoint"]
     first = run_cli(*base, "trainer.max_epochs=1")
@@ -57,17 +64,22 @@ def test_a_write_cut_off_in_the_middle_of_a_checkpoint_leaves_the_previous_last_
     last = run_dir / "checkpoints" / "last.ckpt"
     size = last.stat().st_size
 
-    killed = subprocess.run(
+    cut = subprocess.run(
         [sys.executable, *base, "trainer.max_epochs=2", "ckpt_path=last"],
         cwd=ROOT,
         env={**os.environ},
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=_limit_file_size(size // 2),
+        preexec_fn=_limit_file_size(size // 2, killed),
     )
-    output = killed.stdout + killed.stderr
-    assert killed.returncode != 0 and "epoch end: saved" not in output, output[-3000:]  # failed inside the save
+    output = cut.stdout + cut.stderr
+    assert cut.returncode != 0 and "epoch end: saved" not in output, output[-3000:]  # failed inside the save
+    if not killed:  # the process lives to say so: one line naming the file and what to do
+        assert cut.returncode == 2 and "Traceback" not in output, output[-3000:]
+        (line,) = [x for x in output.splitlines() if x.startswith("skuvision: error:")]
+        assert f"{last}: checkpoint not written (File too large)" in line and "ckpt_path=last" in line, line
+        assert not list(last.parent.glob(".*.tmp*"))  # the partial temporary file is gone
     assert loads(last), "last.ckpt was left truncated"
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0  # the previous state, whole
 

@@ -14,6 +14,7 @@ CRC), which is what :func:`newest_loadable` uses to pick where a run resumes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import zipfile
@@ -23,7 +24,7 @@ from typing import Any
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from skuvision.errors import ConfigError
+from skuvision.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except Exception as exc:
+            full = _out_of_room(exc)
+            if full is None:
+                raise
+            raise StorageError(
+                f"{path}: checkpoint not written ({full.strerror}); the previous {path.name}, if any, is whole; "
+                f"free space in {path.parent} (or set callbacks.resume_checkpoint.dirpath and "
+                "callbacks.model_checkpoint.dirpath elsewhere) and resume with ckpt_path=last"
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)  # the rename itself survives a power cut
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _out_of_room(exc: BaseException | None) -> OSError | None:
+    """The full-disk / quota / file-size error under ``exc`` (torch.save wraps it in a RuntimeError)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _fsync_dir(directory: Path) -> None:

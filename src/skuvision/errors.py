@@ -18,6 +18,10 @@ class DataError(UserError, ValueError):
     """Missing or malformed data: shard dir, manifest, label map, input listing."""
 
 
+class StorageError(UserError):
+    """No room to write an output (full disk, quota, file size limit): names the file and what to do."""
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import MissingMandatoryValue
 
