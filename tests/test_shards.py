@@ -211,3 +211,40 @@ def test_exif_orientation_is_applied_so_phone_photos_are_stored_upright(tmp_path
     assert red[0] > 150 and red[2] < 100 and blue[2] > 150 and blue[0] < 100, (red, blue)
     # the split still follows the original file's bytes
     assert split_of_each_image(tmp_path / "out") == {hashlib.sha1(photo.read_bytes()).hexdigest(): "train"}
+
+
+def test_a_build_that_runs_out_of_room_says_so_in_one_line_and_keeps_the_earlier_build(tiny_catalogue, tmp_path):
+    """The write fails as on a full disk (a file size limit with SIGXFSZ ignored gives EFBIG, as ENOSPC would)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from skuvision.data.shards import verify_shards
+
+    from conftest import ROOT
+
+    out = tmp_path / "shards"
+    first = shards_build_cli("--input", str(tiny_catalogue), "--out", str(out), "--size", "64")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def no_room() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    command = [sys.executable, "-m", "skuvision.cli", "shards", "build", "--input", str(tiny_catalogue)]
+    result = subprocess.run(
+        [*command, "--out", str(out), "--size", "128"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=no_room,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("skuvision: error:")]
+    assert f"--out {out}: shards not written (File too large)" in line, line
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # the earlier build, byte for byte, and no staging dir left
+    assert verify_shards(out, progress=False) == []

@@ -14,7 +14,6 @@ CRC), which is what :func:`newest_loadable` uses to pick where a run resumes.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import zipfile
@@ -25,6 +24,7 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from skuvision.errors import ConfigError, StorageError
+from skuvision.files import out_of_room
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except Exception as exc:
-            full = _out_of_room(exc)
+            full = out_of_room(exc)
             if full is None:
                 raise
             raise StorageError(
@@ -58,18 +58,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)  # the rename itself survives a power cut
-
-
-_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-def _out_of_room(exc: BaseException | None) -> OSError | None:
-    """The full-disk / quota / file-size error under ``exc`` (torch.save wraps it in a RuntimeError)."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -7,6 +7,7 @@ metrics.json or weights file that the next command then trusts: write beside the
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -46,3 +47,15 @@ def sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def out_of_room(exc: BaseException | None) -> OSError | None:
+    """The full-disk / quota / file-size error under ``exc`` (torch.save wraps it in a RuntimeError)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

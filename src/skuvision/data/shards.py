@@ -45,8 +45,8 @@ from skuvision.data.shard_dirs import MANIFEST, REJECTS, STAGING, local_out, pre
 from skuvision.data.sources import Conflict, Listing, SourceImage, list_sources
 from skuvision.data.split_report import named, split_report
 from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
-from skuvision.errors import DataError
-from skuvision.files import sha256, write_json
+from skuvision.errors import DataError, StorageError
+from skuvision.files import out_of_room, sha256, write_json
 
 FORMAT_VERSION = 1
 
@@ -232,6 +232,14 @@ def build_shards(
         try:
             manifest = _build(listing, input_path, staging, settings, previous, progress)
             swap_in(staging, final)
+        except Exception as exc:
+            full = out_of_room(exc)
+            if full is None:
+                raise
+            raise StorageError(
+                f"--out {final}: shards not written ({full.strerror}); any earlier build there is untouched; "
+                "free space (shards take about a tenth of the originals' size) or choose another --out"
+            ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return manifest
