@@ -40,6 +40,24 @@ def kill_rank(rank: int | str, step: int, pid_dir: Path) -> list[str]:
     ]
 
 
+def sweep(tmp_path: Path, *overrides: str, timeout: int = 300) -> tuple[Path, str, int]:
+    """``train.py -m <overrides>`` into ``tmp_path/sweep``: (sweep dir, output, exit status)."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        "train.py",
+        "-m",
+        *overrides,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        env=env(),
+        timeout=timeout,
+    )
+    return sweep_dir, result.stdout + result.stderr, result.returncode
+
+
+IN_PROCESS = ["data.synthetic=null", *FAST_TRAIN, "logger=csv", "data.image_size=32", "trainer.max_epochs=1"]
+
+
 def env() -> dict:
     return {"PYTHONPATH": str(Path(__file__).resolve().parent), "OMP_NUM_THREADS": "1"}
 
@@ -90,21 +108,15 @@ def test_kill_9_of_one_rank_mid_epoch_ends_the_run_non_zero(tiny_shards, tmp_pat
 
 @pytest.mark.slow
 def test_a_sweep_reports_the_job_whose_rank_died_and_runs_the_next(tiny_shards, tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        "train.py",
-        "-m",
+    sweep_dir, output, status = sweep(
+        tmp_path,
         *DDP_TINY,
         f"data.root={tiny_shards}",
         "trainer.max_epochs=2",
         *kill_rank("1,9", 3, tmp_path / "pids"),  # job 0: rank 1 dies at step 3; job 1: no rank 9, no kill
-        f"hydra.sweep.dir={sweep_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        env=env(),
         timeout=480,
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output[-4000:]
+    assert status == 1, output[-4000:]
     assert output.count("Launching 2 jobs locally") == 1
 
     failed = json.loads((sweep_dir / "0" / "FAILED.json").read_text())
@@ -123,23 +135,9 @@ def test_a_sweep_reports_the_job_whose_rank_died_and_runs_the_next(tiny_shards, 
 
 def test_a_sweep_job_with_bad_input_is_reported_and_the_next_job_runs(tiny_shards, tmp_path):
     """In-process jobs (one device): a job's one-line error no longer ends the sweep there."""
-    sweep_dir = tmp_path / "sweep"
     missing = tmp_path / "no-shards-here"
-    result = run_cli(
-        "train.py",
-        "-m",
-        f"data.root={missing},{tiny_shards}",
-        "data.synthetic=null",
-        *FAST_TRAIN,
-        "logger=csv",
-        "data.image_size=32",
-        "trainer.max_epochs=1",
-        f"hydra.sweep.dir={sweep_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output[-3000:]
+    sweep_dir, output, status = sweep(tmp_path, f"data.root={missing},{tiny_shards}", *IN_PROCESS)
+    assert status == 1, output[-3000:]
     assert "Traceback" not in output
     failed = json.loads((sweep_dir / "0" / "FAILED.json").read_text())
     assert str(missing) in failed["reason"] and "manifest" in failed["reason"]
@@ -150,23 +148,8 @@ def test_a_sweep_job_with_bad_input_is_reported_and_the_next_job_runs(tiny_shard
 
 
 def test_a_sweep_whose_jobs_all_succeed_ends_with_where_they_are(tiny_shards, tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        "train.py",
-        "-m",
-        f"data.root={tiny_shards}",
-        "data.synthetic=null",
-        *FAST_TRAIN,
-        "logger=csv",
-        "data.image_size=32",
-        "trainer.max_epochs=1",
-        "model.freeze_depth=0,5",
-        f"hydra.sweep.dir={sweep_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    sweep_dir, output, status = sweep(tmp_path, f"data.root={tiny_shards}", *IN_PROCESS, "model.freeze_depth=0,5")
+    assert status == 0, output[-3000:]
     assert not list(sweep_dir.glob("*/FAILED.json"))
     assert [line for line in output.splitlines() if line.strip()][-1] == (
         f"skuvision: sweep: 2 job(s) done; outputs in {sweep_dir}"
