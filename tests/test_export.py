@@ -308,3 +308,22 @@ def test_predict_reads_phone_photos_upright_as_the_shard_builder_stores_them(tmp
     assert tuple(image.shape) == (3, 90, 60)  # upright portrait, not the sensor's landscape
     assert image[0, 10, 30] > 150 and image[2, 80, 30] > 150  # red on top, blue below
     assert tuple(read_image(plain).shape) == (3, 90, 60)  # no tag: the fast decoder, same layout
+
+
+def test_a_checkpoint_copied_out_of_its_run_exports_with_the_preprocessing_it_was_tested_with(
+    best_ckpt, export_dir, tmp_path
+):
+    """model.tar.gz, S3, a colleague's laptop: no .hydra/ next to the file, and no --image-size needed."""
+    import torch
+
+    from skuvision.export.bundle import export_checkpoint
+
+    stored = torch.load(best_ckpt, map_location="cpu", weights_only=True)["preprocess"]
+    from_run = json.loads((export_dir / "preprocess.json").read_text())  # exported next to its .hydra/
+    assert from_run.items() >= stored.items()
+    alone = tmp_path / "elsewhere" / "model.ckpt"
+    alone.parent.mkdir()
+    shutil.copyfile(best_ckpt, alone)
+    export_checkpoint(alone, tmp_path / "export", force=True)
+    assert json.loads((tmp_path / "export" / "preprocess.json").read_text()) == from_run
+    assert stored["crop"] == 48  # FAST_TRAIN's data.image_size

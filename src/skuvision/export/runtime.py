@@ -94,15 +94,22 @@ def run_config(ckpt_path: str | Path, run_dir: str | Path | None = None):
 
 
 def checkpoint_spec(
-    ckpt_path: str | Path, hparams: dict, image_size: int | None = None, run_dir: str | Path | None = None
+    ckpt_path: str | Path,
+    hparams: dict,
+    image_size: int | None = None,
+    run_dir: str | Path | None = None,
+    stored: dict | None = None,
 ) -> dict:
     """The eval preprocessing a checkpoint was tested with: ``preprocess_spec(backbone, data.image_size)``.
 
-    The image size is not a model hyperparameter, so it comes from ``image_size`` (``--image-size``)
-    or the run's ``.hydra/config.yaml`` (``run_dir``, else the checkpoint's own run dir).
+    ``image_size`` (``--image-size``) wins; else the spec the checkpoint carries (``stored``: every
+    checkpoint written since it was added); else the run's ``.hydra/config.yaml`` (``run_dir``, else the
+    checkpoint's own run dir).
     """
     from skuvision.data.transforms import preprocess_spec
 
+    if image_size is None and stored:
+        return dict(stored)
     if image_size is None:
         cfg = run_config(ckpt_path, run_dir)
         image_size = cfg.data.get("image_size") if cfg is not None and "data" in cfg else None
@@ -168,7 +175,7 @@ class TorchPredictor(Predictor):
         hparams = dict(self.model.hparams)
         super().__init__(
             ckpt_path,
-            checkpoint_spec(ckpt_path, hparams, image_size, run_dir),
+            checkpoint_spec(ckpt_path, hparams, image_size, run_dir, self.model.preprocess),
             LabelMap.from_dict(self.model.label_map or {str(i): i for i in range(hparams["num_classes"])}),
         )
         self._torch = torch

@@ -86,6 +86,7 @@ class SKUClassifier(L.LightningModule):
             }
         )
         self.label_map = label_map
+        self.preprocess: dict | None = None  # set from a checkpoint; saved into checkpoints (on_save_checkpoint)
         self.backbone = build_backbone(
             backbone,
             int(freeze_depth),
@@ -312,10 +313,17 @@ class SKUClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["label_map"] = self.label_map
+        # the eval preprocessing (image size, resize/crop, mean/std) travels with the weights: a checkpoint
+        # copied out of its run dir (model.tar.gz, S3) still exports and predicts as it was tested
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        spec = getattr(datamodule, "preprocess", None) or self.preprocess
+        if spec:
+            checkpoint["preprocess"] = dict(spec)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if checkpoint.get("label_map"):
             self.label_map = checkpoint["label_map"]
+        self.preprocess = checkpoint.get("preprocess") or self.preprocess
 
 
 def load_classifier(checkpoint_path: str, map_location: str = "cpu") -> SKUClassifier:
@@ -325,4 +333,5 @@ def load_classifier(checkpoint_path: str, map_location: str = "cpu") -> SKUClass
     hparams.update(pretrained=False, pretrained_file=None)  # weights come from the checkpoint
     model = SKUClassifier(label_map=ckpt.get("label_map"), **hparams)
     model.load_state_dict(ckpt["state_dict"])
+    model.preprocess = ckpt.get("preprocess")
     return model

@@ -226,11 +226,14 @@ def run_onboard(cfg) -> float | None:
         shards=str(delta_root),
         manifest_sha256=manifest_hash(delta),
     )
+    from skuvision.data.transforms import preprocess_spec
+
     hparams = dict(model.hparams)
     checkpoint = {
         "state_dict": model.state_dict(),
         "hyper_parameters": hparams,
         "label_map": new_map.to_dict(),
+        "preprocess": preprocess_spec(model.hparams.backbone, int(cfg.data.image_size)),  # travels with the weights
         "onboarding": state,
         "epoch": 0,
         "global_step": 0,
