@@ -7,15 +7,16 @@ run through ``skuvision.train.run`` with the default callbacks (best + ``last.ck
 every epoch, the summary line, LR monitor, NaN stop, SKU report, progress bar) and loggers (CSV +
 W&B offline), on litdata shards of the embedded synthetic catalogue (10 SKUs by default, generated
 once under ``--data``), with ``data.num_workers=2`` and persistent loader workers. Epochs are many
-and short (200 steps by default); training stops at ``--steps`` (``trainer.max_steps``), then the
+and short (175 steps by default); training stops at ``--steps`` (``trainer.max_steps``), then the
 usual test of the best checkpoint runs.
 
 One more callback samples the resident set size (RSS, psutil) of the main process and of each
 loader worker (the train and val loaders' worker processes, children of the main process) every
 ``--every`` steps. The first ``--warmup`` fraction of the steps (at least the first epoch) is
-warm-up: caches fill, allocators grow their arenas. Growth is the last sample minus the first one
-after warm-up, per process; the soak passes when neither the main process nor any worker grew more
-than ``--bound-mb`` MiB.
+warm-up: caches fill, allocators grow their arenas. Growth, per process, is the median of the last
+5 samples minus the median of the first 5 after warm-up (the main process swings by ~10 MiB from one
+sample to the next; a single spike decides nothing, a leak shows); the soak passes when neither the
+main process nor any loader worker grew more than ``--bound-mb`` MiB.
 
 Writes to ``--out`` (default ``logs/soak/<time>``): ``soak.json`` (settings, every sample, the
 summary), ``soak_rss.png`` (RSS over steps, main and workers) and the run's own outputs
@@ -36,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from datetime import datetime
@@ -53,6 +55,7 @@ import skuvision  # noqa: E402,F401  OMP_WAIT_POLICY before torch
 from benchmark_common import ROOT, machine, write_section  # noqa: E402
 
 MB = 2**20
+WINDOW = 5  # samples whose median is "RSS at warm-up" / "RSS at the end"
 PNG_DOCS = ROOT / "docs" / "soak_rss.png"
 
 
@@ -84,6 +87,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "that wait on each other ran ~10x slower; 0 = torch's default)",
     )
     p.add_argument("--no-markdown", action="store_true", help="do not write BENCHMARKS.md / docs/soak_rss.png")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="no training: re-render the plot, the BENCHMARKS.md section and the verdict from an earlier soak.json",
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides, applied last")
     args = p.parse_args(argv)
     if args.steps < 1 or args.every < 1 or not 0 <= args.warmup < 1:
@@ -129,6 +138,7 @@ class RSSSampler(L.Callback):
         self.fit_seconds = 0.0
         self._start = 0.0
         self._main = psutil.Process()
+        self.names: dict[str, str] = {}  # pid -> process name, at first sight
 
     def _roles(self, trainer) -> dict[int, str]:
         roles: dict[int, str] = {}
@@ -148,6 +158,11 @@ class RSSSampler(L.Callback):
             rss = _rss(child)
             if rss is not None:
                 procs[str(pid)] = {"role": roles.get(pid, "other"), "rss_mb": round(rss, 2)}
+                if str(pid) not in self.names:
+                    try:
+                        self.names[str(pid)] = child.name()
+                    except psutil.Error:
+                        self.names[str(pid)] = "?"
         self.samples.append(
             {
                 "step": int(trainer.global_step),
@@ -256,6 +271,20 @@ def slope_per_1k(points: list[tuple[int, float]]) -> float | None:
     return round(1000 * sum((x - mx) * (y - my) for x, y in points) / sxx, 3) if sxx else None
 
 
+def _head(values: list[float]) -> float:
+    return round(statistics.median(values[:WINDOW]), 2)
+
+
+def _tail(values: list[float]) -> float:
+    return round(statistics.median(values[-WINDOW:]), 2)
+
+
+def _growth(values: list[float]) -> float:
+    """Median of the last WINDOW samples minus the median of the first WINDOW after warm-up: one
+    allocator spike (the main process swings by ~10 MiB between samples) decides nothing, a leak shows."""
+    return round(_tail(values) - _head(values), 2)
+
+
 def summarise(sampler: RSSSampler, args) -> dict:
     samples = sampler.samples
     first_epoch_end = sampler.epoch_starts[1] if len(sampler.epoch_starts) > 1 else samples[-1]["step"]
@@ -263,11 +292,11 @@ def summarise(sampler: RSSSampler, args) -> dict:
     after = [s for s in samples if s["step"] >= warmup_step] or samples[-1:]
     base, last = after[0], samples[-1]
     main = {
-        "warmup_mb": base["main_rss_mb"],
-        "end_mb": last["main_rss_mb"],
+        "warmup_mb": _head([s["main_rss_mb"] for s in after]),
+        "end_mb": _tail([s["main_rss_mb"] for s in after]),
         "first_mb": samples[0]["main_rss_mb"],
         "peak_mb": max(s["main_rss_mb"] for s in samples),
-        "growth_mb": round(last["main_rss_mb"] - base["main_rss_mb"], 2),
+        "growth_mb": _growth([s["main_rss_mb"] for s in after]),
         "slope_mb_per_1k_steps": slope_per_1k([(s["step"], s["main_rss_mb"]) for s in after]),
     }
     workers = {}
@@ -277,14 +306,15 @@ def summarise(sampler: RSSSampler, args) -> dict:
         kept = [(step, p["rss_mb"]) for step, p in series if step >= warmup_step]
         workers[pid] = {
             "role": role,
+            "name": sampler.names.get(pid, "?"),
             "first_step": series[0][0],
             "last_step": series[-1][0],
             "samples": len(series),
-            "warmup_mb": kept[0][1] if kept else None,
-            "end_mb": series[-1][1]["rss_mb"],
+            "warmup_mb": _head([y for _, y in kept]) if kept else None,
+            "end_mb": _tail([y for _, y in kept] or [series[-1][1]["rss_mb"]]),
             "peak_mb": max(p["rss_mb"] for _, p in series),
             # a process that ended before warm-up, or started after it, has no growth to judge
-            "growth_mb": round(kept[-1][1] - kept[0][1], 2) if len(kept) > 1 else None,
+            "growth_mb": _growth([y for _, y in kept]) if len(kept) > 1 else None,
             "slope_mb_per_1k_steps": slope_per_1k(kept),
         }
     loader_workers = {pid: w for pid, w in workers.items() if w["role"] in ("train", "val")}
@@ -323,22 +353,28 @@ def plot(samples: list[dict], summary: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    steps = [s["step"] for s in samples]
-    ax.plot(steps, [s["main_rss_mb"] for s in samples], label="main process", color="black", linewidth=1.6)
+    fig, (ax, delta) = plt.subplots(2, 1, figsize=(9, 7), dpi=110, sharex=True, height_ratios=[3, 2])
+    base_step = summary["warmup_step"]
     colours = {"train": "tab:blue", "val": "tab:orange", "other": "tab:gray"}
+    lines = [("main process", "black", 1.6, [(s["step"], s["main_rss_mb"]) for s in samples])]
     for pid, w in summary["workers"].items():
+        label = f"{w['role']} worker {pid}" if w["role"] != "other" else f"other child {pid} ({w.get('name', '?')})"
         series = [(s["step"], s["procs"][pid]["rss_mb"]) for s in samples if pid in s["procs"]]
-        ax.plot(
-            [x for x, _ in series],
-            [y for _, y in series],
-            label=f"{w['role']} worker {pid}" if w["role"] != "other" else f"other child {pid}",
-            color=colours[w["role"]],
-            linewidth=1.0,
-            alpha=0.9,
-        )
-    ax.axvline(summary["warmup_step"], color="tab:red", linestyle="--", linewidth=0.8, label="end of warm-up")
-    ax.set_xlabel("training step")
+        lines.append((label, colours[w["role"]], 1.0, series))
+    for label, colour, width, series in lines:
+        ax.plot([x for x, _ in series], [y for _, y in series], label=label, color=colour, linewidth=width)
+        kept = [(x, y) for x, y in series if x >= base_step]
+        if kept:  # the change since warm-up: what the bound is about
+            delta.plot([x for x, _ in kept], [y - kept[0][1] for _, y in kept], color=colour, linewidth=width)
+    for axis in (ax, delta):
+        axis.axvline(base_step, color="tab:red", linestyle="--", linewidth=0.8)
+        axis.grid(alpha=0.3)
+    ax.plot([], [], color="tab:red", linestyle="--", linewidth=0.8, label="end of warm-up")
+    delta.axhline(summary["bound_mb"], color="tab:red", linewidth=0.8)
+    delta.text(base_step, summary["bound_mb"], f" bound {summary['bound_mb']:.0f} MiB", va="bottom", fontsize=7)
+    delta.set_ylim(min(-10.0, delta.get_ylim()[0]), max(summary["bound_mb"] * 1.2, delta.get_ylim()[1]))
+    delta.set_xlabel("training step")
+    delta.set_ylabel("RSS change since warm-up (MiB)")
     ax.set_ylabel("RSS (MiB)")
     verdict = "PASS" if summary["passed"] else "FAIL"
     ax.set_title(
@@ -346,7 +382,6 @@ def plot(samples: list[dict], summary: dict, path: Path) -> Path:
         f"max {summary['max_worker_growth_mb'] or 0:+.1f} MiB per worker (bound {summary['bound_mb']:.0f}): {verdict}",
         fontsize=9,
     )
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(path)
@@ -385,9 +420,10 @@ def markdown(results: dict) -> str:
             f"{s['epochs']} epochs, {s['fit_seconds']:,.0f} s of fit ({s['steps_per_sec']:.1f} steps/s; "
             f"{s['steps_per_sec_after_warmup']:.1f} after warm-up, validation and checkpoints included). "
             f"RSS sampled every {a['every']} steps; warm-up = the first {s['warmup_step']:,} steps; "
-            f"torch threads in the main process: {a['threads'] or 'default'}. Growth: last sample minus the first "
-            "after warm-up; trend: least-squares slope after warm-up. Worker RSS counts the pages shared with the "
-            "main process (fork) that the worker has touched.",
+            f"torch threads in the main process: {a['threads'] or 'default'}. RSS at warm-up / at the end: median "
+            f"of the first / last {WINDOW} samples after warm-up; growth: their difference; trend: least-squares "
+            "slope after warm-up. Worker RSS counts the pages shared with the main process (fork) that the "
+            "worker has touched.",
             "",
             "| process | RSS at warm-up (MiB) | RSS at end (MiB) | growth (MiB) | trend (MiB / 1k steps) | peak (MiB) |",
             "|---|---:|---:|---:|---:|---:|",
@@ -404,27 +440,12 @@ def markdown(results: dict) -> str:
     )
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    command = "python scripts/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    start = time.perf_counter()
-    sampler = train(args)
-    summary = summarise(sampler, args)
-    results = {
-        "command": command.strip(),
-        "machine": machine(),
-        "cpu_note": f"load average at the end {os.getloadavg()[0]:.1f} over {os.cpu_count()} CPUs",
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "settings": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("no_markdown",)
-        },
-        "summary": summary,
-        "samples": sampler.samples,
-    }
-    json_path = args.out / "soak.json"
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    png = plot(sampler.samples, summary, args.out / "soak_rss.png")
-    if not args.no_markdown:
+def report(results: dict, out: Path, write_markdown: bool) -> int:
+    """soak.json, the plot, BENCHMARKS.md (optional) and the last lines; the exit status."""
+    summary = results["summary"]
+    (out / "soak.json").write_text(json.dumps(results, indent=1) + "\n")
+    png = plot(results["samples"], summary, out / "soak_rss.png")
+    if write_markdown:
         PNG_DOCS.parent.mkdir(exist_ok=True)
         shutil.copyfile(png, PNG_DOCS)
         write_section("soak", markdown(results))
@@ -436,12 +457,36 @@ def main(argv=None) -> int:
         f"growth {m['growth_mb']:+.1f} MiB; loader workers {summary['loader_worker_pids']}, "
         f"max growth {summary['max_worker_growth_mb'] or 0:+.1f} MiB"
     )
-    print(f"soak: outputs in {args.out} (soak.json, soak_rss.png, checkpoints/, csv/, metrics.json)")
+    print(f"soak: outputs in {out} (soak.json, soak_rss.png, checkpoints/, csv/, metrics.json)")
     print(
         f"soak: {verdict}: largest RSS growth {summary['max_growth_mb']:+.1f} MiB "
         f"{'<=' if summary['passed'] else '>'} bound {summary['bound_mb']:.0f} MiB"
     )
     return 0 if summary["passed"] else 1
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.from_json:  # re-render an earlier run's plot / section / verdict, no training
+        results = json.loads(args.from_json.read_text())
+        return report(results, args.from_json.resolve().parent, not args.no_markdown)
+    command = "python scripts/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    start = time.perf_counter()
+    sampler = train(args)
+    results = {
+        "command": command.strip(),
+        "machine": machine(),
+        "cpu_note": f"load average at the end {os.getloadavg()[0]:.1f} over {os.cpu_count()} CPUs",
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("no_markdown", "from_json")
+        },
+        "summary": summarise(sampler, args),
+        "samples": sampler.samples,
+    }
+    return report(results, args.out, not args.no_markdown)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ Structure only: the memory bound and the speed are the 10,000-step soak's busine
 from __future__ import annotations
 
 import json
+import sys
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 STEPS, EVERY, WORKERS = 160, 10, 2
 
@@ -60,7 +61,7 @@ def test_soak_writes_samples_summary_and_plot(tmp_path):
     for pid in pids["train"]:
         assert all(str(pid) in s["procs"] and s["procs"][str(pid)]["role"] == "train" for s in samples)
         worker = summary["workers"][str(pid)]
-        assert worker["samples"] == len(samples) and worker["growth_mb"] is not None
+        assert worker["samples"] == len(samples) and worker["growth_mb"] is not None and worker["name"]
     growths = [summary["main"]["growth_mb"]] + [
         summary["workers"][str(p)]["growth_mb"] for p in pids["train"] + pids["val"]
     ]
@@ -69,4 +70,15 @@ def test_soak_writes_samples_summary_and_plot(tmp_path):
 
     # the real run's own outputs, and the plot
     assert (out / "metrics.json").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "soak_rss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --from-json: the plot and the verdict again from soak.json, no training
+    (out / "soak_rss.png").unlink()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import soak
+
+        assert soak.main(["--from-json", str(out / "soak.json"), "--no-markdown"]) == result.returncode
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
     assert (out / "soak_rss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
