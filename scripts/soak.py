@@ -364,8 +364,9 @@ def plot(samples: list[dict], summary: dict, path: Path) -> Path:
     for label, colour, width, series in lines:
         ax.plot([x for x, _ in series], [y for _, y in series], label=label, color=colour, linewidth=width)
         kept = [(x, y) for x, y in series if x >= base_step]
-        if kept:  # the change since warm-up: what the bound is about
-            delta.plot([x for x, _ in kept], [y - kept[0][1] for _, y in kept], color=colour, linewidth=width)
+        if kept:  # the change since warm-up (its median, as the summary takes it): what the bound is about
+            base = statistics.median(y for _, y in kept[:WINDOW])
+            delta.plot([x for x, _ in kept], [y - base for _, y in kept], color=colour, linewidth=width)
     for axis in (ax, delta):
         axis.axvline(base_step, color="tab:red", linestyle="--", linewidth=0.8)
         axis.grid(alpha=0.3)
