@@ -6,7 +6,7 @@ import torch
 
 from skuvision.train import run
 
-from conftest import FAST_TRAIN, compose_train_cfg, run_cli
+from conftest import FAST_TRAIN, TINY_MODEL, compose_train_cfg, run_cli
 
 
 def test_small_end_to_end_train_writes_metrics_report_and_checkpoint(tiny_shards, tmp_path):
@@ -115,3 +115,25 @@ def test_bad_config_stops_with_one_clear_line(override, expected, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")]
     assert len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_prints_no_repeated_library_noise_and_ends_with_where_its_outputs_went(tiny_shards, tmp_path):
+    """What a user sees: the default callbacks and loggers, a partly frozen backbone, two epochs."""
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "train.py",
+        f"hydra.run.dir={run_dir}",
+        f"data.root={tiny_shards}",
+        "data.synthetic=null",
+        *TINY_MODEL,
+        "model.freeze_depth=2",  # frozen stages in eval mode: Lightning warns about that, on purpose here
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "trainer.max_epochs=2",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for noise in ("`weights_only` was not set", "in eval mode at the start of training", "💡 Tip:", "LeafSpec"):
+        assert noise not in output, noise
+    last = [line for line in result.stdout.splitlines() if line.strip()][-2:]  # the log (Hydra: stdout)
+    assert last[0].endswith(f"metrics: {run_dir}/metrics.json") and f"outputs: {run_dir} (" in last[1], last

@@ -3,7 +3,8 @@
 Each entry is a message that says nothing actionable about a skuvision run, measured on a real
 quickstart: litdata's per-dataset INFO lines (one per dataset and worker), Lightning's advert for
 its cloud logger, and warnings about things the data module handles on purpose (litdata's sized
-IterableDataset, tiny epochs shorter than ``log_every_n_steps``, a torch-internal deprecation).
+IterableDataset, tiny epochs shorter than ``log_every_n_steps``, a torch-internal deprecation, the
+frozen backbone stages the model keeps in eval mode so their BatchNorm statistics stay ImageNet's).
 Everything else -- real warnings included -- still shows.
 """
 
@@ -16,6 +17,7 @@ _LIGHTNING_MESSAGES = (
     r"Your `IterableDataset` has `__len__` defined",  # litdata sizes each rank's share itself
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Found \d+ module\(s\) in eval mode at the start of training",  # the frozen backbone stages, on purpose
 )
 
 

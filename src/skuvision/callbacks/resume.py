@@ -95,7 +95,8 @@ class ResumeCheckpoint(L.Callback):
                 f"weights are not finite at step {trainer.global_step} (epoch {trainer.current_epoch}); "
                 f"not saving over {self.path}, which holds the last good state"
             )
-        trainer.save_checkpoint(str(self.path))
+        # the full state, said explicitly: left unset, Lightning 2.6 logs "weights_only was not set" at every save
+        trainer.save_checkpoint(str(self.path), weights_only=False)
         if trainer.is_global_zero:
             log.info("%s: saved %s (epoch %d, step %d)", why, self.path, trainer.current_epoch, trainer.global_step)
 
