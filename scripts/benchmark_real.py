@@ -8,8 +8,9 @@ coarse ones, 2,640 train / 296 val / 2,485 test photos), end to end, as a user w
 1. writes ``grocery.csv`` (path, sku_id = fine class, brand = coarse class, category = top folder
    Fruit/Vegetables/Packages, split = the data set's own train/val/test) and builds shards from it
    with ``skuvision shards build`` (the CSV path);
-2. trains (a) ``experiment=scratch`` (ResNet10-T from random init) and (b) the default recipe
-   (``experiment=quickstart``: embedded ImageNet EfficientNet-Lite0, FC heads) as one Hydra sweep
+2. trains (a) ``experiment=scratch`` (ResNet10-T from random init) and (b) the recipe for real photos
+   (``experiment=photos``: embedded ImageNet EfficientNet-Lite0, FC heads; ``--experiment quickstart``
+   for the quickstart's light augmentation) as one Hydra sweep
    over ``model.freeze_depth``, each with ``python train.py``;
 3. tabulates fine and coarse test top-1/top-5 (coarse: the predicted SKU's coarse class,
    ``test/brand_top1``), s/epoch and trainable parameters, runs ``skuvision compare`` (table +
@@ -53,7 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--image-size", type=int, default=160, help="training/eval crop of the pretrained runs (px)")
     p.add_argument("--depths", default="5,4", help="freeze depths of the pretrained sweep, run in this order")
-    p.add_argument("--epochs", type=int, default=5, help="epochs of each pretrained run")
+    p.add_argument(
+        "--experiment",
+        default="photos",
+        help="recipe of the pretrained runs: photos (real-photo augmentation, 10 epochs) or quickstart (light, 8)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="epochs of each pretrained run (default: the experiment's)")
     p.add_argument("--scratch-epochs", type=int, default=8, help="epochs of the from-scratch run")
     p.add_argument("--scratch-image-size", type=int, default=96, help="crop of the from-scratch run (its recipe's)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -184,11 +190,11 @@ def run_all(args, work: Path) -> None:
             sys.executable,
             "train.py",
             "-m",
-            "experiment=quickstart",
+            f"experiment={args.experiment}",
             *common,
             f"hydra.sweep.dir={work / 'pretrained'}",
             f"model.freeze_depth={args.depths}",
-            f"trainer.max_epochs={args.epochs}",
+            *([f"trainer.max_epochs={args.epochs}"] if args.epochs else []),
             f"data.image_size={args.image_size}",
         ],
         work / "pretrained.log",
@@ -215,7 +221,7 @@ def report(work: Path, args) -> int:
     manifest = json.loads((work / "shards" / "manifest.json").read_text())
     built = {s: manifest["splits"].get(s, {}).get("count", 0) for s in SPLITS}
     rows = [
-        run_row(job, "pretrained Lite0", _wall(job))
+        run_row(job, f"pretrained Lite0 ({run_args.get('experiment', 'quickstart')})", _wall(job))
         for job in sorted(p.parent for p in (work / "pretrained").glob("*/metrics.json"))
     ]
     rows.sort(key=lambda r: r["freeze_depth"])

@@ -57,3 +57,29 @@ def test_pretrained_recipe_learns_real_photos_from_scratch_does_not(grocery_shar
     assert pretrained["params/trainable"] < 0.25 * pretrained["params/total"]
     # each of these SKUs is its own coarse class (brand), so brand accuracy from the SKU head is the same
     assert pretrained["test/brand_top1"] == pretrained["test/top1"] and pretrained["test/brand_top5"] == 1.0
+
+
+def test_the_photos_experiment_is_the_quickstart_model_with_real_photo_augmentation(grocery_shards, tmp_path):
+    """experiment=photos: what BENCHMARKS.md measured on GroceryStoreDataset, for a user's own shards."""
+    from skuvision.config import validate
+    from skuvision.config.compose import compose
+
+    photos = compose(["experiment=photos", f"data.root={grocery_shards}"])
+    quickstart = compose([f"data.root={grocery_shards}"])
+    validate(photos)
+    assert photos.model.backbone == quickstart.model.backbone and photos.model.pretrained
+    assert photos.model.optimizer == quickstart.model.optimizer and photos.model.head == quickstart.model.head
+    assert (photos.model.freeze_depth, photos.data.image_size, photos.trainer.max_epochs) == (4, 160, 10)
+    assert photos.data.synthetic is None and photos.trainer.accelerator == "auto"
+    augment, light = photos.data.augment, quickstart.data.augment
+    assert augment.hflip == 0.0  # packaging text is never mirrored
+    assert augment.scale_min < light.scale_min and augment.rotation_degrees > light.rotation_degrees
+    assert augment.brightness > light.brightness and augment.hue > light.hue
+
+
+def test_the_photos_experiment_without_data_root_says_what_to_pass(tmp_path):
+    from conftest import run_cli
+
+    result = run_cli("train.py", "experiment=photos", f"hydra.run.dir={tmp_path}", env={"SM_CHANNEL_TRAIN": ""})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "skuvision: error: data.root is required" in result.stderr
