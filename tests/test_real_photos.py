@@ -69,7 +69,7 @@ def test_the_photos_experiment_is_the_quickstart_model_with_real_photo_augmentat
     validate(photos)
     assert photos.model.backbone == quickstart.model.backbone and photos.model.pretrained
     assert photos.model.optimizer == quickstart.model.optimizer and photos.model.head == quickstart.model.head
-    assert (photos.model.freeze_depth, photos.data.image_size, photos.trainer.max_epochs) == (4, 160, 10)
+    assert (photos.model.freeze_depth, photos.data.image_size, photos.trainer.max_epochs) == (4, 160, 15)
     assert photos.data.synthetic is None and photos.trainer.accelerator == "auto"
     augment, light = photos.data.augment, quickstart.data.augment
     assert augment.hflip == 0.0  # packaging text is never mirrored
