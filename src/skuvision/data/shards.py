@@ -190,15 +190,17 @@ class _SplitWriters:
 
     def _finished(self, split: str, chunk: str) -> None:
         """A chunk file is complete: hash it while it is here (an S3 build uploads and deletes it next)."""
-        self.sha256.setdefault(split, {})[Path(chunk).name] = sha256(chunk)
+        self._hash(split, chunk)
         if self.on_chunk:
             self.on_chunk(chunk, f"{split}/{Path(chunk).name}")
 
+    def _hash(self, split: str, chunk: str) -> None:
+        self.sha256.setdefault(split, {})[Path(chunk).name] = sha256(chunk)
+
     def close(self) -> None:
         for split, writer in self.writers.items():
-            for chunk in writer.done():
-                if chunk and Path(chunk).name not in self.sha256.get(split, {}):
-                    self.sha256.setdefault(split, {})[Path(chunk).name] = sha256(chunk)
+            for chunk in writer.done():  # the last chunks (upload_tree takes them after the build)
+                self._hash(split, chunk)
             writer.merge()
 
 
