@@ -62,10 +62,9 @@ def _strategy_launches_script(strategy) -> bool:
 
 def needs_own_launch(cfg: DictConfig) -> bool:
     """True in a Hydra multirun job whose trainer would start several local DDP ranks by re-running argv."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from skuvision.report.sweep_status import in_multirun
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_multirun():
         return False
     if any(os.environ.get(var) for var in _LAUNCHED_VARS):
         return False  # ranks already exist (a launcher, or SageMaker)
