@@ -142,23 +142,16 @@ def holds_raw_images(root: Path, look: int = 50) -> bool:
     reads at most ``look`` entries per folder, so a huge tree costs nothing."""
     from itertools import islice
 
-    from skuvision.data.sources import IMAGE_SUFFIXES
-
-    def images_in(folder: Path) -> bool:
-        try:
-            with os.scandir(folder) as entries:
-                return any(Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in islice(entries, look))
-        except OSError:
-            return False
+    from skuvision.data.sources import has_images
 
     if root.is_file():
         return root.suffix.lower() == ".csv"
     if not root.is_dir():
         return False
-    if images_in(root) or (root / "catalogue.csv").is_file():
+    if has_images(root, look) or (root / "catalogue.csv").is_file():
         return True
     with os.scandir(root) as entries:
-        return any(e.is_dir() and images_in(Path(e.path)) for e in islice(entries, look))
+        return any(e.is_dir() and has_images(Path(e.path), look) for e in islice(entries, look))
 
 
 class SKUDataModule(L.LightningDataModule):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from skuvision.errors import DataError
@@ -122,6 +123,15 @@ def read_image_folder(root: Path) -> list[SourceImage]:
     return rows
 
 
+def has_images(folder: Path, look: int | None = None) -> bool:
+    """Whether ``folder`` directly holds image files; reads at most ``look`` entries (None: all)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in islice(entries, look))
+    except OSError:
+        return False
+
+
 def list_sources(input_path: str | Path) -> Listing:
     """All input images, sorted by (sku_id, path) so builds are deterministic, and the rows skipped."""
     path = Path(input_path)
@@ -134,7 +144,7 @@ def list_sources(input_path: str | Path) -> Listing:
     else:
         listing = Listing(read_image_folder(path))
     if not listing.images:
-        if path.is_dir() and any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in path.iterdir()):
+        if path.is_dir() and has_images(path):
             raise DataError(
                 f"--input {path}: images sit directly in it; put each SKU's images in {path}/<sku_id>/ "
                 "or list them in a CSV with path,sku_id"
