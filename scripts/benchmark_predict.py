@@ -126,9 +126,10 @@ def photo_batch(paths: list[Path], transform):
 def build_models(args, work: Path) -> list[dict]:
     import torch
 
-    from skuvision.config import compose
+    from skuvision.config.compose import compose
     from skuvision.data.labels import LabelMap
-    from skuvision.data.transforms import eval_transform, preprocess_spec
+    from skuvision.data.preprocess import preprocess_spec
+    from skuvision.data.transforms import eval_transform
     from skuvision.model.module import SKUClassifier
 
     _, run = quickstart_checkpoint(args.quickstart_run)

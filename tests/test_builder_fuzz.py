@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from skuvision.data.shards import BuildSettings, build_shards, load_manifest
+from skuvision.data.manifest import read_manifest
+from skuvision.data.shards import BuildSettings, build_shards
 from skuvision.errors import DataError
 
 EXAMPLES = int(os.environ.get("SKUVISION_FUZZ_EXAMPLES", "0"))
@@ -96,7 +97,7 @@ def _shard_keys(out: Path) -> list[str]:
     from litdata import StreamingDataset
 
     keys = []
-    for info in load_manifest(out)["splits"].values():
+    for info in read_manifest(out)["splits"].values():
         if info["count"]:
             ds = StreamingDataset(str(out / info["dir"]))
             keys += [ds[i]["key"] for i in range(len(ds))]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from skuvision.data.shards import BuildSettings, build_shards, load_manifest
+from skuvision.data.manifest import read_manifest
+from skuvision.data.shards import BuildSettings, build_shards
 from skuvision.data.splits import hash_unit, split_for_unit
 
 from conftest import shards_build_cli
@@ -48,7 +49,7 @@ def splits_by_hash(root: Path) -> dict[str, str]:
     from litdata import StreamingDataset
 
     out = {}
-    for split, info in load_manifest(root)["splits"].items():
+    for split, info in read_manifest(root)["splits"].items():
         if info["count"]:
             ds = StreamingDataset(str(root / info["dir"]))
             out.update({ds[i]["key"]: split for i in range(len(ds))})
@@ -88,7 +89,7 @@ def test_twins_share_a_split_and_the_manifest_lists_each_group(catalogue_with_tw
     split = splits_by_hash(out)
     for original, twin in pairs:
         assert split[sha1(original)] == split[sha1(twin)], (original.name, twin.name)
-    groups = load_manifest(out)["near_duplicate_groups"]
+    groups = read_manifest(out)["near_duplicate_groups"]
     listed = sorted(sorted(Path(p).name for p in g) for gs in groups.values() for g in gs)
     expected = sorted(sorted((o.name, t.name)) for o, t in pairs)
     # every twin pair is a group, and distinct views of a SKU were not lumped in with them
@@ -103,7 +104,7 @@ def test_without_grouping_the_same_twins_would_leak(catalogue_with_twins, tmp_pa
     split = splits_by_hash(tmp_path / "nodedup")
     leaked = [t.name for o, t in pairs if split[sha1(o)] != split[sha1(t)]]
     assert leaked, "no pair straddles splits without grouping: the twin test above would prove nothing"
-    assert load_manifest(tmp_path / "nodedup")["near_duplicate_groups"] == {}
+    assert read_manifest(tmp_path / "nodedup")["near_duplicate_groups"] == {}
 
 
 def test_a_twin_added_later_joins_its_groups_split(catalogue_with_twins, tmp_path):

@@ -31,7 +31,7 @@ TINY = [
     "trainer.accelerator=cpu",
 ]  # default callbacks (progress bar included) and loggers (csv + W&B offline): what a real job runs
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-ENTRY = ["-m", "skuvision.sagemaker.entry"]
+ENTRY = ["-m", "skuvision.entry.sagemaker_job"]
 
 
 def sagemaker_env(tmp_path: Path, shards: Path, *, stub: bool, gpus: int = 2, **extra: str) -> dict:

@@ -247,7 +247,7 @@ def test_bad_strategy_settings_are_config_errors():
 # -- entry -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("raw", ['["a=1", "b=2"]', json.dumps(json.dumps(["a=1", "b=2"]))])
 def test_entry_decodes_the_overrides_hyperparameter(raw):
-    from skuvision.sagemaker.entry import decode_overrides
+    from skuvision.entry.sagemaker_job import decode_overrides
 
     assert decode_overrides(raw) == ["a=1", "b=2"]
 
@@ -256,14 +256,14 @@ def test_entry_decodes_the_overrides_hyperparameter(raw):
     "raw, message", [("a=1", "not JSON"), ('{"a": 1}', "expected a JSON list"), ("[1, 2]", "expected a JSON list")]
 )
 def test_entry_rejects_bad_overrides(raw, message):
-    from skuvision.sagemaker.entry import decode_overrides
+    from skuvision.entry.sagemaker_job import decode_overrides
 
     with pytest.raises(UserError, match=message):
         decode_overrides(raw)
 
 
 def test_entry_reads_overrides_from_argv_then_sm_hps_and_keeps_paths_for_itself(clean_env):
-    from skuvision.sagemaker.entry import read_overrides
+    from skuvision.entry.sagemaker_job import read_overrides
 
     clean_env.setenv("SM_HPS", json.dumps({"overrides": json.dumps(["model.freeze_depth=3"])}))
     assert read_overrides([]) == ["model.freeze_depth=3"]
@@ -285,7 +285,7 @@ def test_rank_overrides_pin_the_run_dir_and_keep_job_files_to_rank_zero():
 
 
 def test_export_model_artifacts_copies_best_checkpoint_label_map_and_metrics(tmp_path):
-    from skuvision.sagemaker.entry import export_model_artifacts
+    from skuvision.entry.sagemaker_job import export_model_artifacts
 
     run_dir, ckpt = tmp_path / "run", tmp_path / "checkpoints" / "epoch_003.ckpt"
     ckpt.parent.mkdir()

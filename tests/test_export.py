@@ -77,7 +77,7 @@ def test_training_run_writes_confusions_next_to_per_sku(trained_run):
 
 
 def test_confusion_rows_and_plotted_skus_worst_first():
-    from skuvision.export.confusions import confusion_pairs, confusion_rows, worst_skus
+    from skuvision.report.confusions import confusion_pairs, confusion_rows, worst_skus
 
     label_map = {
         "sku_to_index": {"a1": 0, "a2": 1, "b1": 2, "b2": 3},
@@ -115,7 +115,7 @@ def test_export_dir_holds_what_a_counter_needs(best_ckpt, export_dir, tiny_shard
     import onnxruntime as ort
     import torch
 
-    from skuvision.data.transforms import preprocess_spec
+    from skuvision.data.preprocess import preprocess_spec
 
     ckpt = torch.load(best_ckpt, map_location="cpu", weights_only=True)
     labels = json.loads((export_dir / "labels.json").read_text())
@@ -277,8 +277,8 @@ def test_evaluate_checkpoint_and_export_agree_with_the_training_run(
 
 
 def test_sagemaker_model_dir_is_an_export_dir(trained_run, tiny_shards, tmp_path):
+    from skuvision.entry.sagemaker_job import export_model_artifacts
     from skuvision.export.evaluate import evaluate
-    from skuvision.sagemaker.entry import export_model_artifacts
 
     written = export_model_artifacts(trained_run, tmp_path / "model")
     assert {"model.ckpt", "model.onnx", "labels.json", "preprocess.json", "model_card.md"} <= {p.name for p in written}

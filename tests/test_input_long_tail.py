@@ -23,7 +23,8 @@ import pytest
 from PIL import Image
 
 from skuvision.data.labels import LabelMap
-from skuvision.data.shards import BuildSettings, build_shards, load_manifest, verify_shards
+from skuvision.data.manifest import read_manifest
+from skuvision.data.shards import BuildSettings, build_shards, verify_shards
 
 from conftest import QUIET, TINY_MODEL, run_cli, shards_build_cli
 
@@ -67,7 +68,7 @@ def rejects_of(out: Path) -> dict[str, str]:
 
 def assert_valid_build(out: Path) -> dict:
     """The build on disk is whole: manifest counts match the shards, and every sample decodes."""
-    m = load_manifest(out)
+    m = read_manifest(out)
     assert sum(sum(c.values()) for c in m["per_sku"].values()) == sum(i["count"] for i in m["splits"].values())
     assert m["rejects"] == len(rejects_of(out))
     assert set(m["per_sku"]) <= set(m["label_map"]["sku_to_index"])
@@ -80,7 +81,7 @@ def stored_samples(out: Path) -> dict[str, tuple[int, Image.Image]]:
     from litdata import StreamingDataset
 
     found = {}
-    for info in load_manifest(out)["splits"].values():
+    for info in read_manifest(out)["splits"].values():
         if info["count"]:
             ds = StreamingDataset(str(out / info["dir"]))
             for i in range(len(ds)):
@@ -495,7 +496,8 @@ def test_data_root_at_raw_images_says_how_to_shard_them(tmp_path):
         *QUIET,
         env={"SM_CHANNEL_TRAIN": ""},
     )
-    line = one_error_line(result, info=("Seed set to",))  # Lightning's seed line comes first
+    # Lightning's seed line comes first, through Hydra's console format
+    line = one_error_line(result, info=("INFO: Seed set to",))
     assert line == (
         f"skuvision: error: data.root={raw}: holds raw images, not shards (no manifest.json); build shards "
         f"from it with `skuvision shards build --input {raw} --out <shard dir>` and set data.root=<shard dir>"

@@ -70,7 +70,8 @@ def month(tmp_path_factory):
 
 
 def test_delta_manifest_names_its_base_by_path_and_hash(month):
-    from skuvision.onboarding.lineage import manifest_hash, shard_chain
+    from skuvision.data.lineage import shard_chain
+    from skuvision.data.manifest import manifest_hash
 
     delta = json.loads((month["delta"] / "manifest.json").read_text())
     base = json.loads((month["base"] / "manifest.json").read_text())
@@ -84,7 +85,7 @@ def test_delta_manifest_names_its_base_by_path_and_hash(month):
 
 
 def test_replay_is_bounded_deterministic_and_reads_the_right_labels(month):
-    from skuvision.onboarding.lineage import shard_chain
+    from skuvision.data.lineage import shard_chain
     from skuvision.onboarding.replay import old_sku_picks, read_picks
 
     delta = json.loads((month["delta"] / "manifest.json").read_text())
@@ -252,7 +253,7 @@ def test_checkpoint_not_trained_on_the_delta_base_stops_with_one_line(month, tmp
 
 
 def test_base_that_is_not_the_checkpoints_names_both_files(month):
-    from skuvision.onboarding.lineage import check_label_maps
+    from skuvision.data.lineage import check_label_maps
 
     ckpt_map = LabelMap.from_dict({"a": 0, "b": 1})
     delta_map = LabelMap.from_dict({"a": 0, "b": 1, "c": 2, "d": 3})

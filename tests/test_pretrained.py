@@ -6,7 +6,8 @@ import pytest
 import torch
 from torchvision.io import read_image
 
-from skuvision.data.transforms import eval_transform, preprocess_spec
+from skuvision.data.preprocess import preprocess_spec
+from skuvision.data.transforms import eval_transform
 from skuvision.errors import ConfigError
 from skuvision.model.backbone import build_backbone, create_timm_model
 from skuvision.model.pretrained import convert_state, embedded_weights_path

@@ -61,8 +61,8 @@ def test_pretrained_recipe_learns_real_photos_from_scratch_does_not(grocery_shar
 
 def test_the_photos_experiment_is_the_quickstart_model_with_real_photo_augmentation(grocery_shards, tmp_path):
     """experiment=photos: what BENCHMARKS.md measured on GroceryStoreDataset, for a user's own shards."""
-    from skuvision.config import validate
     from skuvision.config.compose import compose
+    from skuvision.config.schema import validate
 
     photos = compose(["experiment=photos", f"data.root={grocery_shards}"])
     quickstart = compose([f"data.root={grocery_shards}"])

@@ -184,18 +184,19 @@ def test_source_archive_is_the_code_only_and_reproducible(tmp_path):
 
 
 def test_entry_script_runs_the_uploaded_source_not_the_installed_package(tmp_path):
-    """skuvision_entry.py puts the archive's src/ first and runs skuvision.sagemaker.entry as __main__."""
+    """skuvision_entry.py puts the archive's src/ first and runs skuvision.entry.sagemaker_job as __main__."""
     import subprocess
     import sys
 
     from skuvision.sagemaker.source import ENTRY_SOURCE
 
     code = tmp_path / "code"
-    (code / "src/skuvision/sagemaker").mkdir(parents=True)
+    (code / "src/skuvision/entry").mkdir(parents=True)
     (code / "src/skuvision/__init__.py").write_text("")
-    (code / "src/skuvision/sagemaker/__init__.py").write_text("")
-    (code / "src/skuvision/sagemaker/secrets.py").write_text("raise SystemExit('shadowed the stdlib')\n")
-    (code / "src/skuvision/sagemaker/entry.py").write_text(
+    (code / "src/skuvision/entry/__init__.py").write_text("")
+    # the entry's own folder must not come first on sys.path, where a module named like a stdlib one shadows it
+    (code / "src/skuvision/entry/secrets.py").write_text("raise SystemExit('shadowed the stdlib')\n")
+    (code / "src/skuvision/entry/sagemaker_job.py").write_text(
         "import os, secrets, sys, skuvision\n"
         "print('UPLOADED', skuvision.__file__, __name__, sys.argv[1:], os.environ['SKUVISION_CONF'],"
         " secrets.token_hex(1) is not None)\n"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from skuvision.data.shards import BuildSettings, build_shards, load_manifest, verify_shards
+from skuvision.data.manifest import read_manifest
+from skuvision.data.shards import BuildSettings, build_shards, verify_shards
 from skuvision.data.splits import assign_splits, group_near_duplicates
 
 from conftest import run_cli, shards_build_cli
@@ -16,7 +17,7 @@ def split_of_each_image(root: Path) -> dict[str, str]:
     """content hash -> split, read back from the litdata chunks."""
     from litdata import StreamingDataset
 
-    manifest = load_manifest(root)
+    manifest = read_manifest(root)
     out = {}
     for split, info in manifest["splits"].items():
         if info["count"]:
@@ -27,7 +28,7 @@ def split_of_each_image(root: Path) -> dict[str, str]:
 
 
 def test_manifest_counts_labels_and_settings(tiny_shards, tiny_catalogue):
-    m = load_manifest(tiny_shards)
+    m = read_manifest(tiny_shards)
     rows = list(csv.DictReader((tiny_catalogue / "catalogue.csv").open()))
     assert m["num_classes"] == len({r["sku_id"] for r in rows})
     assert sum(i["count"] for i in m["splits"].values()) == len(rows)
@@ -80,7 +81,7 @@ def test_corrupt_zero_byte_and_text_files_are_rejected_and_build_goes_on(tiny_ca
     assert reasons["empty.jpg"] == "zero bytes"
     assert reasons["notes.jpg"] == "not an image"
     assert reasons["truncated.jpg"] in ("truncated",) or reasons["truncated.jpg"].startswith("corrupt")
-    m = load_manifest(out)
+    m = read_manifest(out)
     assert m["rejects"] == 3
     assert sum(i["count"] for i in m["splits"].values()) == sum(1 for _ in src.rglob("*.jpg")) - 3
 
@@ -132,7 +133,7 @@ def test_label_map_keeps_old_indices_and_appends_new_skus(tmp_path):
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
-    new = load_manifest(tmp_path / "m2")["label_map"]["sku_to_index"]
+    new = read_manifest(tmp_path / "m2")["label_map"]["sku_to_index"]
     old_map = old["label_map"]["sku_to_index"]
     assert all(new[s] == i for s, i in old_map.items())
     assert sorted(i for s, i in new.items() if s not in old_map) == [4, 5, 6]

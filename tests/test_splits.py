@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from skuvision.data.shards import BuildSettings, build_shards, load_manifest, verify_shards
+from skuvision.data.manifest import read_manifest
+from skuvision.data.shards import BuildSettings, build_shards, verify_shards
 from skuvision.data.splits import SPLITS, assign_splits, group_near_duplicates
 
 from conftest import run_cli, shards_build_cli
@@ -24,7 +25,7 @@ def split_of_each_image(root: Path) -> dict[str, str]:
     from litdata import StreamingDataset
 
     out = {}
-    for split, info in load_manifest(root)["splits"].items():
+    for split, info in read_manifest(root)["splits"].items():
         if info["count"]:
             ds = StreamingDataset(str(root / info["dir"]))
             out.update({ds[i]["key"]: split for i in range(len(ds))})
@@ -133,7 +134,7 @@ def test_csv_split_column_is_honoured_and_empty_rows_are_split_by_the_build(tiny
             assert split[sha1(r["path"])] == r["split"].lower(), r
     free = [split[sha1(r["path"])] for r in rows if not r["split"]]
     assert set(free) == set(SPLITS)  # the rest were split by the build
-    m = load_manifest(tmp_path / "out")
+    m = read_manifest(tmp_path / "out")
     n_given = sum(1 for r in rows if r["split"])
     assert sum(m["split_fractions"]["given"].values()) == n_given
     assert m["split_fractions"]["images_split"] == len(rows) - n_given

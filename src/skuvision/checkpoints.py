@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -35,7 +36,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if not _is_local_file_protocol(str(path)):  # s3:// etc.: the object store's put is already all-or-nothing
             return super().save_checkpoint(checkpoint, path, storage_options)
-        import torch
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

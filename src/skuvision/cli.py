@@ -65,10 +65,10 @@ def _cmd_shards_verify(args: argparse.Namespace) -> int:
     if problems:
         print(f"{args.dir}: {len(problems)} problem(s); rebuild with `skuvision shards build`", file=sys.stderr)
         return 1
+    from skuvision.data.manifest import read_manifest
     from skuvision.data.remote import is_s3
-    from skuvision.data.shards import load_manifest
 
-    hashed = not is_s3(args.dir) and bool(load_manifest(args.dir).get("chunk_sha256"))
+    hashed = not is_s3(args.dir) and bool(read_manifest(args.dir).get("chunk_sha256"))
     print(
         f"{args.dir}: {'every chunk matches its sha256, ' if hashed else ''}every sample decodes and counts match the manifest"
     )
@@ -76,7 +76,7 @@ def _cmd_shards_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from skuvision.model.summary import model_summary, render_summary
+    from skuvision.summary import model_summary, render_summary
 
     table = model_summary(args.overrides)
     if args.json:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import sys
 
+from omegaconf.errors import MissingMandatoryValue
+
 
 class UserError(Exception):
     """Bad input (config value, path, data); the message names it and says what to do."""
@@ -23,8 +25,6 @@ class StorageError(UserError):
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from omegaconf.errors import MissingMandatoryValue
-
     return (UserError, MissingMandatoryValue)
 
 

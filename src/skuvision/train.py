@@ -13,7 +13,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
+
+from skuvision.callbacks.collectives import EpochMetricsSync
+from skuvision.callbacks.summary import TrainingReport
+from skuvision.checkpoints import AtomicCheckpointIO, newest_loadable
+from skuvision.config.schema import validate
+from skuvision.distributed import layout
+from skuvision.distributed.failures import lost_peer_message
+from skuvision.errors import ConfigError
+from skuvision.files import write_json
+from skuvision.loggers import wandb_report
+from skuvision.model.export_backbone import export_backbone
+from skuvision.onboarding.task import run_onboard
+from skuvision.quiet import quiet_library_noise
 
 log = logging.getLogger(__name__)
 SIGTERM_STATUS = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
@@ -21,8 +38,6 @@ SIGTERM_STATUS = 143  # 128 + SIGTERM, what a shell reports for a process the si
 
 def instantiate_collection(node: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a callbacks/logger group, skipping nulls."""
-    from hydra.utils import instantiate
-
     if not node:
         return []
     return [instantiate(v) for v in node.values() if v is not None and "_target_" in v]
@@ -35,11 +50,8 @@ def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, checkpoint_dir: 
     """
     if not ckpt_path:
         return None
-    from skuvision.errors import ConfigError
 
     if ckpt_path in ("last", "auto"):
-        from skuvision.checkpoints import newest_loadable
-
         directory = Path(checkpoint_dir) if checkpoint_dir else output_dir / "checkpoints"
         found = newest_loadable(directory)  # last.ckpt, or the newest checkpoint that loads if it does not
         if found is not None or ckpt_path == "auto":
@@ -61,10 +73,6 @@ def _scalar(value: Any) -> Any:
 
 
 def collect_metrics(trainer, model, test_results: list[dict] | None, datamodule=None) -> dict[str, Any]:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from skuvision.callbacks.summary import TrainingReport
-
     metrics: dict[str, Any] = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
     for result in test_results or []:
         metrics.update({k: _scalar(v) for k, v in result.items()})
@@ -96,25 +104,14 @@ def collect_metrics(trainer, model, test_results: list[dict] | None, datamodule=
 
 
 def write_metrics(metrics: dict, output_dir: Path) -> Path:
-    from skuvision.files import write_json
-
     return write_json(output_dir / "metrics.json", metrics, sort_keys=True, default=str)
 
 
 def run(cfg: DictConfig) -> float | None:
-    import lightning as L
-    from hydra.utils import instantiate
-
-    from skuvision.config import validate
-    from skuvision.distributed import layout
-    from skuvision.quiet import quiet_library_noise
-
     validate(cfg)
     quiet_library_noise()
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("onboard"):  # experiment=onboard: extend a trained model with a delta's SKUs, no Trainer
-        from skuvision.onboarding.task import run_onboard
-
         return run_onboard(cfg)
     output_dir = Path(cfg.paths.output_dir)
     try:
@@ -124,10 +121,8 @@ def run(cfg: DictConfig) -> float | None:
         model = instantiate(
             cfg.model, num_classes=datamodule.num_classes, label_map=datamodule.label_map.to_dict(), _convert_="all"
         )
-        from skuvision.callbacks.collectives import EpochMetricsSync
 
         callbacks = [EpochMetricsSync(), *instantiate_collection(cfg.get("callbacks"))]  # first: see its docstring
-        from skuvision.checkpoints import AtomicCheckpointIO
 
         plugins = [AtomicCheckpointIO()] if "plugins" not in cfg.trainer else None  # a kill mid-save keeps the old file
         trainer = instantiate(
@@ -146,10 +141,8 @@ def run(cfg: DictConfig) -> float | None:
             f"{table['total']:,}",
             f"{table['trainable']:,}",
         )
-        from skuvision.loggers import wandb_report
 
         wandb_report.start_run(trainer, model, cfg)  # resolved config + per-stage params; no-op without W&B
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         try:
             trainer.fit(
@@ -161,8 +154,6 @@ def run(cfg: DictConfig) -> float | None:
             log.info("stopped by SIGTERM; resume with ckpt_path=last (the same run dir) or auto (SageMaker)")
             raise SIGTERMException(SIGTERM_STATUS) from None
         except Exception as exc:
-            from skuvision.distributed.failures import lost_peer_message
-
             message = lost_peer_message(exc, trainer.global_rank, trainer.world_size)
             if message:
                 log.error(message)
@@ -177,8 +168,6 @@ def run(cfg: DictConfig) -> float | None:
             log.info("metrics: %s", path)
             log.info("outputs: %s (checkpoints/, per_sku.csv, metrics.json, csv/)", output_dir)
             if cfg.get("export_backbone"):  # the tested (best) weights after test, else the last
-                from skuvision.model.export_backbone import export_backbone
-
                 export_backbone(
                     model, cfg.export_backbone, {"run_dir": output_dir, "val/top1": metrics.get("val/top1")}
                 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from skuvision.callbacks.resume import ResumeCheckpoint
 from skuvision.errors import UserError
 
 
@@ -52,8 +53,6 @@ class StopOnNonFinite(L.Callback):
 
 
 def _last_checkpoint(trainer) -> str | None:
-    from skuvision.callbacks.resume import ResumeCheckpoint
-
     for callback in trainer.callbacks:
         if isinstance(callback, ResumeCheckpoint) and callback.path.is_file():
             return str(callback.path)

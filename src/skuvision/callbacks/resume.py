@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from skuvision.checkpoints import check_writable
 from skuvision.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -85,8 +88,6 @@ class ResumeCheckpoint(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Before the first step: a checkpoint dir that cannot be written is one line now, not after an epoch."""
         if stage == "fit":
-            from skuvision.checkpoints import check_writable
-
             check_writable(self.path.parent, "callbacks.resume_checkpoint.dirpath")
 
     def _save(self, trainer: L.Trainer, why: str) -> None:
@@ -126,8 +127,6 @@ class ResumeCheckpoint(L.Callback):
         """
         self._sigterm = False
         if trainer.world_size > 1:
-            import signal
-
             signal.signal(signal.SIGTERM, self._mark_sigterm)
 
     def _mark_sigterm(self, signum, frame) -> None:
@@ -152,8 +151,6 @@ class ResumeCheckpoint(L.Callback):
             self._save(trainer, "epoch end")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
             self._save(trainer, "SIGTERM; ckpt_path=last (locally) or auto (SageMaker) resumes here")
 

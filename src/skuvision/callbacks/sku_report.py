@@ -10,6 +10,9 @@ from pathlib import Path
 
 import lightning as L
 
+from skuvision.report.confusions import write_from_tensors
+from skuvision.report.per_sku import write_per_sku_report
+
 
 class SKUReport(L.Callback):
     def __init__(self, dirpath: str) -> None:
@@ -19,8 +22,6 @@ class SKUReport(L.Callback):
         results = getattr(pl_module, "test_results", None)
         if not trainer.is_global_zero or not results:
             return
-        from skuvision.export.confusions import write_from_tensors
-        from skuvision.report.per_sku import write_per_sku_report
 
         write_per_sku_report(self.dirpath / "per_sku.csv", results["correct"], results["total"], pl_module.label_map)
         write_from_tensors(self.dirpath, results["errors"], results["total"].long().tolist(), pl_module.label_map)

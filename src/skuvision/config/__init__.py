@@ -1,6 +1,3 @@
-"""The config tree's one source of truth outside YAML: composition, override parsing and validation."""
-
-from skuvision.config.compose import compose, config_dir
-from skuvision.config.schema import validate
-
-__all__ = ["compose", "config_dir", "validate"]
+"""The config tree's one source of truth outside YAML: composition (compose), override parsing (overrides) and
+validation (schema). Import the submodule you need: this package imports nothing, so the Hydra launcher
+plugin can read override syntax without loading torch."""

@@ -5,12 +5,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
 from skuvision.errors import ConfigError
+
+CHECKOUT_CONF = Path(__file__).resolve().parents[3] / "conf"  # <checkout>/src/skuvision/config/compose.py
 
 
 def config_dir() -> Path:
-    """``$SKUVISION_CONF``, else ``./conf``, else the ``conf/`` next to this source tree."""
-    candidates = [os.environ.get("SKUVISION_CONF"), Path.cwd() / "conf", Path(__file__).resolve().parents[2] / "conf"]
+    """``$SKUVISION_CONF``, else ``./conf``, else the ``conf/`` of the checkout this package is installed from.
+
+    conf/ is the project's, not the package's (experiments are edited there), so a wheel installed
+    without the checkout needs ``SKUVISION_CONF``; the SageMaker container sets it to the uploaded conf/.
+    """
+    candidates = [os.environ.get("SKUVISION_CONF"), Path.cwd() / "conf", CHECKOUT_CONF]
     for candidate in candidates:
         if candidate and (Path(candidate) / "train.yaml").is_file():
             return Path(candidate).resolve()
@@ -18,11 +29,6 @@ def config_dir() -> Path:
 
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False, config_name: str = "train"):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return hydra_compose(config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+
 from skuvision.errors import ConfigError
 
 
 def parse(overrides: Iterable[str]) -> list:
     """Hydra ``Override`` objects; a malformed string is one ConfigError naming it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     parser = OverridesParser.create()
     parsed = []
     for text in overrides:

@@ -8,6 +8,7 @@ style); these dataclasses are registered in Hydra's ConfigStore under
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from skuvision.errors import ConfigError
+from skuvision.model.backbone import check_backbone
 
 
 @dataclass
@@ -87,10 +89,6 @@ def _typed(schema: type, node: DictConfig, key: str) -> DictConfig:
 
 def validate(cfg: DictConfig, need_data: bool = True) -> None:
     """Raise ConfigError naming the first bad key; cheap (the backbone is built on the meta device only)."""
-    import os
-
-    from skuvision.model.backbone import check_backbone
-
     model = _typed(ModelConfig, cfg.model, "model")
     data = _typed(DataConfig, cfg.data, "data") if need_data else None
     check_backbone(model.backbone, model.freeze_depth)  # the name and freeze-depth range, as training checks them

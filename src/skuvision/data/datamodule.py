@@ -32,9 +32,11 @@ from skuvision.data import integrity
 from skuvision.data.device_augment import DeviceAugment, decode_batch, jpeg_collate, pad_collate
 from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.labels import LabelMap
+from skuvision.data.manifest import MANIFEST, read_manifest
+from skuvision.data.preprocess import preprocess_spec
+from skuvision.data.quickstart_data import ensure_synthetic_shards
 from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
-from skuvision.data.shards import MANIFEST, load_manifest
-from skuvision.data.transforms import AugmentConfig, eval_transform, preprocess_spec, train_transform
+from skuvision.data.transforms import AugmentConfig, eval_transform, train_transform
 from skuvision.errors import ConfigError, DataError
 
 
@@ -123,37 +125,6 @@ def resolve_root(root: str | None) -> str:
     )
 
 
-def read_manifest(root: str) -> dict:
-    """The manifest at ``data.root``; a folder of raw images there gets told how to shard it."""
-    if is_s3(root):
-        from skuvision.data.remote import read_remote_manifest
-
-        return read_remote_manifest(root)
-    if not (Path(root) / MANIFEST).exists() and holds_raw_images(Path(root)):
-        raise DataError(
-            f"data.root={root}: holds raw images, not shards (no {MANIFEST}); build shards from it with "
-            f"`skuvision shards build --input {root} --out <shard dir>` and set data.root=<shard dir>"
-        )
-    return load_manifest(root)
-
-
-def holds_raw_images(root: Path, look: int = 50) -> bool:
-    """True when ``root`` looks like a build's input (images, DIR/<sku_id>/<image>, a CSV listing);
-    reads at most ``look`` entries per folder, so a huge tree costs nothing."""
-    from itertools import islice
-
-    from skuvision.data.sources import has_images
-
-    if root.is_file():
-        return root.suffix.lower() == ".csv"
-    if not root.is_dir():
-        return False
-    if has_images(root, look) or (root / "catalogue.csv").is_file():
-        return True
-    with os.scandir(root) as entries:
-        return any(e.is_dir() and has_images(Path(e.path), look) for e in islice(entries, look))
-
-
 class SKUDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -208,7 +179,7 @@ class SKUDataModule(L.LightningDataModule):
     @property
     def manifest(self) -> dict:
         if self._manifest is None:
-            self._manifest = read_manifest(self.root)
+            self._manifest = read_manifest(self.root, key="data.root")
         return self._manifest
 
     @property
@@ -239,8 +210,6 @@ class SKUDataModule(L.LightningDataModule):
         settings = dict(self.synthetic)
         target = settings.pop("root", None)
         if target and Path(target).resolve() == Path(self.root).resolve():
-            from skuvision.data.quickstart_data import ensure_synthetic_shards
-
             ensure_synthetic_shards(self.root, **settings)
 
     # -- datasets ------------------------------------------------------------------

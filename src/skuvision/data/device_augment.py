@@ -18,9 +18,11 @@ training process.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as nnF
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from skuvision.data.transforms import IMAGENET_MEAN, IMAGENET_STD, LUMA, AugmentConfig
 
@@ -153,10 +155,6 @@ def decode_batch(batch: dict, device: torch.device) -> dict:
     for nodes whose CPUs cannot decode as fast as the GPUs train (p4d: 12 vCPUs per A100).
     On the CPU the same call decodes with libjpeg-turbo, which is what the tests exercise.
     """
-    import warnings
-
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision 0.29 points at TorchCodec; this call is still the batched one
         if device.type == "cuda":  # one batched nvJPEG call

@@ -36,7 +36,11 @@ import re
 import warnings
 from dataclasses import dataclass
 
+import imagehash
+import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_jpeg
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # real camera frames are large; decompression bombs are not
 MIN_SIDE = 8  # px: below this there is no product to see
@@ -135,8 +139,6 @@ def upright(img: Image.Image) -> Image.Image:
 def to_rgb(img: Image.Image) -> Image.Image:
     """8-bit RGB: 16-bit grayscale scaled (not clipped), transparency composited over white."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        import numpy as np
-
         values = np.asarray(img, dtype=np.float64)
         img = Image.fromarray(np.clip(values / 257.0 + 0.5, 0, 255).astype(np.uint8), "L")
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
@@ -149,8 +151,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def perceptual_hash(img: Image.Image) -> int:
-    import imagehash  # local: only the shard builder needs it
-
     return int(str(imagehash.phash(img)), 16)
 
 
@@ -165,41 +165,12 @@ def prepare_image(data: bytes, short_side: int, quality: int = 90, draft: bool =
         raise RejectedImage(f"cannot re-encode: {type(exc).__name__}: {exc}") from None
 
 
-_TENSOR_DECODER = None
-
-
 def decode_to_tensor(data: bytes):
     """JPEG bytes -> uint8 RGB tensor (3, H, W), for the data loader.
 
     torchvision's libjpeg-turbo decoder writes straight into a CHW tensor, 1.5-2x faster here
-    than PIL plus the copies into numpy and torch. torchvision 0.29 deprecates it in favour of
-    TorchCodec; where it is gone, PIL takes over.
+    than PIL plus the copies into numpy and torch.
     """
-    global _TENSOR_DECODER
-    if _TENSOR_DECODER is None:
-        _TENSOR_DECODER = _pick_tensor_decoder()
-    return _TENSOR_DECODER(data)
-
-
-def _pick_tensor_decoder():
-    import warnings
-
-    import torch
-
-    try:
-        from torchvision.io import ImageReadMode, decode_jpeg
-    except ImportError:  # pragma: no cover - a torchvision without its decoders
-        import numpy as np
-
-        def decode_pil(data: bytes):
-            img = Image.open(io.BytesIO(data)).convert("RGB")
-            return torch.from_numpy(np.array(img)).permute(2, 0, 1)
-
-        return decode_pil
-
-    def decode_tv(data: bytes):
-        with warnings.catch_warnings():  # the deprecation notice, once per image otherwise
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-
-    return decode_tv
+    with warnings.catch_warnings():  # torchvision 0.29's deprecation notice, once per image otherwise
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)

@@ -16,7 +16,9 @@ import shutil
 import time
 from pathlib import Path
 
-from skuvision.data.shards import MANIFEST, BuildSettings, build_shards
+from skuvision.data.manifest import MANIFEST
+from skuvision.data.shards import BuildSettings, build_shards
+from skuvision.data.synthetic import write_catalogue
 from skuvision.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,6 @@ def ensure_synthetic_shards(
     workers: int = 2,
     wait_s: float = 1800.0,
 ) -> Path:
-    from skuvision.data.synthetic import write_catalogue
-
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     lock_path = root.parent / f".{root.name}.lock"

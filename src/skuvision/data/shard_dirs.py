@@ -14,12 +14,11 @@ import shutil
 from pathlib import Path
 
 from skuvision.data.labels import LabelMap
-from skuvision.data.remote import is_s3
+from skuvision.data.lineage import base_record
+from skuvision.data.manifest import MANIFEST, REJECTS
+from skuvision.data.remote import is_s3, read_json
 from skuvision.data.splits import SPLITS
 from skuvision.errors import DataError
-
-MANIFEST = "manifest.json"
-REJECTS = "rejects.csv"
 
 
 def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict], dict | None]:
@@ -31,8 +30,6 @@ def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str]
     if not label_map_path:
         return LabelMap(), {}, {}, None
     if is_s3(label_map_path):
-        from skuvision.data.remote import read_json
-
         data = read_json(label_map_path)
         label_map = LabelMap.from_dict(data.get("label_map", data))
     else:
@@ -40,8 +37,6 @@ def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str]
         data = json.loads(Path(label_map_path).read_text())
     pins = dict(data.get("pinned_splits", {})) if isinstance(data, dict) else {}
     cuts = dict(data.get("split_cuts", {})) if isinstance(data, dict) else {}
-    from skuvision.onboarding.lineage import base_record
-
     return label_map, pins, cuts, base_record(label_map_path, data)
 
 

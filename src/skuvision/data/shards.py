@@ -25,7 +25,6 @@ in the manifest's ``empty_skus`` and in one warning line.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import sys
@@ -37,18 +36,21 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
+from litdata import StreamingDataset
+from litdata.streaming.writer import BinaryWriter
+from tqdm.auto import tqdm
+
 from skuvision import __version__
-from skuvision.data.imageio import RejectedImage, content_hash, prepare_image
+from skuvision.data.imageio import RejectedImage, content_hash, decode_to_tensor, prepare_image
 from skuvision.data.labels import LabelMap
-from skuvision.data.remote import is_s3
-from skuvision.data.shard_dirs import MANIFEST, REJECTS, STAGING, local_out, previous_state, swap_in
+from skuvision.data.manifest import FORMAT_VERSION, MANIFEST, REJECTS, read_manifest
+from skuvision.data.remote import S3ShardUploader, is_s3
+from skuvision.data.shard_dirs import STAGING, local_out, previous_state, swap_in
 from skuvision.data.sources import Conflict, Listing, SourceImage, list_sources
 from skuvision.data.split_report import named, split_report
 from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
 from skuvision.errors import DataError, StorageError
 from skuvision.files import out_of_room, sha256, write_json
-
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -156,8 +158,6 @@ def _standalone_writer(out: Path, chunk_bytes: str):
     quickstart under torchrun hung with ``shards.partial/`` left behind. The writer reads its world once,
     when it is made, so the build states it for that moment.
     """
-    from litdata.streaming.writer import BinaryWriter
-
     saved = {name: os.environ.get(name) for name in _LITDATA_WORLD_VARS}
     os.environ.update(_LITDATA_WORLD_VARS)
     try:
@@ -245,7 +245,6 @@ def build_shards(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return manifest
-    from skuvision.data.remote import S3ShardUploader
 
     uploader = S3ShardUploader(str(out))
     uploader.prepare()  # bucket, credentials and prefix checked before any image is read
@@ -298,7 +297,6 @@ def _build(
     lowered: dict[str, int] = {}
     straddling: list[list[str]] = []
     start = time.perf_counter()
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sources), desc="shards build", unit="img", disable=not progress)
     pool = None
@@ -406,43 +404,13 @@ def _counts(counts: Counter) -> str:
     return ", ".join(f"{s} {counts[s]}" for s in SPLITS)
 
 
-def load_manifest(root: str | Path) -> dict:
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise DataError(
-            f"{path}: no shard manifest; build shards with `skuvision shards build --input ... --out {root}`"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError as exc:
-        raise DataError(
-            f"{path}: not valid JSON ({exc}); run `skuvision shards verify {root}` or rebuild the shards"
-        ) from None
-    version = manifest.get("format_version")
-    if isinstance(version, int) and version > FORMAT_VERSION:
-        raise DataError(
-            f"{path}: format_version {version} is newer than this skuvision reads ({FORMAT_VERSION}); "
-            f"upgrade skuvision, or rebuild the shards with this version (`skuvision shards build`)"
-        )
-    if version != FORMAT_VERSION:
-        raise DataError(
-            f"{path}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}; rebuild the shards"
-        )
-    return manifest
-
-
 def verify_shards(root: str | Path, progress: bool = True) -> list[str]:
     """Check every chunk's sha256 (local shards) and decode every sample; returns the problems (none: all good).
 
     A flipped bit inside an image that still decodes, or in a label that stays in range, is found only by
     the chunk hashes the build recorded (``chunk_sha256`` in the manifest).
     """
-    from litdata import StreamingDataset
-    from tqdm.auto import tqdm
-
-    from skuvision.data.imageio import decode_to_tensor
-
-    manifest = load_manifest(root)
+    manifest = read_manifest(root)
     skus = LabelMap.from_dict(manifest["label_map"]).skus
     problems = [] if is_s3(root) else chunk_hash_problems(root, manifest)
     for split, info in manifest["splits"].items():

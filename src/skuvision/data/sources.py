@@ -152,3 +152,16 @@ def list_sources(input_path: str | Path) -> Listing:
         raise DataError(f"--input {path}: no images found; expected DIR/<sku_id>/<image>.jpg or a CSV with path,sku_id")
     listing.images.sort(key=lambda r: (r.sku_id, r.path))
     return listing
+
+
+def holds_raw_images(root: Path, look: int = 50) -> bool:
+    """True when ``root`` looks like a build's input (images, DIR/<sku_id>/<image>, a CSV listing);
+    reads at most ``look`` entries per folder, so a huge tree costs nothing."""
+    if root.is_file():
+        return root.suffix.lower() == ".csv"
+    if not root.is_dir():
+        return False
+    if has_images(root, look) or (root / "catalogue.csv").is_file():
+        return True
+    with os.scandir(root) as entries:
+        return any(e.is_dir() and has_images(Path(e.path), look) for e in islice(entries, look))

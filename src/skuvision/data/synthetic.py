@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
+from tqdm.auto import tqdm
 
 RGB = tuple[int, int, int]
 CATEGORIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # -> (shapes, variants)
@@ -408,7 +409,6 @@ def write_catalogue(
         for sp in specs
         for a in range(0, images_per_sku, step)
     ]
-    from tqdm.auto import tqdm
 
     with tqdm(total=num_skus * images_per_sku, unit="img", desc="synthetic", disable=not progress) as bar:
         if workers == 1:

@@ -194,42 +194,6 @@ class TrainTransform:
         return self.colour(self.warp(image)).view(3, self.size, self.size)
 
 
-def preprocess_spec(backbone: str, image_size: int) -> dict:
-    """How images must be prepared for ``backbone`` at ``image_size``: the one source of truth.
-
-    Read from timm's pretrained config of the weights the backbone is loaded with (for the embedded
-    EfficientNet-Lite0 weights that is ``tf_efficientnet_lite0``'s: see skuvision.model.pretrained),
-    never from constants kept here, so the train transform, the eval transform and anything that
-    describes preprocessing to another runtime (ONNX export's preprocess.json) cannot disagree with
-    each other or with what the weights were trained on. Eval: resize the shorter side to ``resize``
-    with ``interpolation``, centre-crop ``crop`` x ``crop``, scale to 0..1, subtract ``mean``,
-    divide by ``std`` (RGB order). Train: a random resized crop to ``crop`` with the same
-    interpolation, mean and std.
-    """
-    import timm.data
-    from timm.models import get_pretrained_cfg
-
-    from skuvision.model.pretrained import data_config_source
-
-    source = data_config_source(backbone)
-    pretrained_cfg = get_pretrained_cfg(source)
-    cfg = timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else {})
-    crop_pct = float(cfg["crop_pct"])
-    size = int(image_size)
-    return {
-        "backbone": backbone,
-        "config_source": source,
-        "resize": int(math.floor(size / crop_pct)),
-        "crop": size,
-        "crop_pct": crop_pct,
-        "interpolation": str(cfg["interpolation"]),
-        "mean": [float(m) for m in cfg["mean"]],
-        "std": [float(s) for s in cfg["std"]],
-        "channel_order": "RGB",
-        "scale": 1.0 / 255.0,
-    }
-
-
 _MODES = {
     "bilinear": v2.InterpolationMode.BILINEAR,
     "bicubic": v2.InterpolationMode.BICUBIC,

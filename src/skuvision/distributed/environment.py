@@ -10,7 +10,7 @@ each cover one of those and none knows the host list, so this one reads both
 and takes the node rank from the host's position in ``SM_HOSTS``.
 
 Processes are always created externally: by the launcher, or — on one host
-with several GPUs and no launcher — by ``skuvision.sagemaker.entry``, which
+with several GPUs and no launcher — by ``skuvision.entry.sagemaker_job``, which
 then starts torchrun itself. Lightning never re-launches ``sys.argv`` here.
 """
 

@@ -27,6 +27,9 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import hydra
+
+from skuvision.config.compose import config_dir
 from skuvision.errors import exit_on_user_error
 
 log = logging.getLogger(__name__)
@@ -54,8 +57,6 @@ def run_hydra_task(
 
     The task comes in as an argument, so this module never imports the task that imports it back.
     """
-    import hydra
-
     task = hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(
         exit_on_user_error(task)
     )
@@ -122,6 +123,5 @@ def config_source(hydra_cfg) -> tuple[str, str]:
             if source.schema == "file":
                 return path, hydra_cfg.job.config_name
             return f"{source.schema}://{path}", hydra_cfg.job.config_name
-    from skuvision.config.compose import config_dir
 
     return str(config_dir()), hydra_cfg.job.config_name

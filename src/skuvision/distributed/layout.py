@@ -22,7 +22,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from skuvision.distributed.environment import SageMakerEnvironment, _env_int
+from skuvision.distributed.strategy import SMDDPStrategy
 from skuvision.errors import ConfigError
 
 AUTO = ("auto", None)
@@ -63,8 +66,6 @@ def cluster_layout(trainer_cfg) -> dict[str, Any]:
             and os.environ.get("OMPI_COMM_WORLD_SIZE")
             and not os.environ.get("TORCHELASTIC_RUN_ID")
         ):
-            from skuvision.distributed.strategy import SMDDPStrategy
-
             layout["strategy"] = SMDDPStrategy()
     elif os.environ.get("TORCHELASTIC_RUN_ID"):
         if num_nodes in AUTO:
@@ -83,8 +84,6 @@ def cluster_layout(trainer_cfg) -> dict[str, Any]:
 
 
 def _is_smddp(strategy: Any) -> bool:
-    from skuvision.distributed.strategy import SMDDPStrategy
-
     if isinstance(strategy, SMDDPStrategy) or strategy == "smddp":
         return True
     target = strategy.get("_target_", "") if hasattr(strategy, "get") else ""
@@ -113,8 +112,6 @@ def local_process_count(trainer_cfg) -> int:
         return count
     accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
     if accelerator in ("auto", "gpu", "cuda"):
-        import torch
-
         if torch.cuda.is_available():
             return torch.cuda.device_count()
     return 1

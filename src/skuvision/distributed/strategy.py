@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.distributed import _distributed_is_initialized, _sync_ddp
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer import call
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from skuvision.distributed.environment import SageMakerEnvironment
@@ -84,9 +86,6 @@ def resolve_backend(fallback: str, device: torch.device) -> str:
 
 def _prepare_data_on_world_group(trainer, strategy: DDPStrategy) -> None:
     """Lightning's ``prepare_data`` step with a world-group barrier instead of its gloo sub-group."""
-    from lightning.pytorch.trainer import call
-    from lightning.pytorch.utilities.model_helpers import is_overridden
-
     local_zero = trainer.local_rank == 0
     global_zero = local_zero and trainer.node_rank == 0
     for owner, hook in (

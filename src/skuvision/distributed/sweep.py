@@ -16,15 +16,19 @@ import logging
 import os
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from skuvision.config.overrides import parse
 from skuvision.distributed.launch import config_source, quote, run_ranks, torchrun_command
 from skuvision.distributed.layout import local_process_count
 from skuvision.errors import ConfigError, UserError
+from skuvision.loggers.wandb import job_env
+from skuvision.report.sweep_status import in_multirun
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "skuvision.distributed.worker"
+WORKER_MODULE = "skuvision.entry.ddp_rank"
 # set for ranks a launcher started; not WORLD_SIZE/LOCAL_RANK, which Lightning also exports in its own
 # process when it runs a one-device DDP job, and which would then leak into the next sweep job
 _LAUNCHED_VARS = ("TORCHELASTIC_RUN_ID", "OMPI_COMM_WORLD_SIZE", "SM_HOSTS")
@@ -62,8 +66,6 @@ def _strategy_launches_script(strategy) -> bool:
 
 def needs_own_launch(cfg: DictConfig) -> bool:
     """True in a Hydra multirun job whose trainer would start several local DDP ranks by re-running argv."""
-    from skuvision.report.sweep_status import in_multirun
-
     if not in_multirun():
         return False
     if any(os.environ.get(var) for var in _LAUNCHED_VARS):
@@ -80,8 +82,6 @@ def needs_own_launch(cfg: DictConfig) -> bool:
 
 
 def _job_overrides(hc) -> list[str]:
-    from skuvision.config.overrides import parse
-
     hydra_overrides = [o.input_line for o in parse(hc.overrides.hydra) if not o.key_or_group.startswith(_SWEEP_ONLY)]
     pinned = [
         f"hydra.job.num={hc.job.num}",
@@ -95,8 +95,6 @@ def _job_overrides(hc) -> list[str]:
 
 def launch_sweep_job(cfg: DictConfig) -> float | None:
     """Run this sweep job as one DDP run of fresh ranks; return its ``optimized_metric``."""
-    from hydra.core.hydra_config import HydraConfig
-
     hc = HydraConfig.get()
     nproc = local_process_count(cfg.trainer)
     config_dir, config_name = config_source(hc)
@@ -104,7 +102,6 @@ def launch_sweep_job(cfg: DictConfig) -> float | None:
     args = ["--config-dir", config_dir, "--config-name", config_name, "--run-dir", run_dir, "--", *_job_overrides(hc)]
     command = torchrun_command(nproc, WORKER_MODULE, args)
     log.info("sweep job %s: starting %d DDP ranks in %s", hc.job.num, nproc, run_dir)
-    from skuvision.loggers.wandb import job_env
 
     # the ranks compose the job in run mode: hand them the sweep's W&B group and this job's run name
     status = run_ranks(command, env={**os.environ, **job_env(cfg.get("task_name"))})

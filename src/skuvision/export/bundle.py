@@ -12,9 +12,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from skuvision.data.manifest import read_manifest
+from skuvision.data.transforms import eval_transform
 from skuvision.errors import UserError
-from skuvision.export.runtime import EXPORT_FILES, TorchPredictor, labels_document
+from skuvision.export.card import render_card, sha256
+from skuvision.export.onnx_export import export_onnx
+from skuvision.export.quantize import quantize_int8, top1_agreement
+from skuvision.export.runtime import EXPORT_FILES, OnnxPredictor, TorchPredictor, labels_document
+from skuvision.export.shard_reader import load_batch
 
 PARITY_TOLERANCE = 1e-3  # export fails above this; the test suite holds fp32 to 1e-4
 CALIBRATION_IMAGES = 256
@@ -46,12 +53,7 @@ def preprocess_document(spec: dict) -> dict:
 
 def _sample_batch(spec: dict, calibration: str | None, n: int = 8):
     """Real shard images when a shard dir is at hand, else a fixed random batch in the normalised range."""
-    import torch
-
     if calibration:
-        from skuvision.data.transforms import eval_transform
-        from skuvision.export.shard_reader import load_batch
-
         split = _first_split(calibration, ("test", "val", "train"))
         return load_batch(calibration, split, eval_transform(spec), limit=n)[0]
     g = torch.Generator().manual_seed(0)
@@ -59,9 +61,7 @@ def _sample_batch(spec: dict, calibration: str | None, n: int = 8):
 
 
 def _first_split(shards_dir: str, order: tuple[str, ...]) -> str:
-    from skuvision.data.shards import load_manifest
-
-    splits = load_manifest(shards_dir)["splits"]
+    splits = read_manifest(shards_dir)["splits"]
     for split in order:
         if splits.get(split, {}).get("count"):
             return split
@@ -94,16 +94,10 @@ def export_checkpoint(
     """
     import onnxruntime as ort
 
-    from skuvision.export.card import render_card, sha256
-    from skuvision.export.onnx_export import export_onnx
-    from skuvision.export.runtime import OnnxPredictor
-
     if int8 and not calibration:
         raise UserError("--int8 needs --calibration SHARDS_DIR: static quantisation calibrates on real shard images")
     if calibration:
-        from skuvision.data.shards import load_manifest
-
-        load_manifest(calibration)  # one clear line before any work when it is not a shard dir
+        read_manifest(calibration)  # one clear line before any work when it is not a shard dir
     out = Path(out)
     _check_out_dir(out, force)
     torch_model = TorchPredictor(Path(ckpt), image_size, run_dir)
@@ -137,11 +131,6 @@ def export_checkpoint(
 
 
 def _quantize(out: Path, spec: dict, calibration: str, n: int, fp32, activations: str = "uint8") -> dict:
-    from skuvision.data.transforms import eval_transform
-    from skuvision.export.quantize import quantize_int8, top1_agreement
-    from skuvision.export.runtime import OnnxPredictor
-    from skuvision.export.shard_reader import load_batch
-
     transform = eval_transform(spec)
     cal_split = _first_split(calibration, ("train", "val", "test"))
     images, _ = load_batch(calibration, cal_split, transform, limit=n)

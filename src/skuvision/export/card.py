@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from skuvision.export.runtime import run_config, run_dir_of
 from skuvision.files import sha256
 
 
 def training_data_root(ckpt_path: str | Path, run_dir: str | Path | None = None) -> str:
     """The run's ``data.root``; a relative one resolved against the run's working dir (Hydra's
     ``runtime.cwd`` in ``.hydra/hydra.yaml``). Empty when the run config is missing or unresolvable."""
-    from omegaconf import OmegaConf
-
-    from skuvision.export.runtime import run_config, run_dir_of
-
     try:
         cfg = run_config(ckpt_path, run_dir)
         root = str(cfg.data.get("root") or "") if cfg is not None and "data" in cfg else ""
@@ -50,8 +49,6 @@ def training_data(ckpt_path: str | Path, run_dir: str | Path | None = None) -> d
 
 def run_metrics(ckpt_path: str | Path, run_dir: str | Path | None = None) -> dict:
     """``metrics.json`` of the run (the run dir, or next to the checkpoint as in SM_MODEL_DIR)."""
-    from skuvision.export.runtime import run_dir_of
-
     ckpt_path = Path(ckpt_path).resolve()
     for d in filter(None, [Path(run_dir) if run_dir else None, run_dir_of(ckpt_path), ckpt_path.parent]):
         if (d / "metrics.json").is_file():

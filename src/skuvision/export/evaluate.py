@@ -17,8 +17,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from skuvision.data.labels import LabelMap
+from skuvision.export.runtime import load_predictor
+from skuvision.export.shard_reader import iter_split, manifest_label_map, split_dir
+from skuvision.report.confusions import confusion_pairs, plot_confusions, write_confusions_csv
+from skuvision.report.per_sku import write_per_sku_report
 
 
 def _class_mapping(shard_label_map: dict, model_labels: LabelMap) -> list[int]:
@@ -29,11 +35,6 @@ def _class_mapping(shard_label_map: dict, model_labels: LabelMap) -> list[int]:
 
 def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress: bool = True):
     """(logits (N, C), true model class indices (N,), images of unknown SKUs)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from skuvision.export.shard_reader import iter_split, manifest_label_map, split_dir
-
     _, count = split_dir(shards_dir, split)
     mapping = _class_mapping(manifest_label_map(shards_dir), predictor.labels)
     logits, labels, batch, unknown = [], [], [], 0
@@ -130,13 +131,6 @@ def evaluate(
     progress: bool = True,
 ) -> tuple[dict, Path]:
     """Score ``model`` on ``split`` and write the report files; returns (metrics, output dir)."""
-    import torch
-
-    from skuvision.export.confusions import confusion_pairs, plot_confusions, write_confusions_csv
-    from skuvision.export.runtime import load_predictor
-    from skuvision.export.shard_reader import split_dir
-    from skuvision.report.per_sku import write_per_sku_report
-
     split_dir(shards_dir, split)  # bad shard dir or split: one line before the model loads
     predictor = load_predictor(model, image_size=image_size, int8=int8)
     started = time.perf_counter()

@@ -17,9 +17,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from skuvision.data.sources import IMAGE_SUFFIXES  # what the shard builder reads, predict reads
 from skuvision.errors import UserError
+from skuvision.export.runtime import ImageReadError, load_predictor, read_image
 
 PROGRESS_FROM = 100  # images; fewer finish before a bar would tell anything
 
@@ -69,11 +72,6 @@ def predict_paths(
     predictor, paths: list[Path], topk: int = 5, batch_size: int = 32, progress: bool = True
 ) -> list[dict]:
     """One row per path, in order: ``{"path", "predictions": [{"sku_id", "brand", "probability"}], "error"}``."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from skuvision.export.runtime import ImageReadError, read_image
-
     skus, brands = predictor.labels.skus, predictor.labels.brands
     rows: list[dict] = [{"path": str(p), "predictions": [], "error": ""} for p in paths]
     pending: list[tuple[int, object]] = []
@@ -133,8 +131,6 @@ def run_predict(
     progress: bool = True,
 ) -> tuple[int, int]:
     """Predict, write to ``out`` (or stdout); returns (images predicted, images failed)."""
-    from skuvision.export.runtime import load_predictor
-
     if topk < 1:
         raise UserError(f"--topk {topk}: must be at least 1")
     if batch_size < 1:

@@ -13,9 +13,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image, UnidentifiedImageError
 
+from skuvision.data.imageio import decode_to_tensor, to_rgb, upright
 from skuvision.data.labels import LabelMap
+from skuvision.data.preprocess import preprocess_spec
+from skuvision.data.transforms import eval_transform
 from skuvision.errors import UserError
+from skuvision.model.module import load_classifier
 
 EXPORT_FILES = ("model.onnx", "labels.json", "preprocess.json")
 JPEG_MAGIC = b"\xff\xd8"
@@ -27,8 +34,6 @@ class ImageReadError(Exception):
 
 def _exif_orientation(data: bytes) -> int:
     """The EXIF Orientation tag (1 = as stored) of an encoded image, read from its header only."""
-    from PIL import Image
-
     try:
         return int(Image.open(io.BytesIO(data)).getexif().get(0x0112, 1) or 1)
     except Exception:  # noqa: BLE001 - unreadable header: the decoders below say what is wrong
@@ -40,11 +45,6 @@ def read_image(path: str | Path):
 
     JPEGs go through the loader's own decoder (``decode_to_tensor``), anything else through PIL.
     """
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    from skuvision.data.imageio import decode_to_tensor, to_rgb, upright
-
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -86,8 +86,6 @@ def run_dir_of(ckpt_path: str | Path) -> Path | None:
 
 def run_config(ckpt_path: str | Path, run_dir: str | Path | None = None):
     """The resolved Hydra config of the run that wrote the checkpoint (or of ``run_dir``), or None."""
-    from omegaconf import OmegaConf
-
     d = Path(run_dir) if run_dir else run_dir_of(ckpt_path)
     config = d / ".hydra" / "config.yaml" if d else None
     return OmegaConf.load(config) if config and config.is_file() else None
@@ -106,8 +104,6 @@ def checkpoint_spec(
     checkpoint written since it was added); else the run's ``.hydra/config.yaml`` (``run_dir``, else the
     checkpoint's own run dir).
     """
-    from skuvision.data.transforms import preprocess_spec
-
     if image_size is None and stored:
         return dict(stored)
     if image_size is None:
@@ -146,7 +142,6 @@ class Predictor:
 
     def __init__(self, source: Path, spec: dict, labels: LabelMap):
         self.source, self.spec, self.labels = source, spec, labels
-        from skuvision.data.transforms import eval_transform
 
         self.transform = eval_transform(spec)
 
@@ -158,10 +153,6 @@ class TorchPredictor(Predictor):
     backend = "pytorch"
 
     def __init__(self, ckpt_path: Path, image_size: int | None = None, run_dir: str | Path | None = None):
-        import torch
-
-        from skuvision.model.module import load_classifier
-
         try:
             self.model = load_classifier(str(ckpt_path)).eval()
         except UserError:

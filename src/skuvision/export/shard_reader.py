@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+from litdata import StreamingDataset
+
+from skuvision.data.imageio import decode_to_tensor
+from skuvision.data.manifest import read_manifest
 from skuvision.errors import DataError
 
 
 def split_dir(shards_dir: str | Path, split: str) -> tuple[str, int]:
     """(directory of ``split``'s chunks, its image count); one clear line when it is missing or empty."""
-    from skuvision.data.shards import load_manifest
-
-    manifest = load_manifest(shards_dir)
+    manifest = read_manifest(shards_dir)
     splits = manifest.get("splits", {})
     if split not in splits:
         raise DataError(f"--split {split}: {shards_dir} has splits {', '.join(sorted(splits))}; pass one of them")
@@ -28,17 +31,11 @@ def split_dir(shards_dir: str | Path, split: str) -> tuple[str, int]:
 
 
 def manifest_label_map(shards_dir: str | Path) -> dict:
-    from skuvision.data.shards import load_manifest
-
-    return load_manifest(shards_dir)["label_map"]
+    return read_manifest(shards_dir)["label_map"]
 
 
 def iter_split(shards_dir: str | Path, split: str, limit: int | None = None) -> Iterator[tuple[object, int]]:
     """(uint8 tensor (3, H, W), class index) for every image of ``split`` (or the first ``limit``)."""
-    from litdata import StreamingDataset
-
-    from skuvision.data.imageio import decode_to_tensor
-
     directory, count = split_dir(shards_dir, split)
     dataset = StreamingDataset(directory, shuffle=False)
     for i in range(min(count, len(dataset)) if limit is None else min(limit, count, len(dataset))):
@@ -48,8 +45,6 @@ def iter_split(shards_dir: str | Path, split: str, limit: int | None = None) -> 
 
 def load_batch(shards_dir: str | Path, split: str, transform, limit: int | None = None):
     """(float32 (N, 3, S, S) batch, labels list): ``transform`` (the eval transform) applied to a split."""
-    import torch
-
     images, labels = [], []
     for image, label in iter_split(shards_dir, split, limit):
         images.append(transform(image))

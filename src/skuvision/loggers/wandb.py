@@ -27,6 +27,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from skuvision.config.overrides import parse
 from skuvision.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -82,16 +90,11 @@ def has_api_key() -> bool:
 
 # -- Hydra runtime -> group / name ------------------------------------------------------------------
 def _hydra_cfg():
-    from hydra.core.hydra_config import HydraConfig
-
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def _select(hc, key: str) -> Any:
     """A Hydra runtime value, or None where it is absent (configs composed outside @hydra.main)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     try:
         return OmegaConf.select(hc, key, default=None, throw_on_missing=False)
     except OmegaConfBaseException:
@@ -99,8 +102,6 @@ def _select(hc, key: str) -> Any:
 
 
 def _is_multirun(hc) -> bool:
-    from hydra.types import RunMode
-
     return hc is not None and _select(hc, "mode") == RunMode.MULTIRUN and bool(_select(hc, "sweep.dir"))
 
 
@@ -122,10 +123,7 @@ def swept_keys(hc) -> list[str]:
     keys = [str(k) for k in (_select(hc, "sweeper.params") or {})]
     multirun_yaml = Path(_select(hc, "sweep.dir")) / "multirun.yaml"
     if multirun_yaml.is_file():
-        from omegaconf import OmegaConf
-
         command_line = OmegaConf.load(multirun_yaml).hydra.overrides.task
-        from skuvision.config.overrides import parse
 
         keys += [o.key_or_group for o in parse(command_line) if o.is_sweep_override()]
     return list(dict.fromkeys(keys))
@@ -141,7 +139,6 @@ def run_name(hc=None, max_len: int = 120) -> str | None:
     hc = hc if hc is not None else _hydra_cfg()
     if hc is None:
         return None
-    from skuvision.config.overrides import parse
 
     task = [o for o in parse(_select(hc, "overrides.task") or []) if not o.is_delete()]
     keys = swept_keys(hc) if _is_multirun(hc) else []
@@ -193,9 +190,6 @@ def wandb_logger(
     (best checkpoint + label map in one artifact), not passed to Lightning, whose artifact holds the
     checkpoint alone.
     """
-    from lightning.pytorch.loggers import WandbLogger
-    from lightning.pytorch.utilities import rank_zero_only
-
     hc = _hydra_cfg()
     resolved_mode = resolve_mode(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
@@ -233,8 +227,6 @@ def wandb_logger(
 
 def plain_config(cfg) -> dict[str, Any]:
     """The resolved config as plain nested data (W&B shows ``model.freeze_depth`` columns), secrets dropped."""
-    from omegaconf import OmegaConf
-
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     secret_values = {v for k, v in os.environ.items() if SECRET_KEY.search(k) and v and len(v) >= 6}
 

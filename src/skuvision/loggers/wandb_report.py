@@ -16,14 +16,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import WandbLogger
+
+from skuvision.loggers.wandb import job_overrides, plain_config
+from skuvision.model.bundle import write_model_bundle
+
 log = logging.getLogger(__name__)
 
 WORST_SKUS = 50
 
 
 def wandb_loggers(trainer) -> list:
-    from lightning.pytorch.loggers import WandbLogger
-
     return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
 
@@ -32,7 +35,6 @@ def start_run(trainer, model, cfg) -> None:
     loggers = wandb_loggers(trainer)
     if not loggers or not trainer.is_global_zero:
         return
-    from skuvision.loggers.wandb import job_overrides, plain_config
 
     config = plain_config(cfg)
     config["overrides"] = job_overrides()
@@ -82,7 +84,6 @@ def log_model_artifact(lg, model, metrics: dict, output_dir: Path) -> None:
     if not Path(ckpt).is_file():
         log.warning("W&B log_model: no checkpoint at %s; nothing uploaded", ckpt)
         return
-    from skuvision.model.bundle import write_model_bundle
 
     bundle = write_model_bundle(ckpt, output_dir, copy_checkpoint=False)
     run = lg.experiment

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import timm
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from skuvision.errors import ConfigError
 from skuvision.model.pretrained import has_embedded_weights, load_embedded_weights
+from skuvision.model.speed import FROZEN_PRECISIONS, fold_batchnorm, frozen_autocast
 
 
 def _load_state_dict(path: str) -> dict:
@@ -26,8 +29,6 @@ def _load_state_dict(path: str) -> dict:
     if not p.is_file():
         raise ConfigError(f"model.pretrained_file={path}: file not found; pass a local .safetensors or .pth file")
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(p))
     else:
         state = torch.load(str(p), map_location="cpu", weights_only=True)
@@ -46,8 +47,6 @@ def create_timm_model(
     for the backbones that have them (EfficientNet-Lite0, no network: ``skuvision.model.pretrained``),
     else timm's own (the Hugging Face hub cache; ``HF_HUB_OFFLINE=1`` offline). Tests never download.
     """
-    import timm
-
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
         hint = f" (close: {', '.join(close)})" if close else ""
@@ -115,7 +114,6 @@ class StagedBackbone(nn.Module):
         fold_frozen_bn: bool = False,
     ):
         super().__init__()
-        from skuvision.model.speed import FROZEN_PRECISIONS
 
         if frozen_precision not in FROZEN_PRECISIONS:
             raise ConfigError(f"model.frozen_precision={frozen_precision}: use one of {', '.join(FROZEN_PRECISIONS)}")
@@ -144,8 +142,6 @@ class StagedBackbone(nn.Module):
 
     def fold_frozen_batchnorm(self) -> int:
         """Fold the frozen prefix's BatchNorm into its convolutions; refuse if the prefix's output changes."""
-        from skuvision.model.speed import fold_batchnorm
-
         probe = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
         want = self._frozen_forward(probe, "fp32")
         folded = fold_batchnorm(self.model, {id(m) for unit in self.frozen_units for m in unit.modules()})
@@ -178,8 +174,6 @@ class StagedBackbone(nn.Module):
         return rows
 
     def _frozen_forward(self, x: torch.Tensor, precision: str | None = None) -> torch.Tensor:
-        from skuvision.model.speed import frozen_autocast
-
         with torch.no_grad(), frozen_autocast(x.device, precision or self.frozen_precision):
             for unit in self.frozen_units:
                 x = unit(x)

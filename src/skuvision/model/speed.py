@@ -21,6 +21,7 @@ import logging
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ def fold_batchnorm(root: nn.Module, within: set[int]) -> int:
     checks the folded prefix against the original on a probe input, so an architecture where that
     does not hold is caught, not silently wrong. Returns the number of pairs folded.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     folded = 0
     for parent in list(root.modules()):
         names = list(parent._modules)

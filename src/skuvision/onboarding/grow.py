@@ -6,13 +6,12 @@ import torch
 from torch import nn
 
 from skuvision.data.labels import LabelMap
+from skuvision.errors import DataError
 from skuvision.model.module import SKUClassifier
 from skuvision.onboarding.heads import grow_linear
 
 
 def load_checkpoint(path: str) -> dict:
-    from skuvision.errors import DataError
-
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -61,8 +60,6 @@ def grown_model(ckpt: dict, new_map: LabelMap) -> tuple[SKUClassifier, int]:
     missing, unexpected = model.load_state_dict(keep, strict=False)
     missing = [k for k in missing if k not in head_keys and not k.startswith("aux.")]
     if missing or unexpected:
-        from skuvision.errors import DataError
-
         raise DataError(
             f"checkpoint does not match its own hyper_parameters ({(missing or unexpected)[0]}); was it edited?"
         )

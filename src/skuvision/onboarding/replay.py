@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from litdata import StreamingDataset
+
+from skuvision.data.imageio import decode_to_tensor
 from skuvision.errors import DataError
 
 
@@ -90,10 +93,6 @@ def split_picks(root: str, manifest: dict, split: str, per_sku: int | None = Non
 
 def read_picks(picks: list[Pick], cache_dir: str | None = None):
     """Yield (uint8 CHW image, label) for each pick, in order; checks every label against the pick."""
-    from litdata import StreamingDataset
-
-    from skuvision.data.imageio import decode_to_tensor
-
     datasets: dict[str, StreamingDataset] = {}
     for pick in picks:
         if pick.split_dir not in datasets:

@@ -15,14 +15,20 @@ from pathlib import Path
 
 import torch
 
+from skuvision.data.datamodule import resolve_root
 from skuvision.data.labels import LabelMap
-from skuvision.data.remote import is_s3
+from skuvision.data.lineage import check_label_maps, shard_chain
+from skuvision.data.manifest import manifest_hash, read_manifest
+from skuvision.data.preprocess import preprocess_spec
+from skuvision.data.remote import explain, is_s3, s3_client, split_s3_uri
+from skuvision.data.transforms import AugmentConfig, eval_transform, train_transform
 from skuvision.errors import ConfigError, DataError
+from skuvision.files import atomic_path, write_json
 from skuvision.onboarding import heads
 from skuvision.onboarding.features import FeatureCache, split_model
 from skuvision.onboarding.grow import grown_model, load_checkpoint
-from skuvision.onboarding.lineage import check_label_maps, manifest_hash, shard_chain
 from skuvision.onboarding.replay import old_sku_picks, read_picks, split_picks
+from skuvision.report.per_sku import write_per_sku_report
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("closed_form", "finetune")
@@ -33,14 +39,10 @@ def fetch_checkpoint(source: str, output_dir: Path) -> str:
     """A local path for ``onboard.from``; an s3:// checkpoint is downloaded once into the run dir."""
     if not is_s3(source):
         return source
-    from skuvision.data.remote import s3_client, split_s3_uri
 
     target = output_dir / "onboard_from" / source.rsplit("/", 1)[-1]
     if not target.is_file():
         from botocore.exceptions import BotoCoreError, ClientError
-
-        from skuvision.data.remote import explain
-        from skuvision.files import atomic_path
 
         bucket, key = split_s3_uri(source)
         client = s3_client()
@@ -74,8 +76,6 @@ def _settings(cfg) -> dict:
 
 
 def _transforms(cfg, backbone: str):
-    from skuvision.data.transforms import AugmentConfig, eval_transform, preprocess_spec, train_transform
-
     spec = preprocess_spec(backbone, int(cfg.data.image_size))
     augment = AugmentConfig(**dict(cfg.data.get("augment") or {}))
     return eval_transform(spec), train_transform(int(cfg.data.image_size), augment, spec)
@@ -147,11 +147,6 @@ def _fit_head(ob: dict, model, old_count, cache, train_new, train_old, eval_tf, 
 
 
 def run_onboard(cfg) -> float | None:
-
-    from skuvision.data.datamodule import read_manifest, resolve_root
-    from skuvision.files import atomic_path, write_json
-    from skuvision.report.per_sku import write_per_sku_report
-
     ob = _settings(cfg)
     torch.manual_seed(int(cfg.seed))
     output_dir = Path(cfg.paths.output_dir)
@@ -159,7 +154,7 @@ def run_onboard(cfg) -> float | None:
     ckpt_path = fetch_checkpoint(str(ob["from"]), output_dir)
     ckpt = load_checkpoint(ckpt_path)
     delta_root = resolve_root(cfg.data.root)
-    delta = read_manifest(delta_root)
+    delta = read_manifest(delta_root, key="data.root")
     chain = shard_chain(delta_root, delta, ob.get("base"))
     if not chain:
         raise DataError(
@@ -226,7 +221,6 @@ def run_onboard(cfg) -> float | None:
         shards=str(delta_root),
         manifest_sha256=manifest_hash(delta),
     )
-    from skuvision.data.transforms import preprocess_spec
 
     hparams = dict(model.hparams)
     checkpoint = {

@@ -11,10 +11,15 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
-from skuvision.report.runs import Run
+from rich.console import Console
+from rich.table import Table
+
+from skuvision.report.plot import plot_comparison
+from skuvision.report.runs import Run, load_local_runs, load_wandb_runs
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +113,6 @@ def write_markdown(header: list[str], rows: list[dict], path: Path, title: str) 
 
 
 def print_table(header: list[str], rows: list[dict], title: str) -> None:
-    import shutil
-
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for h in header:
         table.add_column(h, justify="right" if any(c == h for c, _, _ in METRIC_COLUMNS) else "left")
@@ -134,8 +134,6 @@ def compare(
     plot: bool = True,
 ) -> dict[str, Path]:
     """Build, print and write the comparison; returns the written files by kind."""
-    from skuvision.report.runs import load_local_runs, load_wandb_runs
-
     if wandb_path:
         runs, source = load_wandb_runs(wandb_path, group or ""), f"W&B {wandb_path} group {group}"
         out_dir = Path(out) if out else Path.cwd()
@@ -152,8 +150,6 @@ def compare(
         "md": write_markdown(header, rows, out_dir / "compare.md", title),
     }
     if plot:
-        from skuvision.report.plot import plot_comparison
-
         written["png"] = plot_comparison(rows, keys, out_dir / "compare.png", title)
     missing = [r["run"] for r in rows if r["status"] != "ok"]
     if missing:

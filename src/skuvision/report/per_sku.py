@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
+from skuvision.data.labels import LabelMap
+
 
 def write_per_sku_report(path: Path, correct: torch.Tensor, total: torch.Tensor, label_map: dict | None) -> Path:
     """Per-SKU test accuracy, worst first: the SKUs to re-photograph or merge."""
-    from skuvision.data.labels import LabelMap
-
     lm = LabelMap.from_dict(label_map) if label_map else None
     skus = lm.skus if lm else [str(i) for i in range(len(total))]
     rows = []

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from skuvision.config.overrides import as_dict
 from skuvision.errors import DataError, UserError
+from skuvision.loggers.wandb import drop_empty_env, has_api_key
 
 OVERRIDES = Path(".hydra") / "overrides.yaml"
 
@@ -30,14 +34,10 @@ class Run:
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
     """``["model.freeze_depth=3", "sweep=freeze_depth", "~callbacks.x"]`` -> ``{key: value}``."""
-    from skuvision.config.overrides import as_dict
-
     return as_dict(items)
 
 
 def _read_overrides(run_dir: Path) -> list[str]:
-    from omegaconf import OmegaConf
-
     path = run_dir / OVERRIDES
     if not path.is_file():
         return []
@@ -89,8 +89,6 @@ def load_local_runs(dirs: list[str | Path]) -> list[Run]:
 
 def load_wandb_runs(path: str, group: str) -> list[Run]:
     """The runs of one W&B group through the public API (online only)."""
-    from skuvision.loggers.wandb import drop_empty_env, has_api_key
-
     drop_empty_env()
 
     if path.count("/") != 1 or not all(path.split("/")):

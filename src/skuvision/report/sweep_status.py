@@ -18,7 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from skuvision.errors import user_error_message
@@ -30,9 +32,6 @@ FAILED = "FAILED.json"
 
 
 def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -40,7 +39,6 @@ def run_sweep_job(job: Callable[[], Any]) -> Any:
     """Run one job of a multirun; a failure is recorded and reported instead of ending the sweep."""
     if not in_multirun():
         return job()
-    from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
     try:

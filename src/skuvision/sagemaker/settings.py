@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
+from skuvision.config.overrides import sets
 from skuvision.errors import ConfigError
 
 # SMDDP's AllReduce runs only on these instance types (AWS: "Supported instance types" of the SMDDP library)
@@ -220,8 +221,6 @@ def _check_fsx(s: SageMakerLauncherConf) -> None:
 
 def check_job_data(s: SageMakerLauncherConf, overrides: list[str], data_root_missing: bool) -> None:
     """Where a job's data comes from must be settled before it is submitted: the FSx channel or data.root."""
-    from skuvision.config.overrides import sets
-
     root = sets(overrides, "data.root")
     if s.fsx.file_system_id and root:
         raise ConfigError(

@@ -9,20 +9,12 @@ on: a base rebuilt or swapped since would silently reshuffle what "old SKU 17" m
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from skuvision.data.labels import LabelMap
+from skuvision.data.manifest import MANIFEST, manifest_hash, read_manifest
 from skuvision.data.remote import is_s3
 from skuvision.errors import DataError
-
-MANIFEST = "manifest.json"
-
-
-def manifest_hash(data: dict) -> str:
-    """sha256 of the manifest's canonical JSON: the same for a local copy and its s3:// upload."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def base_record(label_map_path: str, data: dict) -> dict | None:
@@ -34,16 +26,6 @@ def base_record(label_map_path: str, data: dict) -> dict | None:
     else:
         root = str(Path(label_map_path).resolve().parent)
     return {"path": root, "sha256": manifest_hash(data)}
-
-
-def read_manifest_at(root: str) -> dict:
-    if is_s3(root):
-        from skuvision.data.remote import read_remote_manifest
-
-        return read_remote_manifest(root)
-    from skuvision.data.shards import load_manifest
-
-    return load_manifest(root)
 
 
 def shard_chain(delta_root: str, delta_manifest: dict, base_override: str | None = None) -> list[tuple[str, dict]]:
@@ -60,7 +42,7 @@ def shard_chain(delta_root: str, delta_manifest: dict, base_override: str | None
         root = base_override if (base_override and child is delta_manifest) else record["path"]
         where = f"{child_root}/{MANIFEST}"
         try:
-            manifest = read_manifest_at(root)
+            manifest = read_manifest(root)
         except DataError:
             raise DataError(
                 f"{where}: its base shard set {root} is not readable; copy it back or pass "

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skuvision.data.labels import LabelMap
+
 CSV_LIMIT = 1000  # rows of confusions.csv: the most frequent pairs
 PLOT_SKUS = 20  # SKUs in confusions.png
 
@@ -25,32 +27,7 @@ def confusion_pairs(true: Iterable[int], pred: Iterable[int]) -> Counter:
     return Counter((int(t), int(p)) for t, p in zip(true, pred) if int(t) != int(p))
 
 
-def gather_pairs(strategy, pairs: np.ndarray, rank: int, world_size: int, device="cpu") -> np.ndarray:
-    """Every rank's (K_r, 2) misclassified (true, pred) rows, concatenated on every rank.
-
-    Built from two sum-reductions, the one collective every strategy here supports (DDP, SMDDP,
-    single device, where ``reduce`` returns its input): the per-rank counts, then one buffer in
-    which each rank fills its own slice. float32 holds class indices exactly up to 2**24; ``device``
-    is the model's (NCCL reduces CUDA tensors only).
-    """
-    import torch
-
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    if world_size <= 1:
-        return pairs
-    counts = torch.zeros(world_size, device=device)
-    counts[rank] = len(pairs)
-    counts = strategy.reduce(counts, reduce_op="sum").cpu().round().long().tolist()
-    buffer = torch.zeros(max(1, sum(counts)), 2, device=device)
-    start = sum(counts[:rank])
-    buffer[start : start + len(pairs)] = torch.from_numpy(pairs).float().to(device)
-    buffer = strategy.reduce(buffer, reduce_op="sum").cpu()
-    return buffer[: sum(counts)].round().long().numpy()
-
-
 def _attributes(label_map: dict | None, num_classes: int) -> tuple[list[str], dict, dict]:
-    from skuvision.data.labels import LabelMap
-
     if not label_map:
         return [str(i) for i in range(num_classes)], {}, {}
     lm = LabelMap.from_dict(label_map)

@@ -1,4 +1,4 @@
-"""What a SageMaker training job runs on every rank: ``python -m skuvision.sagemaker.entry --overrides '<json>'``.
+"""What a SageMaker training job runs on every rank: ``python -m skuvision.entry.sagemaker_job --overrides '<json>'``.
 
 The job's only hyperparameter is ``overrides``, the JSON list of Hydra override
 strings of one sweep job (from ``--overrides`` or, failing that, ``SM_HPS``).
@@ -32,12 +32,22 @@ import os
 import sys
 from pathlib import Path
 
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from skuvision.config.compose import config_dir
+from skuvision.config.overrides import sets
+from skuvision.distributed.environment import SageMakerEnvironment, launcher_rank
+from skuvision.distributed.launch import rank_overrides, run_hydra_task, run_ranks, torchrun_command
 from skuvision.errors import ConfigError, UserError, exit_on_user_error
+from skuvision.export.bundle import export_checkpoint
 from skuvision.files import write_json
+from skuvision.model.bundle import write_model_bundle
+from skuvision.sagemaker import secrets
+from skuvision.train import run
 
-log = logging.getLogger("skuvision.sagemaker.entry")
+log = logging.getLogger("skuvision.entry.sagemaker_job")
 
-MODULE = "skuvision.sagemaker.entry"
+MODULE = "skuvision.entry.sagemaker_job"
 EXAMPLE = '\'["experiment=resnet152_fmcg", "model.freeze_depth=3"]\''
 SIGTERM_STATUS = 143
 
@@ -73,7 +83,6 @@ def read_overrides(argv: list[str] | None = None) -> list[str]:
         except (json.JSONDecodeError, AttributeError):
             raise UserError(f"SM_HPS={hps[:200]!r}: not a JSON object of hyperparameters") from None
     overrides = decode_overrides(raw) if raw is not None else []
-    from skuvision.config.overrides import sets
 
     for group in ("env", "paths"):
         if (override := sets(overrides, group)) is not None:
@@ -90,18 +99,8 @@ def run_dir() -> str:
     return os.environ.get("SKUVISION_RUN_DIR") or str(Path(base) / "run")
 
 
-def export_wandb_key() -> None:
-    """The W&B key from Secrets Manager into this process's environment, where that module exists."""
-    try:
-        from skuvision.sagemaker.secrets import export_wandb_key as export
-    except ImportError:
-        return
-    export()
-
-
 def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> list[Path]:
     """Best checkpoint, label map, metrics and the fp32 ONNX export into ``model_dir`` (rank 0, once)."""
-
     run_directory, model_dir = Path(run_directory), Path(model_dir)
     metrics_path = run_directory / "metrics.json"
     if not metrics_path.is_file():
@@ -111,8 +110,6 @@ def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> 
     model_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if best and Path(best).is_file():
-        from skuvision.model.bundle import write_model_bundle
-
         written += list(write_model_bundle(best, model_dir).values())
         metrics["best_checkpoint"] = "model.ckpt"
         written += _export_onnx(model_dir / "model.ckpt", model_dir, run_directory)
@@ -125,8 +122,6 @@ def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> 
 def _export_onnx(ckpt: Path, model_dir: Path, run_directory: Path) -> list[Path]:
     """The counter-side files next to the checkpoint. A failed export is logged, not fatal: the trained
     checkpoint is uploaded either way and ``skuvision export`` can be run on it later."""
-    from skuvision.export.bundle import export_checkpoint
-
     try:
         summary = export_checkpoint(ckpt, model_dir, force=True, run_dir=run_directory)
     except Exception as exc:  # noqa: BLE001 - keep the job's model.ckpt whatever the exporter does
@@ -150,9 +145,6 @@ def _export_onnx(ckpt: Path, model_dir: Path, run_directory: Path) -> list[Path]
 
 def _start_own_ranks(overrides: list[str]) -> int | None:
     """Exit status of a torchrun over this host's GPUs, when no launcher started the ranks; else None."""
-    from skuvision.distributed.environment import SageMakerEnvironment
-    from skuvision.distributed.launch import run_ranks, torchrun_command
-
     gpus = int(os.environ.get("SM_NUM_GPUS", "0") or 0)
     if not SageMakerEnvironment.detect() or SageMakerEnvironment.launched() or gpus <= 1:
         return None
@@ -166,22 +158,16 @@ def _start_own_ranks(overrides: list[str]) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     overrides = read_overrides(argv)  # bad input fails before the heavy imports
-    from skuvision.config.compose import config_dir
-    from skuvision.distributed.environment import launcher_rank
-    from skuvision.distributed.launch import rank_overrides, run_hydra_task
 
     status = _start_own_ranks(overrides)
     if status is not None:
         sys.exit(status)
-    export_wandb_key()
+    secrets.export_wandb_key()  # the W&B key from Secrets Manager into this process's environment
     rank, directory = launcher_rank(), run_dir()
     if rank == 0:
         log.info("overrides: %s + env=sagemaker; run dir %s", json.dumps(overrides), directory)
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
-        from skuvision.train import run
-
         run_hydra_task(
             run, [*overrides, "env=sagemaker", *rank_overrides(directory, rank, job_files=True)], str(config_dir())
         )

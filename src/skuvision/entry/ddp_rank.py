@@ -1,4 +1,4 @@
-"""One DDP rank of a locally launched job: ``torchrun ... -m skuvision.distributed.worker``.
+"""One DDP rank of a locally launched job: ``torchrun ... -m skuvision.entry.ddp_rank``.
 
 Started by ``skuvision.distributed.sweep`` with the sweep job's overrides; runs
 the training task in Hydra run mode pinned to the job's dir. The job's
@@ -12,17 +12,17 @@ import argparse
 
 from skuvision.distributed.environment import launcher_rank
 from skuvision.distributed.launch import rank_overrides, run_hydra_task
+from skuvision.train import run
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m skuvision.distributed.worker")
+    parser = argparse.ArgumentParser(prog="python -m skuvision.entry.ddp_rank")
     parser.add_argument("--config-dir", required=True)
     parser.add_argument("--config-name", default="train")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     overrides = [*args.overrides, *rank_overrides(args.run_dir, launcher_rank(), job_files=False)]
-    from skuvision.train import run
 
     run_hydra_task(run, overrides, args.config_dir, args.config_name)
 

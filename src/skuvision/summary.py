@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+from rich.table import Table
+
+from skuvision.config.compose import compose
+from skuvision.config.schema import validate
 from skuvision.errors import ConfigError
+from skuvision.model.module import SKUClassifier
 
 
 def model_summary(overrides: list[str]) -> dict:
-    from skuvision.config.compose import compose
-    from skuvision.config.schema import validate
-    from skuvision.model.module import SKUClassifier
-
     cfg = compose(overrides)
     validate(cfg, need_data=False)
     num_classes = cfg.model.get("num_classes")
@@ -30,9 +32,6 @@ def model_summary(overrides: list[str]) -> dict:
 
 
 def render_summary(table: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=f"{table['backbone']} -> {table['num_classes']} SKUs, freeze_depth={table['freeze_depth']}")
     t.add_column("stage")
     t.add_column("parameters", justify="right")

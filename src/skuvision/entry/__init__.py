@@ -1,0 +1,1 @@
+"""Process entry points other than the command line: a SageMaker job's ranks, a local sweep job's DDP ranks."""

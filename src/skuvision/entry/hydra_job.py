@@ -1,0 +1,21 @@
+"""What ``python train.py`` (and every Hydra task script) runs once Hydra has composed a job's config.
+
+A local multirun job whose trainer starts several DDP ranks launches them itself (Lightning's own
+re-launch would rerun the whole sweep); any other job runs its task here. Under ``-m`` a failed
+job is recorded and the sweep goes on (``skuvision.report.sweep_status``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from skuvision.distributed import sweep
+from skuvision.report.sweep_status import run_sweep_job
+
+
+def run_job(cfg: DictConfig, task: Callable[[DictConfig], float | None]) -> float | None:
+    if sweep.needs_own_launch(cfg):
+        return run_sweep_job(lambda: sweep.launch_sweep_job(cfg))
+    return run_sweep_job(lambda: task(cfg))
