@@ -21,10 +21,14 @@ def config_dir() -> Path:
     conf/ is the project's, not the package's (experiments are edited there), so a wheel installed
     without the checkout needs ``SKUVISION_CONF``; the SageMaker container sets it to the uploaded conf/.
     """
-    candidates = [os.environ.get("SKUVISION_CONF"), Path.cwd() / "conf", CHECKOUT_CONF]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "train.yaml").is_file():
-            return Path(candidate).resolve()
+    chosen = os.environ.get("SKUVISION_CONF")
+    if chosen:
+        if not (Path(chosen) / "train.yaml").is_file():
+            raise ConfigError(f"SKUVISION_CONF={chosen}: no train.yaml there; point it at the project's conf/")
+        return Path(chosen).resolve()
+    for candidate in (Path.cwd() / "conf", CHECKOUT_CONF):
+        if (candidate / "train.yaml").is_file():
+            return candidate.resolve()
     raise ConfigError("cannot find conf/train.yaml: run from the project root or set SKUVISION_CONF=/path/to/conf")
 
 
