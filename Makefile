@@ -17,10 +17,12 @@ $(VENV)/.installed: pyproject.toml
 quickstart: install
 	$(PY) train.py
 
-# ruff: lint (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and formatting, as configured in pyproject.toml
+# ruff: lint (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and formatting; import-linter: the layers
+# contract (imports only point down, no cycles); all as configured in pyproject.toml
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install
 	$(PY) -m ruff check --fix .

@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 import sys
 
-from omegaconf.errors import MissingMandatoryValue
-
 
 class UserError(Exception):
     """Bad input (config value, path, data); the message names it and says what to do."""
@@ -25,7 +23,10 @@ class StorageError(UserError):
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    return (UserError, MissingMandatoryValue)
+    """UserError, and OmegaConf's missing ``???`` value once omegaconf is loaded: an error it raised can only
+    exist then, and the command line's ``--help`` need not load it."""
+    omegaconf_errors = sys.modules.get("omegaconf.errors")
+    return (UserError, omegaconf_errors.MissingMandatoryValue) if omegaconf_errors else (UserError,)
 
 
 def user_error_message(exc: BaseException) -> str | None:
