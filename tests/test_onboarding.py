@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import torch
 from skuvision.data.labels import LabelMap
 from skuvision.errors import DataError
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 OLD_SKUS = 6  # of the 8 in the catalogue; the last 2 arrive "next month"
 
@@ -359,3 +362,35 @@ def test_onboard_cli_without_a_checkpoint_and_train_experiment_onboard_stop_with
     last = moved.stderr.strip().splitlines()[-1]
     assert last.startswith("skuvision: error: onboarding is its own task now: python onboard.py"), last
     assert "Traceback" not in result.stderr + moved.stderr
+
+
+@pytest.mark.slow  # ~40 s: the container entry in a subprocess, with its ONNX export
+def test_container_entry_runs_an_onboarding_job_and_exports_its_model(month, tmp_path):
+    """What a SageMaker job of `python onboard.py -m hydra/launcher=sagemaker ...` runs on its one rank."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env.update(
+        {
+            "SM_MODEL_DIR": str(tmp_path / "model"),
+            "SM_OUTPUT_DATA_DIR": str(tmp_path / "output"),
+            "SM_CHANNEL_TRAIN": str(month["delta"]),  # the job sets no data.root: the channel is the delta
+            "SKUVISION_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]),
+        }
+    )
+    overrides = [f"onboard.from={month['ckpt']}", "onboard.replay_per_sku=3", "onboard.solver=mean"]
+    result = subprocess.run(
+        [sys.executable, "-m", "skuvision.entry.sagemaker_job", "--overrides", json.dumps(overrides)]
+        + ["--config_name", "onboard"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["onboard/solver"] == "mean" and metrics["num_classes"] == 8
+    assert metrics["best_checkpoint"] == "model.ckpt"
+    ckpt = torch.load(tmp_path / "model" / "model.ckpt", weights_only=True)
+    assert len(ckpt["label_map"]["sku_to_index"]) == 8 and ckpt["preprocess"]["crop"] == 48
+    assert (tmp_path / "output" / "run" / "per_sku.csv").is_file()
