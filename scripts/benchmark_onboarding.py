@@ -129,8 +129,17 @@ def build(rows: list[dict], listing: Path, out: Path, base: Path | None, size: i
 # -- runs ---------------------------------------------------------------------------------------
 def train_py(run_dir: Path, *overrides: str) -> tuple[dict, float]:
     """Run ``python train.py`` in a fresh process; (metrics.json, wall seconds)."""
+    return run_script("train.py", run_dir, "logger=csv", *overrides)
+
+
+def onboard_py(run_dir: Path, *overrides: str) -> tuple[dict, float]:
+    """Run ``python onboard.py`` in a fresh process (image size from the checkpoint); (metrics.json, wall seconds)."""
+    return run_script("onboard.py", run_dir, *overrides)
+
+
+def run_script(script: str, run_dir: Path, *overrides: str) -> tuple[dict, float]:
     start = time.perf_counter()
-    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", "logger=csv", *overrides]
+    cmd = [sys.executable, str(ROOT / script), f"hydra.run.dir={run_dir}", *overrides]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if result.returncode != 0:
@@ -192,13 +201,7 @@ def main(argv=None) -> int:
         "train_s": full_metrics.get("train/seconds"),
         "backbone_images": full_images,
     }
-    onboard = [
-        "experiment=onboard",
-        f"onboard.from={base_ckpt}",
-        f"data.root={deltas[0]}",
-        f"data.image_size={args.size}",
-        f"onboard.replay_per_sku={args.replay}",
-    ]
+    onboard = [f"onboard.from={base_ckpt}", f"data.root={deltas[0]}", f"onboard.replay_per_sku={args.replay}"]
     variants = {
         "finetune": ["onboard.strategy=finetune"],
         "closed_form (means)": ["onboard.strategy=closed_form", "onboard.solver=mean"],
@@ -206,7 +209,7 @@ def main(argv=None) -> int:
     }
     for name, extra in variants.items():
         run_dir = work / "runs" / (name.split(" ")[0] + ("_ridge" if "ridge" in name else ""))
-        m, wall = train_py(run_dir, *onboard, *extra)
+        m, wall = onboard_py(run_dir, *onboard, *extra)
         results[name] = {
             "top1_old": m["test/top1_old"],
             "top1_new": m["test/top1_new"],
@@ -255,12 +258,10 @@ def drift_rounds(args, work: Path, base_ckpt: str, deltas: list[Path], original:
         ckpt, series = base_ckpt, []
         for i, delta in enumerate(deltas, 1):
             run_dir = work / "runs" / f"drift_{solver}_{i:02d}"
-            m, wall = train_py(
+            m, wall = onboard_py(
                 run_dir,
-                "experiment=onboard",
                 f"onboard.from={ckpt}",
                 f"data.root={delta}",
-                f"data.image_size={args.size}",
                 f"onboard.replay_per_sku={args.replay}",
                 f"onboard.solver={solver}",
             )
@@ -324,9 +325,9 @@ def render(results: dict, drift: dict) -> str:
     ]
     lines += [
         "",
-        "wall s: the whole `python train.py ...` command (start-up, data, training, testing on every test "
+        "wall s: the whole `python train.py ...` / `python onboard.py ...` command (start-up, data, training, testing on every test "
         "image); train-side s: the retrain's `train/seconds` (fit only) vs onboarding's `onboard/seconds` "
-        "(load, features, solve/fit; no testing); backbone images: images (or augmented views) pushed through "
+        "(load, features, solve/fit; no testing); backbone images: images (or augmented copies) pushed through "
         "the backbone for training (the retrain: epochs × (train + val)).",
     ]
     if drift:

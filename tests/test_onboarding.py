@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ import torch
 from skuvision.data.labels import LabelMap
 from skuvision.errors import DataError
 
-from conftest import compose_train_cfg, run_cli
+from conftest import ROOT, run_cli
 
 OLD_SKUS = 6  # of the 8 in the catalogue; the last 2 arrive "next month"
 
@@ -26,8 +30,10 @@ def _listing(catalogue: Path, skus: list[str], out: Path) -> Path:
     return out
 
 
-def _checkpoint(base: Path, out: Path, seed: int = 0) -> Path:
-    """A train.py-format checkpoint for the base's label map (random weights: enough for plumbing tests)."""
+def _checkpoint(base: Path, out: Path, seed: int = 0, image_size: int | None = 48) -> Path:
+    """A train.py-format checkpoint for the base's label map (random weights: enough for plumbing tests),
+    recording its preprocessing at ``image_size`` as training runs do (None: an older checkpoint)."""
+    from skuvision.data.preprocess import preprocess_spec
     from skuvision.model.module import SKUClassifier
 
     torch.manual_seed(seed)
@@ -39,7 +45,10 @@ def _checkpoint(base: Path, out: Path, seed: int = 0) -> Path:
         head={"hidden_dims": [32], "dropout": 0.1},
         label_map=label_map,
     )
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "label_map": label_map}, out)
+    ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "label_map": label_map}
+    if image_size:
+        ckpt["preprocess"] = preprocess_spec("resnet10t", image_size)
+    torch.save(ckpt, out)
     return out
 
 
@@ -145,29 +154,37 @@ def test_ridge_statistics_added_month_by_month_equal_the_joint_solution():
 
 
 def _onboard_cfg(month, tmp_path, *extra):
-    return compose_train_cfg(
-        tmp_path,
-        [
-            "experiment=onboard",
-            f"onboard.from={month['ckpt']}",
-            f"data.root={month['delta']}",
-            "data.image_size=48",
-            "data.batch_size=16",
-            "onboard.replay_per_sku=3",
-            *extra,
-        ],
-    )
+    """The config `python onboard.py <overrides>` would run, with outputs under tmp_path."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from skuvision.config.compose import compose
+
+    overrides = [
+        f"onboard.from={month['ckpt']}",
+        f"data.root={month['delta']}",
+        "data.batch_size=16",
+        "onboard.replay_per_sku=3",
+        *extra,
+    ]
+    cfg = compose(overrides, return_hydra_config=True, config_name="onboard")
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        del cfg.hydra
+    return cfg
 
 
 @pytest.mark.parametrize("strategy", ["closed_form", "finetune", "ridge"])
 def test_onboarding_run_writes_a_normal_run_dir(month, tmp_path, strategy):
     from skuvision.model.module import load_classifier
-    from skuvision.train import run
+    from skuvision.onboarding.task import run
 
     extra = {
         "ridge": ["onboard.strategy=closed_form", "onboard.solver=ridge"],
         "closed_form": ["onboard.strategy=closed_form", "onboard.solver=mean"],
-        "finetune": ["onboard.strategy=finetune", "onboard.views=2", "onboard.epochs=3"],
+        "finetune": ["onboard.strategy=finetune", "onboard.augmented_copies=2", "onboard.epochs=3"],
     }[strategy]
     value = run(_onboard_cfg(month, tmp_path, *extra))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -184,9 +201,9 @@ def test_onboarding_run_writes_a_normal_run_dir(month, tmp_path, strategy):
     base = json.loads((month["base"] / "manifest.json").read_text())
     delta = json.loads((month["delta"] / "manifest.json").read_text())
     replay = sum(min(3, c.get("train", 0)) for c in base["per_sku"].values())
-    views = 2 if strategy == "finetune" else 1
+    copies = 2 if strategy == "finetune" else 1
     assert metrics["onboard/replay_images"] == replay
-    assert metrics["onboard/backbone_images"] == views * (replay + delta["splits"]["train"]["count"])
+    assert metrics["onboard/backbone_images"] == copies * (replay + delta["splits"]["train"]["count"])
     assert metrics["test/images"] == base["splits"]["test"]["count"] + delta["splits"]["test"]["count"]
     rows = list(csv.DictReader((tmp_path / "per_sku.csv").open()))
     assert {r["sku_id"] for r in rows if r["new"] == "1"} == set(month["new"])
@@ -201,7 +218,7 @@ def test_ridge_second_month_adds_only_the_new_images(month, tmp_path):
     """Statistics kept in the checkpoint: month 2 pushes only its own images through the backbone."""
     from skuvision.data.shards import BuildSettings, build_shards
     from skuvision.data.synthetic import make_catalogue, write_catalogue
-    from skuvision.train import run
+    from skuvision.onboarding.task import run
 
     ridge = ["onboard.strategy=closed_form", "onboard.solver=ridge"]
     run(_onboard_cfg(month, tmp_path / "m1", *ridge))
@@ -239,8 +256,7 @@ def test_checkpoint_not_trained_on_the_delta_base_stops_with_one_line(month, tmp
     bad = tmp_path / "other.ckpt"
     torch.save(ckpt, bad)
     result = run_cli(
-        "train.py",
-        "experiment=onboard",
+        "onboard.py",
         f"onboard.from={bad}",
         f"data.root={month['delta']}",
         f"hydra.run.dir={tmp_path / 'run'}",
@@ -264,7 +280,7 @@ def test_base_that_is_not_the_checkpoints_names_both_files(month):
 
 
 def test_checkpoint_from_s3_is_fetched_once_into_the_run_dir(aws, month, tmp_path):
-    from skuvision.train import run
+    from skuvision.onboarding.task import run
 
     s3 = aws.client("s3")
     s3.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
@@ -281,22 +297,100 @@ def test_checkpoint_from_s3_is_fetched_once_into_the_run_dir(aws, month, tmp_pat
 
 
 def test_strategies_sweep_with_hydra_multirun(month, tmp_path):
-    """experiment=onboard is an ordinary Hydra experiment: `-m` runs one job per strategy."""
+    """onboard.py is an ordinary Hydra task: `-m` runs one job per strategy."""
     result = run_cli(
-        "train.py",
+        "onboard.py",
         "-m",
-        "experiment=onboard",
         f"onboard.from={month['ckpt']}",
         f"data.root={month['delta']}",
-        "data.image_size=48",
-        "onboard.views=1",
+        "onboard.augmented_copies=1",
         "onboard.epochs=2",
         "onboard.strategy=closed_form,finetune",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        "logger=csv",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     strategies = sorted(
         json.loads(p.read_text())["onboard/strategy"] for p in (tmp_path / "sweep").glob("*/metrics.json")
     )
     assert strategies == ["closed_form", "finetune"]
+
+
+def test_image_size_and_preprocessing_come_from_the_checkpoint(month, tmp_path, caplog):
+    """A model trained at 48 px is onboarded at 48 px, with no override (conf/onboard.yaml's fallback is 128)."""
+    from skuvision.onboarding.task import run
+
+    cfg = _onboard_cfg(month, tmp_path / "recorded")
+    assert cfg.onboard.fallback_image_size != 48
+    run(cfg)
+    out = torch.load(tmp_path / "recorded" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert out["preprocess"] == torch.load(month["ckpt"], weights_only=True)["preprocess"]
+    assert out["preprocess"]["crop"] == 48 and out["onboarding"]["image_size"] == 48
+
+    old = _checkpoint(month["base"], tmp_path / "old.ckpt", image_size=None)
+    with caplog.at_level("INFO", logger="skuvision.onboarding.task"):
+        run(_onboard_cfg(month, tmp_path / "older", f"onboard.from={old}", "onboard.fallback_image_size=64"))
+    assert sum("records no preprocessing" in r.getMessage() for r in caplog.records) == 1
+    out = torch.load(tmp_path / "older" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert out["preprocess"]["crop"] == 64 and out["onboarding"]["image_size"] == 64
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("onboard.strategy=lbfgs", "onboard.strategy=lbfgs: use closed_form or finetune"),
+        ("onboard.solver=lasso", "onboard.solver=lasso: use mean or ridge"),
+        ("onboard.augmented_copies=0", "onboard.augmented_copies=0: must be >= 1"),
+        ("onboard.ridge=-1", "onboard.ridge=-1.0: must be positive"),
+        ("+onboard.views=4", "onboard.views: unknown key"),
+        ("onboard.epochs=many", "onboard.epochs"),
+    ],
+)
+def test_bad_onboard_setting_is_one_line_naming_the_key(month, tmp_path, override, message):
+    from skuvision.errors import ConfigError
+    from skuvision.onboarding.settings import read_settings
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_settings(_onboard_cfg(month, tmp_path, override))
+
+
+def test_onboard_cli_without_a_checkpoint_and_train_experiment_onboard_stop_with_one_line(month, tmp_path):
+    result = run_cli("onboard.py", f"data.root={month['delta']}", f"hydra.run.dir={tmp_path / 'a'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("skuvision: error: onboard.from is required")
+    moved = run_cli("train.py", "experiment=onboard", f"data.root={month['delta']}", f"hydra.run.dir={tmp_path / 'b'}")
+    assert moved.returncode == 2, moved.stderr[-2000:]
+    last = moved.stderr.strip().splitlines()[-1]
+    assert last.startswith("skuvision: error: onboarding is its own task now: python onboard.py"), last
+    assert "Traceback" not in result.stderr + moved.stderr
+
+
+@pytest.mark.slow  # ~40 s: the container entry in a subprocess, with its ONNX export
+def test_container_entry_runs_an_onboarding_job_and_exports_its_model(month, tmp_path):
+    """What a SageMaker job of `python onboard.py -m hydra/launcher=sagemaker ...` runs on its one rank."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env.update(
+        {
+            "SM_MODEL_DIR": str(tmp_path / "model"),
+            "SM_OUTPUT_DATA_DIR": str(tmp_path / "output"),
+            "SM_CHANNEL_TRAIN": str(month["delta"]),  # the job sets no data.root: the channel is the delta
+            "SKUVISION_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]),
+        }
+    )
+    overrides = [f"onboard.from={month['ckpt']}", "onboard.replay_per_sku=3", "onboard.solver=mean"]
+    result = subprocess.run(
+        [sys.executable, "-m", "skuvision.entry.sagemaker_job", "--overrides", json.dumps(overrides)]
+        + ["--config_name", "onboard"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["onboard/solver"] == "mean" and metrics["num_classes"] == 8
+    assert metrics["best_checkpoint"] == "model.ckpt"
+    ckpt = torch.load(tmp_path / "model" / "model.ckpt", weights_only=True)
+    assert len(ckpt["label_map"]["sku_to_index"]) == 8 and ckpt["preprocess"]["crop"] == 48
+    assert (tmp_path / "output" / "run" / "per_sku.csv").is_file()

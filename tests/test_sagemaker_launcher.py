@@ -307,3 +307,65 @@ def test_bad_setting_is_one_line_and_submits_nothing(aws, tmp_path):
     assert "Traceback" not in result.stderr
     assert aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
     assert aws.client("s3").list_buckets()["Buckets"] == []
+
+
+@pytest.mark.slow  # ~30 s: the sweep's composition and the SDK in a subprocess
+def test_onboarding_sweep_sent_to_sagemaker_runs_the_onboarding_task(aws, tmp_path, monkeypatch):
+    """`python onboard.py -m hydra/launcher=sagemaker ...`: each job names its config, and the container entry
+    turns that into the onboarding task with the onboarding config, from the uploaded source."""
+    s3, sm = aws.client("s3"), aws.client("sagemaker")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        "onboard.py",
+        "-m",
+        "hydra/launcher=sagemaker",
+        "onboard.from=s3://models/2026-11/last.ckpt",
+        "data.root=s3://shards/2026-12",
+        "onboard.strategy=closed_form,finetune",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.launcher.role={ROLE}",
+        f"hydra.launcher.image_uri={IMAGE}",
+        f"hydra.launcher.s3_prefix=s3://{BUCKET}/sweeps",
+        "hydra.launcher.instance_type=ml.g5.xlarge",
+        "hydra.launcher.instance_count=1",
+        "hydra.launcher.distribution=none",
+        env=aws.env,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    described = jobs(sm)
+    assert len(described) == 2
+    names = set(source_archive(s3, described[0]).getnames())
+    assert {"conf/onboard.yaml", "src/skuvision/onboarding/task.py", "src/skuvision/entry/tasks.py"} <= names
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from skuvision.config.compose import compose
+    from skuvision.entry.sagemaker_job import container_overrides, read_config_name, read_overrides
+    from skuvision.entry.tasks import task_for
+    from skuvision.onboarding import task as onboarding
+    from skuvision.sagemaker.job import decode_overrides
+
+    code = tmp_path / "opt_ml_code"
+    source_archive(s3, described[0]).extractall(code, filter="data")
+    monkeypatch.setenv("SKUVISION_CONF", str(code / "conf"))
+    for strategy, job in zip(("closed_form", "finetune"), described):
+        hps = job["HyperParameters"]
+        assert {k for k in hps if not k.startswith("sagemaker_")} == {"overrides", "config_name"}
+        # what the training toolkit hands the entry: each value JSON-decoded once, as --name value
+        argv = ["--overrides", json.loads(hps["overrides"]), "--config_name", json.loads(hps["config_name"])]
+        assert read_config_name(argv) == "onboard"
+        task = task_for(read_config_name(argv))
+        assert task.run is onboarding.run
+        overrides = read_overrides(argv)
+        assert overrides == decode_overrides(hps["overrides"])
+        GlobalHydra.instance().clear()
+        in_container = compose([*overrides, *container_overrides(task, overrides)], config_name="onboard")
+        assert in_container.onboard.strategy == strategy
+        assert in_container.onboard["from"] == "s3://models/2026-11/last.ckpt"
+        assert in_container.data.root == "s3://shards/2026-12"  # the job's own, not the channel
+        assert "model" not in in_container and "trainer" not in in_container
+        monkeypatch.setenv("SM_HPS", json.dumps({k: json.loads(v) for k, v in hps.items()}))
+        assert read_config_name([]) == "onboard" and read_overrides([]) == overrides
+        monkeypatch.delenv("SM_HPS")

@@ -29,7 +29,6 @@ from skuvision.errors import ConfigError
 from skuvision.files import write_json
 from skuvision.loggers import wandb_report
 from skuvision.model.export_backbone import export_backbone
-from skuvision.onboarding.task import run_onboard
 from skuvision.quiet import quiet_library_noise
 
 log = logging.getLogger(__name__)
@@ -111,8 +110,6 @@ def run(cfg: DictConfig) -> float | None:
     validate(cfg)
     quiet_library_noise()
     L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("onboard"):  # experiment=onboard: extend a trained model with a delta's SKUs, no Trainer
-        return run_onboard(cfg)
     output_dir = Path(cfg.paths.output_dir)
     try:
         datamodule = instantiate(cfg.data, _convert_="all")

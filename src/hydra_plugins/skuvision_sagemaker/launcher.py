@@ -61,6 +61,10 @@ class SageMakerLauncher(Launcher):
         }
         return from_params(plain)
 
+    def config_name(self) -> str:
+        """The sweep's config (train, onboard): the container runs that config's task."""
+        return str(self.config.hydra.job.config_name or "train")
+
     def _config_dir(self) -> str:
         for source in self.config.hydra.runtime.config_sources:
             if source.provider == "main" and source.schema == "file":
@@ -71,8 +75,9 @@ class SageMakerLauncher(Launcher):
         """The job's config as Hydra's local launcher composes it, checked, and the job's W&B group/name."""
         from hydra.core.hydra_config import HydraConfig
 
-        from skuvision.config import schema as config_checks
+        from skuvision.config import schema
         from skuvision.loggers.wandb import job_env
+        from skuvision.onboarding import settings as onboard_settings
         from skuvision.sagemaker.settings import check_job_data
 
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -82,7 +87,9 @@ class SageMakerLauncher(Launcher):
         saved = HydraConfig.instance().cfg
         HydraConfig.instance().set_config(sweep_config)  # as run_job does: ${hydra:...} resolves, job_env sees the job
         try:
-            config_checks.validate(sweep_config, need_data=False)  # bad model settings fail before paying for a cluster
+            # bad settings fail before paying for a cluster; the train or onboarding task's own checks
+            checks = onboard_settings.validate if self.config_name() == "onboard" else schema.validate
+            checks(sweep_config, need_data=False)
             check_job_data(settings, filter_overrides(overrides), OmegaConf.is_missing(sweep_config.data, "root"))
             env = job_env()  # the container's W&B run joins this sweep's group under the job's name
         finally:
@@ -110,7 +117,15 @@ class SageMakerLauncher(Launcher):
             task_overrides = [o for o in filter_overrides(overrides) if not o.startswith("hydra/")]
             cfg, env = self._job_config(settings, list(overrides), num, name)
             configs.append(cfg)
-            jobs.append(JobSpec(num=num, name=name, overrides=tuple(task_overrides), environment=env))
+            jobs.append(
+                JobSpec(
+                    num=num,
+                    name=name,
+                    overrides=tuple(task_overrides),
+                    environment=env,
+                    config_name=self.config_name(),
+                )
+            )
 
         archive = build_archive(project_root(self._config_dir()))
         submitter = Submitter(settings, region, sweep_id, dry_run=settings.dry_run)

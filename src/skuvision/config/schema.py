@@ -89,6 +89,11 @@ def _typed(schema: type, node: DictConfig, key: str) -> DictConfig:
 
 def validate(cfg: DictConfig, need_data: bool = True) -> None:
     """Raise ConfigError naming the first bad key; cheap (the backbone is built on the meta device only)."""
+    if "onboard" in cfg:  # the former `train.py experiment=onboard`: onboarding has its own command and config
+        raise ConfigError(
+            "onboarding is its own task now: python onboard.py onboard.from=CKPT data.root=DELTA "
+            "(config conf/onboard.yaml; README, Monthly onboarding)"
+        )
     model = _typed(ModelConfig, cfg.model, "model")
     data = _typed(DataConfig, cfg.data, "data") if need_data else None
     check_backbone(model.backbone, model.freeze_depth)  # the name and freeze-depth range, as training checks them

@@ -1,7 +1,7 @@
 """One DDP rank of a locally launched job: ``torchrun ... -m skuvision.entry.ddp_rank``.
 
 Started by ``skuvision.distributed.sweep`` with the sweep job's overrides; runs
-the training task in Hydra run mode pinned to the job's dir. The job's
+the job's task (by its config name) in Hydra run mode pinned to the job's dir. The job's
 ``.hydra/`` is already there (Hydra wrote it for the sweep job), so no rank
 writes one; rank 0 alone logs to the run dir's file.
 """
@@ -12,7 +12,7 @@ import argparse
 
 from skuvision.distributed.environment import launcher_rank
 from skuvision.distributed.launch import rank_overrides, run_hydra_task
-from skuvision.train import run
+from skuvision.entry.tasks import task_for
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = [*args.overrides, *rank_overrides(args.run_dir, launcher_rank(), job_files=False)]
 
-    run_hydra_task(run, overrides, args.config_dir, args.config_name)
+    run_hydra_task(task_for(args.config_name).run, overrides, args.config_dir, args.config_name)
 
 
 if __name__ == "__main__":

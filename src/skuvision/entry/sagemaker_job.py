@@ -1,10 +1,11 @@
 """What a SageMaker training job runs on every rank: ``python -m skuvision.entry.sagemaker_job --overrides '<json>'``.
 
-The job's only hyperparameter is ``overrides``, the JSON list of Hydra override
-strings of one sweep job (from ``--overrides`` or, failing that, ``SM_HPS``).
-Every rank runs the same task as ``python train.py <overrides>`` — the same
-``@hydra.main``, config tree and ``skuvision.train.run`` — with exactly those
-overrides plus ``env=sagemaker`` (channel data, checkpoints in
+The job's hyperparameters are ``overrides``, the JSON list of Hydra override
+strings of one sweep job (from ``--overrides`` or, failing that, ``SM_HPS``), and, for an
+onboarding sweep, ``config_name=onboard``. Every rank runs the same task as
+``python train.py <overrides>`` (or ``python onboard.py``) — the same ``@hydra.main``, config
+tree and task function (``skuvision.entry.tasks``) — with exactly those overrides plus
+``env=sagemaker`` (onboarding: ``paths=sagemaker``) (channel data, checkpoints in
 ``/opt/ml/checkpoints`` with resume, ``auto`` devices/nodes; see
 ``conf/env/sagemaker.yaml``) and Hydra pins that are not task config: one
 ``hydra.run.dir`` for all ranks, and only rank 0 writing ``.hydra/`` and the log
@@ -38,12 +39,12 @@ from skuvision.config.compose import config_dir
 from skuvision.config.overrides import sets
 from skuvision.distributed.environment import SageMakerEnvironment, launcher_rank
 from skuvision.distributed.launch import rank_overrides, run_hydra_task, run_ranks, torchrun_command
+from skuvision.entry.tasks import Task, task_for
 from skuvision.errors import ConfigError, UserError, exit_on_user_error
 from skuvision.export.bundle import export_checkpoint
 from skuvision.files import write_json
 from skuvision.model.bundle import write_model_bundle
 from skuvision.sagemaker import secrets
-from skuvision.train import run
 
 log = logging.getLogger("skuvision.entry.sagemaker_job")
 
@@ -69,19 +70,42 @@ def decode_overrides(raw) -> list[str]:
     return value
 
 
-def read_overrides(argv: list[str] | None = None) -> list[str]:
+def _arguments(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
     parser.add_argument("--overrides", default=None, help=f"JSON list of Hydra overrides, e.g. {EXAMPLE}")
+    parser.add_argument(
+        "--config_name", "--config-name", default=None, help="the task's config: train (default) or onboard"
+    )
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        log.warning("ignoring arguments other than --overrides: %s", " ".join(unknown))
-    raw = args.overrides
+        log.warning("ignoring arguments other than --overrides and --config_name: %s", " ".join(unknown))
+    return args
+
+
+def _hyperparameters() -> dict:
+    hps = os.environ.get("SM_HPS", "")
+    try:
+        return json.loads(hps) if hps else {}
+    except json.JSONDecodeError:
+        raise UserError(f"SM_HPS={hps[:200]!r}: not a JSON object of hyperparameters") from None
+
+
+def read_config_name(argv: list[str] | None = None) -> str:
+    """The job's config (``train`` or ``onboard``): from ``--config_name`` or SM_HPS; a training job sends none."""
+    name = _arguments(argv).config_name
+    if name is None:
+        hps = _hyperparameters()
+        name = hps.get("config_name") if isinstance(hps, dict) else None
+    return str(name or "train")
+
+
+def read_overrides(argv: list[str] | None = None) -> list[str]:
+    raw = _arguments(argv).overrides
     if raw is None:
-        hps = os.environ.get("SM_HPS", "")
-        try:
-            raw = json.loads(hps).get("overrides") if hps else None
-        except (json.JSONDecodeError, AttributeError):
-            raise UserError(f"SM_HPS={hps[:200]!r}: not a JSON object of hyperparameters") from None
+        hps = _hyperparameters()
+        if not isinstance(hps, dict):
+            raise UserError(f"SM_HPS={str(hps)[:200]!r}: not a JSON object of hyperparameters")
+        raw = hps.get("overrides")
     overrides = decode_overrides(raw) if raw is not None else []
 
     for group in ("env", "paths"):
@@ -91,6 +115,14 @@ def read_overrides(argv: list[str] | None = None) -> list[str]:
                 "override single keys instead (e.g. paths.checkpoint_dir=...)"
             )
     return overrides
+
+
+def container_overrides(task: Task, overrides: list[str]) -> list[str]:
+    """What the container adds: its env/paths, and the training channel as data.root when the job names none."""
+    added = list(task.container_overrides)
+    if task.data_root_default and sets(overrides, "data.root") is None:
+        added.append(f"data.root={task.data_root_default}")
+    return added
 
 
 def run_dir() -> str:
@@ -143,7 +175,7 @@ def _export_onnx(ckpt: Path, model_dir: Path, run_directory: Path) -> list[Path]
     ]
 
 
-def _start_own_ranks(overrides: list[str]) -> int | None:
+def _start_own_ranks(overrides: list[str], config_name: str) -> int | None:
     """Exit status of a torchrun over this host's GPUs, when no launcher started the ranks; else None."""
     gpus = int(os.environ.get("SM_NUM_GPUS", "0") or 0)
     if not SageMakerEnvironment.detect() or SageMakerEnvironment.launched() or gpus <= 1:
@@ -151,25 +183,32 @@ def _start_own_ranks(overrides: list[str]) -> int | None:
     if SageMakerEnvironment().num_hosts > 1:
         return None  # SageMakerEnvironment.validate_settings says what to do
     log.info("no launcher: starting %d ranks with torchrun", gpus)
-    return run_ranks(torchrun_command(gpus, MODULE, ["--overrides", json.dumps(overrides)]))
+    return run_ranks(
+        torchrun_command(gpus, MODULE, ["--overrides", json.dumps(overrides), "--config_name", config_name])
+    )
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     overrides = read_overrides(argv)  # bad input fails before the heavy imports
+    config_name = read_config_name(argv)
+    task = task_for(config_name)
 
-    status = _start_own_ranks(overrides)
+    status = _start_own_ranks(overrides, config_name)
     if status is not None:
         sys.exit(status)
     secrets.export_wandb_key()  # the W&B key from Secrets Manager into this process's environment
     rank, directory = launcher_rank(), run_dir()
     if rank == 0:
-        log.info("overrides: %s + env=sagemaker; run dir %s", json.dumps(overrides), directory)
+        log.info("%s job, overrides: %s; run dir %s", config_name, json.dumps(overrides), directory)
 
     try:
         run_hydra_task(
-            run, [*overrides, "env=sagemaker", *rank_overrides(directory, rank, job_files=True)], str(config_dir())
+            task.run,
+            [*overrides, *container_overrides(task, overrides), *rank_overrides(directory, rank, job_files=True)],
+            str(config_dir()),
+            config_name,
         )
     except SIGTERMException:
         log.info("rank %d stopped by SIGTERM", rank)

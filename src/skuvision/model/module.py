@@ -18,7 +18,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from skuvision.data.labels import LabelMap
-from skuvision.errors import ConfigError
+from skuvision.errors import ConfigError, DataError
 from skuvision.model.backbone import build_backbone
 from skuvision.model.gather import gather_pairs
 from skuvision.model.heads import mlp_head
@@ -319,12 +319,34 @@ class SKUClassifier(L.LightningModule):
         self.preprocess = checkpoint.get("preprocess") or self.preprocess
 
 
+def rebuild_classifier(
+    ckpt: dict, num_classes: int | None = None, label_map: dict | None = None
+) -> tuple[SKUClassifier, list[str]]:
+    """The model a checkpoint describes, with the checkpoint's weights (never downloaded ones) and preprocessing.
+
+    With another ``num_classes``/``label_map`` (onboarding grows the catalogue) the layers whose shape
+    no longer fits keep their fresh initialisation; their state keys come back so the caller fills them.
+    """
+    hparams = {**ckpt["hyper_parameters"], "pretrained": False, "pretrained_file": None}
+    if num_classes is not None:
+        hparams["num_classes"] = int(num_classes)
+    model = SKUClassifier(label_map=ckpt.get("label_map") if label_map is None else label_map, **hparams)
+    own = model.state_dict()
+    fits = {k: v for k, v in ckpt["state_dict"].items() if k in own and own[k].shape == v.shape}
+    unexpected = sorted(set(ckpt["state_dict"]) - set(own))
+    if unexpected:
+        raise DataError(f"checkpoint does not match its own hyper_parameters ({unexpected[0]}); was it edited?")
+    model.load_state_dict(fits, strict=False)
+    model.preprocess = ckpt.get("preprocess")
+    return model, sorted(set(own) - set(fits))
+
+
 def load_classifier(checkpoint_path: str, map_location: str = "cpu") -> SKUClassifier:
     """Rebuild a trained classifier (label map included) from a Lightning checkpoint."""
     ckpt = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
-    hparams = dict(ckpt["hyper_parameters"])
-    hparams.update(pretrained=False, pretrained_file=None)  # weights come from the checkpoint
-    model = SKUClassifier(label_map=ckpt.get("label_map"), **hparams)
-    model.load_state_dict(ckpt["state_dict"])
-    model.preprocess = ckpt.get("preprocess")
+    model, unfilled = rebuild_classifier(ckpt)
+    if unfilled:
+        raise DataError(
+            f"{checkpoint_path}: checkpoint does not match its own hyper_parameters ({unfilled[0]}); was it edited?"
+        )
     return model

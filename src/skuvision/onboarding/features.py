@@ -2,7 +2,7 @@
 
 Onboarding keeps the backbone and the head's hidden layers exactly as trained, so an image's
 feature never changes after the month it was computed in; only the last layer (one row per
-SKU) grows. That is why one forward pass per image (or per augmented view) is all the backbone
+SKU) grows. That is why one forward pass per image (or per augmented copy) is all the backbone
 work a month costs, and why the head can then be trained or solved on a feature cache.
 """
 
@@ -32,9 +32,10 @@ class FeatureCache:
 
     @torch.no_grad()
     def extract(
-        self, samples: Iterable[tuple[torch.Tensor, int]], transform, views: int = 1
+        self, samples: Iterable[tuple[torch.Tensor, int]], transform, copies: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features [n * views, d], labels [n * views]); ``transform`` maps a uint8 CHW image to the input."""
+        """(features [n * copies, d], labels [n * copies]); ``transform`` maps a uint8 CHW image to the input
+        (a random one gives ``copies`` different augmented copies of each image)."""
         feats, labels, batch, batch_labels = [], [], [], []
 
         def flush() -> None:
@@ -46,7 +47,7 @@ class FeatureCache:
             batch_labels.clear()
 
         for image, label in samples:
-            for _ in range(views):
+            for _ in range(copies):
                 batch.append(transform(image))
                 batch_labels.append(label)
                 if len(batch) == self.batch_size:

@@ -7,7 +7,7 @@ from torch import nn
 
 from skuvision.data.labels import LabelMap
 from skuvision.errors import DataError
-from skuvision.model.module import SKUClassifier
+from skuvision.model.module import SKUClassifier, rebuild_classifier
 from skuvision.onboarding.heads import grow_linear
 
 
@@ -48,21 +48,19 @@ def _grow_aux(old: nn.Linear, new: nn.Linear, old_vocab: list[str], new_vocab: l
 
 
 def grown_model(ckpt: dict, new_map: LabelMap) -> tuple[SKUClassifier, int]:
-    """(model for ``new_map`` with the checkpoint's weights, number of old classes); new SKU rows are zero."""
-    hparams = dict(ckpt["hyper_parameters"])
-    old_count = int(hparams["num_classes"])
-    hparams.update(num_classes=len(new_map), pretrained=False, pretrained_file=None)
-    model = SKUClassifier(label_map=new_map.to_dict(), **hparams)
+    """(model for ``new_map`` with the checkpoint's weights, number of old classes); new SKU rows are zero.
+
+    Rebuilt as ``load_classifier`` rebuilds (``rebuild_classifier``), then the SKU layer and the
+    brand/category layers, the only ones whose shape changed, are extended from the checkpoint's rows.
+    """
     state = ckpt["state_dict"]
+    old_count = int(ckpt["hyper_parameters"]["num_classes"])
+    model, unfilled = rebuild_classifier(ckpt, num_classes=len(new_map), label_map=new_map.to_dict())
     last = len(model.head) - 1
     head_keys = {f"head.{last}.weight", f"head.{last}.bias"}
-    keep = {k: v for k, v in state.items() if k not in head_keys and not k.startswith("aux.")}
-    missing, unexpected = model.load_state_dict(keep, strict=False)
-    missing = [k for k in missing if k not in head_keys and not k.startswith("aux.")]
-    if missing or unexpected:
-        raise DataError(
-            f"checkpoint does not match its own hyper_parameters ({(missing or unexpected)[0]}); was it edited?"
-        )
+    stray = [k for k in unfilled if k not in head_keys and not k.startswith("aux.")]
+    if stray:
+        raise DataError(f"checkpoint does not match its own hyper_parameters ({stray[0]}); was it edited?")
     old_last = nn.Linear(model.head[last].in_features, old_count)
     old_last.load_state_dict({"weight": state[f"head.{last}.weight"], "bias": state[f"head.{last}.bias"]})
     grown = grow_linear(old_last, len(new_map) - old_count)

@@ -14,7 +14,7 @@ scaled like the old rows (SimpleCIL, Zhou et al. 2024). From there:
   C = sum f y^T kept in the checkpoint. Next month only adds the new images' terms, and
   the solution equals the one from all months' images at once.
 * ``finetune``: the grown layer trained by gradient descent on cached features of a few
-  augmented views; by default only the new rows move, so old-vs-old decisions cannot change.
+  augmented copies of each image; by default only the new rows move, so old-vs-old decisions cannot change.
 """
 
 from __future__ import annotations

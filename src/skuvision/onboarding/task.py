@@ -1,6 +1,6 @@
-"""``python train.py experiment=onboard onboard.from=CKPT data.root=DELTA``: one month's onboarding.
+"""``python onboard.py onboard.from=CKPT data.root=DELTA``: one month's onboarding, a task of its own.
 
-Runs where train.py's task runs (locally, in a ``-m`` sweep, inside a SageMaker job), and leaves
+Runs wherever train.py's task runs (locally, in a ``-m`` sweep, inside a SageMaker job) and leaves
 the same run directory: ``checkpoints/last.ckpt`` (loadable by ``load_classifier``, with the
 extended label map), ``metrics.json`` and ``per_sku.csv``. No Trainer: the backbone is frozen,
 so the work is one forward pass per image and a solve or a few epochs on a feature cache.
@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
 from skuvision.data.datamodule import resolve_root
 from skuvision.data.labels import LabelMap
@@ -22,17 +24,16 @@ from skuvision.data.manifest import manifest_hash, read_manifest
 from skuvision.data.preprocess import preprocess_spec
 from skuvision.data.remote import explain, is_s3, s3_client, split_s3_uri
 from skuvision.data.transforms import AugmentConfig, eval_transform, train_transform
-from skuvision.errors import ConfigError, DataError
+from skuvision.errors import DataError
 from skuvision.files import atomic_path, write_json
 from skuvision.onboarding import heads
 from skuvision.onboarding.features import FeatureCache, split_model
 from skuvision.onboarding.grow import grown_model, load_checkpoint
-from skuvision.onboarding.replay import old_sku_picks, read_picks, split_picks
+from skuvision.onboarding.replay import Pick, old_sku_picks, read_picks, split_picks
+from skuvision.onboarding.settings import OnboardSettings, read_settings
 from skuvision.report.per_sku import write_per_sku_report
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("closed_form", "finetune")
-SOLVERS = ("mean", "ridge")
 
 
 def fetch_checkpoint(source: str, output_dir: Path) -> str:
@@ -59,103 +60,34 @@ def fetch_checkpoint(source: str, output_dir: Path) -> str:
     return str(target)
 
 
-def _settings(cfg) -> dict:
-    ob = dict(cfg.onboard)
-    if not ob.get("from"):
-        raise ConfigError(
-            "onboard.from is required: pass onboard.from=PATH/last.ckpt (local or s3://) of last month's model"
+@dataclass
+class Month:
+    """Last month's checkpoint and this month's delta, checked against each other."""
+
+    ckpt_path: str
+    ckpt: dict
+    delta_root: str
+    delta: dict
+    chain: list  # (root, manifest) of every base shard set, newest first
+    old_map: LabelMap
+    new_map: LabelMap
+    new_skus: list[str]
+
+    def picks(self, split: str, replay_per_sku: int | None) -> tuple[list[Pick], list[Pick]]:
+        """(the delta's images of ``split``, at most ``replay_per_sku`` per old SKU from the bases; None: all)."""
+        old_skus = dict(self.old_map.sku_to_index)
+        return split_picks(self.delta_root, self.delta, split), old_sku_picks(
+            self.chain, old_skus, split, replay_per_sku
         )
-    if ob.get("strategy") not in STRATEGIES:
-        raise ConfigError(f"onboard.strategy={ob.get('strategy')}: use {' or '.join(STRATEGIES)}")
-    if ob.get("solver", "ridge") not in SOLVERS:
-        raise ConfigError(f"onboard.solver={ob.get('solver')}: use {' or '.join(SOLVERS)}")
-    for key in ("replay_per_sku", "views", "epochs"):
-        if int(ob.get(key, 1)) < (0 if key == "replay_per_sku" else 1):
-            raise ConfigError(f"onboard.{key}={ob.get(key)}: must be {'>= 0' if key == 'replay_per_sku' else '>= 1'}")
-    return ob
 
 
-def _transforms(cfg, backbone: str):
-    spec = preprocess_spec(backbone, int(cfg.data.image_size))
-    augment = AugmentConfig(**dict(cfg.data.get("augment") or {}))
-    return eval_transform(spec), train_transform(int(cfg.data.image_size), augment, spec)
-
-
-def _evaluate(cache: FeatureCache, layer, picks, transform, old_count: int, num_classes: int) -> dict:
-    feats, labels = cache.extract(read_picks(picks), transform)
-    if not len(labels):
-        return {"n": 0}
-    with torch.no_grad():
-        logits = layer(feats)
-    hit = logits.argmax(1) == labels
-    top5 = (logits.topk(min(5, num_classes), 1).indices == labels[:, None]).any(1)
-    old = labels < old_count
-    out = {
-        "n": len(labels),
-        "top1": float(hit.float().mean()),
-        "top5": float(top5.float().mean()),
-        "correct": torch.zeros(num_classes, dtype=torch.long).index_add_(0, labels, hit.long()),
-        "total": torch.bincount(labels, minlength=num_classes),
-    }
-    out["top1_old"] = float(hit[old].float().mean()) if old.any() else None
-    out["top1_new"] = float(hit[~old].float().mean()) if (~old).any() else None
-    return out
-
-
-def _fit_head(ob: dict, model, old_count, cache, train_new, train_old, eval_tf, train_tf, state: dict) -> dict:
-    """Fill the new rows (and, for ridge, re-solve all rows) from the features of new + replay images."""
-    _, layer = split_model(model)
-    new_classes = list(range(old_count, layer.out_features))
-    if ob["strategy"] == "finetune":
-        views = int(ob.get("views", 4))
-        feats, labels = cache.extract(read_picks(train_new + train_old), train_tf, views=views)
-        clean, clean_labels = feats[labels >= old_count], labels[labels >= old_count]
-        heads.init_new_rows(layer, old_count, heads.class_means(clean, clean_labels, new_classes))
-        layer.requires_grad_(True)
-        info = heads.finetune_rows(
-            layer,
-            old_count,
-            feats,
-            labels,
-            epochs=int(ob.get("epochs", 30)),
-            lr=float(ob.get("lr", 0.01)),
-            train_old_rows=bool(ob.get("train_old_rows", False)),
-            seed=int(ob.get("seed", 0)),
-        )
-        layer.requires_grad_(False)
-        return info
-    previous = state.get("ridge")
-    # the sums must cover exactly the old classes: a mean/finetune round in between added rows they lack
-    use_stats = (
-        ob.get("solver", "ridge") == "ridge"
-        and previous is not None
-        and tuple(previous["cross"].shape) == (layer.in_features + 1, old_count)
-    )
-    feats, labels = cache.extract(read_picks(train_new if use_stats else train_new + train_old), eval_tf)
-    if ob.get("solver", "ridge") == "ridge":
-        stats = heads.RidgeStats.from_state(previous) if use_stats else heads.RidgeStats(feats.shape[1])
-        stats.add(feats, labels, layer.out_features)
-        weight, bias = stats.solve(float(ob.get("ridge", 1.0)))
-        with torch.no_grad():
-            layer.weight.copy_(weight)
-            layer.bias.copy_(bias)
-        state["ridge"] = stats.state()
-        return {"ridge_images": stats.count}
-    new = labels >= old_count
-    heads.init_new_rows(layer, old_count, heads.class_means(feats[new], labels[new], new_classes))
-    return heads.calibrate_new_rows(layer, old_count, feats, labels, float(ob.get("old_tolerance", 0.02)))
-
-
-def run_onboard(cfg) -> float | None:
-    ob = _settings(cfg)
-    torch.manual_seed(int(cfg.seed))
-    output_dir = Path(cfg.paths.output_dir)
-    start = time.perf_counter()
-    ckpt_path = fetch_checkpoint(str(ob["from"]), output_dir)
+def load_month(ob: OnboardSettings, data_root: str, output_dir: Path) -> Month:
+    """Fetch and read the checkpoint, follow the delta's base chain, refuse label maps that disagree."""
+    ckpt_path = fetch_checkpoint(ob.source, output_dir)
     ckpt = load_checkpoint(ckpt_path)
-    delta_root = resolve_root(cfg.data.root)
+    delta_root = resolve_root(data_root)
     delta = read_manifest(delta_root, key="data.root")
-    chain = shard_chain(delta_root, delta, ob.get("base"))
+    chain = shard_chain(delta_root, delta, ob.base)
     if not chain:
         raise DataError(
             f"{delta_root}/manifest.json names no base shard set; build the delta with "
@@ -170,72 +102,134 @@ def run_onboard(cfg) -> float | None:
         f"{chain[0][0]}/manifest.json",
         LabelMap.from_dict(chain[0][1]["label_map"]),
     )
-    model, old_count = grown_model(ckpt, new_map)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    trunk, _ = split_model(model)
-    cache = FeatureCache(trunk, batch_size=int(cfg.data.get("eval_batch_size") or cfg.data.batch_size), device=device)
-    eval_tf, train_tf = _transforms(cfg, model.hparams.backbone)
-    replay = int(ob.get("replay_per_sku", 5))
-    old_skus = dict(old_map.sku_to_index)
-    train_new = split_picks(delta_root, delta, "train")
-    train_old = old_sku_picks(chain, old_skus, "train", replay)
-    state = dict(ckpt.get("onboarding") or {})
-    info = _fit_head(ob, model, old_count, cache, train_new, train_old, eval_tf, train_tf, state)
-    onboard_seconds = time.perf_counter() - start
-    backbone_images = cache.backbone_images
-    log.info(
-        "onboarded %d new SKUs onto %d in %.1f s (%d backbone images, %d replay)",
-        len(new_skus),
-        old_count,
-        onboard_seconds,
-        backbone_images,
-        len(train_old),
-    )
+    return Month(ckpt_path, ckpt, delta_root, delta, chain, old_map, new_map, new_skus)
 
+
+def checkpoint_preprocess(month: Month, backbone: str, ob: OnboardSettings) -> dict:
+    """The preprocessing the model was trained and tested with, as its checkpoint records it."""
+    spec = month.ckpt.get("preprocess")
+    if spec:
+        return dict(spec)
+    log.info(
+        "%s records no preprocessing (an older checkpoint): onboarding at onboard.fallback_image_size=%d px",
+        month.ckpt_path,
+        ob.fallback_image_size,
+    )
+    return preprocess_spec(backbone, ob.fallback_image_size)
+
+
+def _finetune(ob: OnboardSettings, layer, old_count: int, cache: FeatureCache, train: list[Pick], train_tf) -> dict:
+    """New rows start at their class means (from the clean first copies) and are trained on augmented copies."""
+    feats, labels = cache.extract(read_picks(train), train_tf, copies=ob.augmented_copies)
+    new = labels >= old_count
+    new_classes = list(range(old_count, layer.out_features))
+    heads.init_new_rows(layer, old_count, heads.class_means(feats[new], labels[new], new_classes))
+    layer.requires_grad_(True)
+    info = heads.finetune_rows(
+        layer,
+        old_count,
+        feats,
+        labels,
+        epochs=ob.epochs,
+        lr=ob.lr,
+        train_old_rows=ob.train_old_rows,
+        seed=ob.seed,
+    )
+    layer.requires_grad_(False)
+    return info
+
+
+def _solve_ridge(ob: OnboardSettings, layer, old_count: int, cache, month: Month, eval_tf, state: dict) -> dict:
+    """Re-solve every row from the running sums; with sums from earlier rounds only the new images are added."""
+    previous = state.get("ridge")
+    # the sums must cover exactly the old classes: a mean/finetune round in between added rows they lack
+    use_stats = previous is not None and tuple(previous["cross"].shape) == (layer.in_features + 1, old_count)
+    train_new, train_old = month.picks("train", ob.replay_per_sku)
+    feats, labels = cache.extract(read_picks(train_new if use_stats else train_new + train_old), eval_tf)
+    stats = heads.RidgeStats.from_state(previous) if use_stats else heads.RidgeStats(feats.shape[1])
+    stats.add(feats, labels, layer.out_features)
+    weight, bias = stats.solve(ob.ridge)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias)
+    state["ridge"] = stats.state()
+    return {"ridge_images": stats.count, "replay_images": 0 if use_stats else len(train_old)}
+
+
+def _place_class_means(ob: OnboardSettings, layer, old_count: int, cache, train: list[Pick], eval_tf) -> dict:
+    """New rows from the new SKUs' mean features, gain and offset calibrated on the training features."""
+    feats, labels = cache.extract(read_picks(train), eval_tf)
+    new = labels >= old_count
+    new_classes = list(range(old_count, layer.out_features))
+    heads.init_new_rows(layer, old_count, heads.class_means(feats[new], labels[new], new_classes))
+    return heads.calibrate_new_rows(layer, old_count, feats, labels, ob.old_tolerance)
+
+
+def fit_head(ob: OnboardSettings, model, old_count: int, cache, month: Month, transforms, state: dict) -> dict:
+    """Fill the new rows (and, for ridge, re-solve all rows) from the features of new + replay images."""
+    _, layer = split_model(model)
+    eval_tf, train_tf = transforms
+    if ob.strategy == "closed_form" and ob.solver == "ridge":
+        return _solve_ridge(ob, layer, old_count, cache, month, eval_tf, state)
+    train_new, train_old = month.picks("train", ob.replay_per_sku)
+    if ob.strategy == "finetune":
+        info = _finetune(ob, layer, old_count, cache, train_new + train_old, train_tf)
+    else:
+        info = _place_class_means(ob, layer, old_count, cache, train_new + train_old, eval_tf)
+    return {**info, "replay_images": len(train_old)}
+
+
+def evaluate(cache: FeatureCache, layer, picks: list[Pick], transform, old_count: int, num_classes: int) -> dict:
+    """Top-1/top-5 overall, on old and on new SKUs, and per-class counts for per_sku.csv."""
+    feats, labels = cache.extract(read_picks(picks), transform)
+    if not len(labels):
+        return {"n": 0}
+    with torch.no_grad():
+        logits = layer(feats)
+    hit = logits.argmax(1) == labels
+    top5 = (logits.topk(min(5, num_classes), 1).indices == labels[:, None]).any(1)
+    old = labels < old_count
+    return {
+        "n": len(labels),
+        "top1": float(hit.float().mean()),
+        "top5": float(top5.float().mean()),
+        "correct": torch.zeros(num_classes, dtype=torch.long).index_add_(0, labels, hit.long()),
+        "total": torch.bincount(labels, minlength=num_classes),
+        "top1_old": float(hit[old].float().mean()) if old.any() else None,
+        "top1_new": float(hit[~old].float().mean()) if (~old).any() else None,
+    }
+
+
+def evaluate_splits(model, trunk, cache_batch: int, device, month: Month, ob, eval_tf, old_count: int):
+    """(val, test): val with the replay's share of old images, test with every earlier test image."""
     _, layer = split_model(model)
     layer.cpu()
-    eval_cache = FeatureCache(trunk, batch_size=cache.batch_size, device=device)
-    val = _evaluate(
-        eval_cache,
-        layer,
-        split_picks(delta_root, delta, "val") + old_sku_picks(chain, old_skus, "val", replay),
-        eval_tf,
-        old_count,
-        len(new_map),
-    )
-    test = _evaluate(
-        eval_cache,
-        layer,
-        split_picks(delta_root, delta, "test") + old_sku_picks(chain, old_skus, "test", None),
-        eval_tf,
-        old_count,
-        len(new_map),
-    )
+    cache = FeatureCache(trunk, batch_size=cache_batch, device=device)
+    val = evaluate(cache, layer, sum(month.picks("val", ob.replay_per_sku), []), eval_tf, old_count, len(month.new_map))
+    test = evaluate(cache, layer, sum(month.picks("test", None), []), eval_tf, old_count, len(month.new_map))
     model.cpu()
-    rounds = int(state.get("rounds", 0)) + 1
-    state.update(
-        rounds=rounds,
-        strategy=ob["strategy"],
-        solver=ob.get("solver", "ridge"),
-        image_size=int(cfg.data.image_size),
-        shards=str(delta_root),
-        manifest_sha256=manifest_hash(delta),
-    )
+    return val, test, cache.backbone_images
 
-    hparams = dict(model.hparams)
+
+def save_checkpoint(model, month: Month, preprocess: dict, state: dict, output_dir: Path) -> Path:
+    """A checkpoint in train.py's format (weights, hyper-parameters, label map, preprocessing, onboarding state)."""
     checkpoint = {
         "state_dict": model.state_dict(),
-        "hyper_parameters": hparams,
-        "label_map": new_map.to_dict(),
-        "preprocess": preprocess_spec(model.hparams.backbone, int(cfg.data.image_size)),  # travels with the weights
+        "hyper_parameters": dict(model.hparams),
+        "label_map": month.new_map.to_dict(),
+        "preprocess": preprocess,  # travels with the weights
         "onboarding": state,
         "epoch": 0,
         "global_step": 0,
     }
-    ckpt_out = output_dir / "checkpoints" / "last.ckpt"
-    with atomic_path(ckpt_out) as tmp:
+    path = output_dir / "checkpoints" / "last.ckpt"
+    with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
-    metrics = {
+    return path
+
+
+def onboarding_metrics(ob, month: Month, val: dict, test: dict, cost: dict, info: dict, state: dict) -> dict:
+    return {
         "test/top1": test.get("top1"),
         "test/top5": test.get("top5"),
         "test/top1_old": test.get("top1_old"),
@@ -244,23 +238,63 @@ def run_onboard(cfg) -> float | None:
         "val/top1": val.get("top1"),
         "val/top1_old": val.get("top1_old"),
         "val/top1_new": val.get("top1_new"),
-        "onboard/seconds": onboard_seconds,
-        "onboard/backbone_images": backbone_images,
-        "onboard/replay_images": len(train_old),
-        "onboard/new_images": len(train_new),
-        "onboard/old_skus": old_count,
-        "onboard/new_skus": len(new_skus),
-        "onboard/rounds": rounds,
-        "onboard/strategy": ob["strategy"],
-        "onboard/solver": ob.get("solver", "ridge"),
-        "onboard/eval_backbone_images": eval_cache.backbone_images,
-        "num_classes": len(new_map),
-        "best_checkpoint": str(ckpt_out),
-        "onboard/from": str(ob["from"]),
+        **{f"onboard/{k}": v for k, v in cost.items()},
+        "onboard/old_skus": len(month.old_map),
+        "onboard/new_skus": len(month.new_skus),
+        "onboard/rounds": state["rounds"],
+        "onboard/strategy": ob.strategy,
+        "onboard/solver": ob.solver,
+        "num_classes": len(month.new_map),
+        "onboard/from": ob.source,
         **{f"onboard/{k}": v for k, v in info.items()},
     }
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Onboard the delta's SKUs onto ``onboard.from``; returns the metric named by ``optimized_metric``."""
+    ob = read_settings(cfg)
+    torch.manual_seed(int(cfg.seed))
+    output_dir = Path(cfg.paths.output_dir)
+    start = time.perf_counter()
+    month = load_month(ob, cfg.data.root, output_dir)
+    model, old_count = grown_model(month.ckpt, month.new_map)
+    preprocess = checkpoint_preprocess(month, model.hparams.backbone, ob)
+    augment = AugmentConfig(**dict(cfg.data.get("augment") or {}))
+    transforms = eval_transform(preprocess), train_transform(int(preprocess["crop"]), augment, preprocess)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    trunk, _ = split_model(model)
+    cache = FeatureCache(trunk, batch_size=int(cfg.data.batch_size), device=device)
+    state = dict(month.ckpt.get("onboarding") or {})
+    info = fit_head(ob, model, old_count, cache, month, transforms, state)
+    cost = {
+        "seconds": time.perf_counter() - start,
+        "backbone_images": cache.backbone_images,
+        "new_images": len(split_picks(month.delta_root, month.delta, "train")),
+    }
+    log.info(
+        "onboarded %d new SKUs onto %d in %.1f s (%d backbone images)",
+        len(month.new_skus),
+        old_count,
+        cost["seconds"],
+        cost["backbone_images"],
+    )
+    val, test, cost["eval_backbone_images"] = evaluate_splits(
+        model, trunk, cache.batch_size, device, month, ob, transforms[0], old_count
+    )
+    state.update(
+        rounds=int(state.get("rounds", 0)) + 1,
+        strategy=ob.strategy,
+        solver=ob.solver,
+        image_size=int(preprocess["crop"]),
+        shards=str(month.delta_root),
+        manifest_sha256=manifest_hash(month.delta),
+    )
+    metrics = onboarding_metrics(ob, month, val, test, cost, info, state)
+    metrics["best_checkpoint"] = str(save_checkpoint(model, month, preprocess, state, output_dir))
     if test["n"]:
-        write_per_sku_with_new(output_dir / "per_sku.csv", test, new_map, set(new_skus), write_per_sku_report)
+        write_per_sku_with_new(
+            output_dir / "per_sku.csv", test, month.new_map, set(month.new_skus), write_per_sku_report
+        )
     write_json(output_dir / "metrics.json", metrics, sort_keys=True, default=str)
     log.info(
         "test top-1 %.4f (old %s, new %s); outputs: %s",

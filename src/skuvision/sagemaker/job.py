@@ -7,8 +7,8 @@ switched off and its import-time chatter silenced. AWS access follows the standa
 (credentials, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``), so the same code
 talks to AWS or to a moto server.
 
-The only user hyperparameter is ``overrides``: the sweep job's Hydra overrides as a JSON
-list. The SDK JSON-encodes hyperparameter values, and the training toolkit decodes them once
+The user hyperparameters are ``overrides``, the sweep job's Hydra overrides as a JSON
+list, and ``config_name`` for a sweep of ``onboard.py`` (absent for train.py). The SDK JSON-encodes hyperparameter values, and the training toolkit decodes them once
 before passing ``--overrides '<json list>'`` to the entry (``decode_overrides``). The SDK's
 own ``sagemaker_*`` hyperparameters (program, submit directory, distribution) are plumbing
 the toolkit in the image needs.
@@ -62,6 +62,13 @@ class JobSpec:
     overrides: tuple[str, ...]
     # per-job variables from the launcher (W&B group and run name of the sweep job)
     environment: dict[str, str] = field(default_factory=dict)
+    # the sweep's config: train (train.py) or onboard (onboard.py); the container runs its task
+    config_name: str = "train"
+
+    def hyperparameters(self) -> dict[str, str]:
+        """``overrides``, plus ``config_name`` for a task other than training (training jobs stay as they were)."""
+        extra = {} if self.config_name == "train" else {"config_name": self.config_name}
+        return {"overrides": encode_overrides(self.overrides), **extra}
 
 
 @dataclass
@@ -217,7 +224,7 @@ class Submitter:
             base_job_name=s.base_job_name,
             tags=[{"Key": k, "Value": v} for k, v in tags.items()],
             environment=self.environment(job),
-            hyperparameters={"overrides": encode_overrides(job.overrides)},
+            hyperparameters=job.hyperparameters(),
             distribution=self.distribution(),
             metric_definitions=metric_definitions(),
             enable_sagemaker_metrics=True,
