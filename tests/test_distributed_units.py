@@ -247,7 +247,7 @@ def test_bad_strategy_settings_are_config_errors():
 # -- entry -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("raw", ['["a=1", "b=2"]', json.dumps(json.dumps(["a=1", "b=2"]))])
 def test_entry_decodes_the_overrides_hyperparameter(raw):
-    from skuvision.entry.sagemaker_job import decode_overrides
+    from skuvision.sagemaker.overrides import decode_overrides
 
     assert decode_overrides(raw) == ["a=1", "b=2"]
 
@@ -256,7 +256,7 @@ def test_entry_decodes_the_overrides_hyperparameter(raw):
     "raw, message", [("a=1", "not JSON"), ('{"a": 1}', "expected a JSON list"), ("[1, 2]", "expected a JSON list")]
 )
 def test_entry_rejects_bad_overrides(raw, message):
-    from skuvision.entry.sagemaker_job import decode_overrides
+    from skuvision.sagemaker.overrides import decode_overrides
 
     with pytest.raises(UserError, match=message):
         decode_overrides(raw)
@@ -329,7 +329,7 @@ def test_sagemaker_env_routes_data_checkpoints_and_resume(clean_env, tmp_path):
 
 
 def test_sweep_relaunch_only_for_script_launched_ddp_strategies():
-    from skuvision.distributed.sweep import _strategy_launches_script
+    from skuvision.distributed.job_ranks import _strategy_launches_script
 
     for strategy in (
         "ddp",

@@ -124,7 +124,7 @@ def test_sweep_submits_one_job_per_sweep_job_running_the_local_experiment(aws, t
 
     described = jobs(sm)
     assert len(described) == 3
-    from skuvision.sagemaker.job import decode_overrides
+    from skuvision.sagemaker.overrides import decode_overrides
 
     for num, job in enumerate(described):
         name = job["TrainingJobName"]
@@ -201,7 +201,7 @@ def test_sweep_submits_one_job_per_sweep_job_running_the_local_experiment(aws, t
     from hydra.core.global_hydra import GlobalHydra
 
     from skuvision.config.compose import compose
-    from skuvision.sagemaker.job import decode_overrides
+    from skuvision.sagemaker.overrides import decode_overrides
 
     local_sweep = local_sweep_configs(tmp_path, "experiment=resnet152_fmcg", "model.freeze_depth=2,3,4")
     assert len(local_sweep) == 3

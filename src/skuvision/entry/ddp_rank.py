@@ -1,6 +1,6 @@
 """One DDP rank of a locally launched job: ``torchrun ... -m skuvision.entry.ddp_rank``.
 
-Started by ``skuvision.distributed.sweep`` with the sweep job's overrides; runs
+Started by ``skuvision.distributed.job_ranks`` with the sweep job's overrides; runs
 the job's task (by its config name) in Hydra run mode pinned to the job's dir. The job's
 ``.hydra/`` is already there (Hydra wrote it for the sweep job), so no rank
 writes one; rank 0 alone logs to the run dir's file.

@@ -2,7 +2,7 @@
 
 A local multirun job whose trainer starts several DDP ranks launches them itself (Lightning's own
 re-launch would rerun the whole sweep); any other job runs its task here. Under ``-m`` a failed
-job is recorded and the sweep goes on (``skuvision.report.sweep_status``).
+job is recorded and the sweep goes on (``skuvision.report.multirun``).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
-from skuvision.distributed import sweep
-from skuvision.report.sweep_status import run_sweep_job
+from skuvision.distributed import job_ranks
+from skuvision.report.multirun import run_multirun_job
 
 
 def run_job(cfg: DictConfig, task: Callable[[DictConfig], float | None]) -> float | None:
-    if sweep.needs_own_launch(cfg):
-        return run_sweep_job(lambda: sweep.launch_sweep_job(cfg))
-    return run_sweep_job(lambda: task(cfg))
+    if job_ranks.needs_own_launch(cfg):
+        return run_multirun_job(lambda: job_ranks.launch_job_ranks(cfg))
+    return run_multirun_job(lambda: task(cfg))

@@ -43,31 +43,14 @@ from skuvision.entry.tasks import Task, task_for
 from skuvision.errors import ConfigError, UserError, exit_on_user_error
 from skuvision.export.bundle import export_checkpoint
 from skuvision.files import write_json
-from skuvision.model.bundle import write_model_bundle
+from skuvision.model.artifacts import write_model_artifacts
 from skuvision.sagemaker import secrets
+from skuvision.sagemaker.overrides import EXAMPLE, decode_overrides
 
 log = logging.getLogger("skuvision.entry.sagemaker_job")
 
 MODULE = "skuvision.entry.sagemaker_job"
-EXAMPLE = '\'["experiment=resnet152_fmcg", "model.freeze_depth=3"]\''
 SIGTERM_STATUS = 143
-
-
-def decode_overrides(raw) -> list[str]:
-    """A JSON list of strings; tolerates the value being JSON-encoded once more (SDK + toolkit encodings)."""
-    value = raw
-    for _ in range(2):
-        if not isinstance(value, str):
-            break
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise UserError(
-                f"overrides={str(raw)[:200]!r}: not JSON; pass a JSON list of Hydra overrides, e.g. {EXAMPLE}"
-            ) from None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise UserError(f"overrides={str(raw)[:200]!r}: expected a JSON list of Hydra override strings, e.g. {EXAMPLE}")
-    return value
 
 
 def _arguments(argv: list[str] | None):
@@ -142,7 +125,7 @@ def export_model_artifacts(run_directory: str | Path, model_dir: str | Path) -> 
     model_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if best and Path(best).is_file():
-        written += list(write_model_bundle(best, model_dir).values())
+        written += list(write_model_artifacts(best, model_dir).values())
         metrics["best_checkpoint"] = "model.ckpt"
         written += _export_onnx(model_dir / "model.ckpt", model_dir, run_directory)
     else:

@@ -19,7 +19,7 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 
 from skuvision.loggers.wandb import job_overrides, plain_config
-from skuvision.model.bundle import write_model_bundle
+from skuvision.model.artifacts import write_model_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def log_model_artifact(lg, model, metrics: dict, output_dir: Path) -> None:
         log.warning("W&B log_model: no checkpoint at %s; nothing uploaded", ckpt)
         return
 
-    bundle = write_model_bundle(ckpt, output_dir, copy_checkpoint=False)
+    files = write_model_artifacts(ckpt, output_dir, copy_checkpoint=False)
     run = lg.experiment
     keep = ("val/top1", "test/top1", "test/top5", "params/trainable", "freeze_depth")
     artifact = wandb.Artifact(
@@ -93,7 +93,7 @@ def log_model_artifact(lg, model, metrics: dict, output_dir: Path) -> None:
         type="model",
         metadata={k: metrics[k] for k in keep if k in metrics} | {"backbone": model.hparams.backbone},
     )
-    for name, path in bundle.items():
+    for name, path in files.items():
         artifact.add_file(str(path), name=name)
     run.log_artifact(artifact, aliases=["best", "latest"])
     log.info("W&B: model artifact model-%s (model.ckpt from %s, label_map.json)", run.id, ckpt)

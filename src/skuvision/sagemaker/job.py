@@ -7,11 +7,9 @@ switched off and its import-time chatter silenced. AWS access follows the standa
 (credentials, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``), so the same code
 talks to AWS or to a moto server.
 
-The user hyperparameters are ``overrides``, the sweep job's Hydra overrides as a JSON
-list, and ``config_name`` for a sweep of ``onboard.py`` (absent for train.py). The SDK JSON-encodes hyperparameter values, and the training toolkit decodes them once
-before passing ``--overrides '<json list>'`` to the entry (``decode_overrides``). The SDK's
-own ``sagemaker_*`` hyperparameters (program, submit directory, distribution) are plumbing
-the toolkit in the image needs.
+The user hyperparameters are ``overrides`` (``sagemaker.overrides``) and ``config_name`` for a
+sweep of ``onboard.py`` (absent for train.py); the SDK's own ``sagemaker_*`` ones (program, submit
+directory, distribution) are plumbing the image's toolkit needs.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from typing import Any, Optional
 
 from skuvision.data.remote import split_s3_uri
 from skuvision.errors import UserError
+from skuvision.sagemaker.overrides import encode_overrides
 from skuvision.sagemaker.settings import SageMakerLauncherConf
 from skuvision.sagemaker.source import ENTRY_SCRIPT, SourceArchive
 
@@ -83,17 +82,6 @@ class JobResult:
 
 def metric_definitions() -> list[dict[str, str]]:
     return [{"Name": name, "Regex": prefix + _NUMBER} for name, prefix in METRICS.items()]
-
-
-def encode_overrides(overrides: list[str] | tuple[str, ...]) -> str:
-    return json.dumps(list(overrides))
-
-
-def decode_overrides(hyperparameter: str) -> list[str]:
-    """The overrides the container entry receives, from the value DescribeTrainingJob shows:
-    the toolkit JSON-decodes each hyperparameter, the entry parses the JSON list."""
-    value = json.loads(hyperparameter)
-    return json.loads(value) if isinstance(value, str) else list(value)
 
 
 @contextmanager

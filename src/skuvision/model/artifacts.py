@@ -1,6 +1,5 @@
-"""The model bundle: ``model.ckpt`` + ``label_map.json``, what a SageMaker job's model.tar.gz and a W&B
-``model`` artifact both carry. One writer, so the two can never disagree about the label map: it is the
-checkpoint's own, verbatim (the label map travels inside every checkpoint).
+"""The model artifacts ``model.ckpt`` + ``label_map.json`` that a SageMaker job's model.tar.gz and a W&B
+``model`` artifact both carry; one writer, so the two always agree on the label map (the checkpoint's own).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from skuvision.errors import DataError
 from skuvision.files import write_json
 
 
-def write_model_bundle(checkpoint: str | Path, out_dir: str | Path, copy_checkpoint: bool = True) -> dict[str, Path]:
+def write_model_artifacts(checkpoint: str | Path, out_dir: str | Path, copy_checkpoint: bool = True) -> dict[str, Path]:
     """``{"model.ckpt": path, "label_map.json": path}`` in ``out_dir``.
 
     ``copy_checkpoint=False`` leaves the checkpoint where it is (a W&B upload names it model.ckpt
@@ -22,16 +21,16 @@ def write_model_bundle(checkpoint: str | Path, out_dir: str | Path, copy_checkpo
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if not checkpoint.is_file():
-        raise DataError(f"{checkpoint}: no such checkpoint; nothing to bundle")
+        raise DataError(f"{checkpoint}: no such checkpoint; no model artifacts to write")
     label_map = torch.load(checkpoint, map_location="cpu", weights_only=True).get("label_map")
     if not label_map:
         raise DataError(f"{checkpoint}: holds no label map; was it written by skuvision's SKUClassifier?")
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle = {
+    artifacts = {
         "model.ckpt": checkpoint,
         "label_map.json": write_json(out_dir / "label_map.json", label_map, sort_keys=True),
     }
     if copy_checkpoint:
         shutil.copyfile(checkpoint, out_dir / "model.ckpt")
-        bundle["model.ckpt"] = out_dir / "model.ckpt"
-    return bundle
+        artifacts["model.ckpt"] = out_dir / "model.ckpt"
+    return artifacts

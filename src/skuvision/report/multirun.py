@@ -2,9 +2,9 @@
 
 Without this, one job's error line (``exit 2``) or a DDP job whose rank died ended the whole
 ``-m`` sweep there, and the jobs after it never ran. Now each job of a multirun runs through
-:func:`run_sweep_job`: a job that raises writes ``FAILED.json`` (its number, overrides and the
+:func:`run_multirun_job`: a job that raises writes ``FAILED.json`` (its number, overrides and the
 reason) into its own dir, logs one line, and hands the sweeper NaN (Optuna counts that a failed
-trial). :class:`SweepStatus`, a Hydra callback in ``conf/hydra/default.yaml``, ends the sweep
+trial). :class:`MultirunStatus`, a Hydra callback in ``conf/hydra/default.yaml``, ends the sweep
 with one line per failed job and where the outputs are, and exits 1 if any job failed. Ctrl-C and
 SIGTERM still stop the sweep at once: they are not job failures.
 """
@@ -35,7 +35,7 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_sweep_job(job: Callable[[], Any]) -> Any:
+def run_multirun_job(job: Callable[[], Any]) -> Any:
     """Run one job of a multirun; a failure is recorded and reported instead of ending the sweep."""
     if not in_multirun():
         return job()
@@ -69,7 +69,7 @@ def failed_jobs(sweep_dir: str | Path) -> list[dict]:
     return sorted(records, key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else 0)
 
 
-class SweepStatus(Callback):
+class MultirunStatus(Callback):
     """Hydra callback: the sweep's last lines are its outcome, and its exit status says whether a job failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -24,7 +24,7 @@ from skuvision.distributed.launch import config_source, quote, run_ranks, torchr
 from skuvision.distributed.layout import local_process_count
 from skuvision.errors import ConfigError, UserError
 from skuvision.loggers.wandb import job_env
-from skuvision.report.sweep_status import in_multirun
+from skuvision.report.multirun import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _job_overrides(hc) -> list[str]:
     return [*hc.overrides.task, *hydra_overrides, *pinned]
 
 
-def launch_sweep_job(cfg: DictConfig) -> float | None:
+def launch_job_ranks(cfg: DictConfig) -> float | None:
     """Run this sweep job as one DDP run of fresh ranks; return its ``optimized_metric``."""
     hc = HydraConfig.get()
     nproc = local_process_count(cfg.trainer)
