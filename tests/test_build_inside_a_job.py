@@ -15,7 +15,7 @@ import os
 import pytest
 from test_distributed_entry import ENTRY, TORCHRUN, overrides_arg, run, sagemaker_env
 
-from conftest import TINY_MODEL, shards_build_cli
+from helpers import TINY_MODEL, shards_build_cli
 
 RANK_VARS = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "GLOBAL_RANK": "0", "NNODES": "1"}
 

@@ -22,7 +22,7 @@ import torch
 from skuvision.checkpoints import loads, newest_loadable
 from skuvision.train import resolve_checkpoint
 
-from conftest import QUIET, ROOT, TINY_MODEL, run_cli
+from helpers import QUIET, ROOT, TINY_MODEL, run_cli
 
 RUN = [*TINY_MODEL, "data.batch_size=8", "data.num_workers=0", "test=false", *QUIET]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def fake_job(root: Path, name: str, overrides: list[str], metrics: dict | None) -> Path:

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import QUIET, TINY_MODEL, run_cli
+from helpers import QUIET, TINY_MODEL, one_error_line, run_cli
 
 RUN = [*TINY_MODEL, "data.batch_size=4", "data.num_workers=0", "trainer.max_epochs=1", *QUIET]
 
@@ -25,14 +25,6 @@ def shards(tiny_shards, tmp_path):
 
 def train(shards, run_dir, *extra):
     return run_cli("train.py", f"hydra.run.dir={run_dir}", f"data.root={shards}", *RUN, *extra)
-
-
-def one_error_line(result) -> str:
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
 
 
 def _truncate(shards):

@@ -1,6 +1,6 @@
 """A rank that dies (``kill -9``) ends the run in bounded time, and a sweep goes on past that job (issue 14).
 
-The kill is real: ``fault_probe.KillAt`` sends SIGKILL to one rank after a chosen training step
+The kill is real: ``helpers.fault_probe.KillAt`` sends SIGKILL to one rank after a chosen training step
 (mid-epoch), so nothing of that rank's Python runs afterwards, as when the OOM killer strikes.
 Each run is bounded by the subprocess timeout: a survivor that waited in a collective for the dead
 rank would fail the test by timing out. ``trainer.strategy.timeout.seconds=60`` bounds a survivor
@@ -17,7 +17,7 @@ import psutil
 import pytest
 import torch
 
-from conftest import FAST_TRAIN, TINY_MODEL, run_cli
+from helpers import FAST_TRAIN, TINY_MODEL, run_cli
 
 DDP_TINY = [
     "trainer=ddp",
@@ -33,7 +33,7 @@ DDP_TINY = [
 
 def kill_rank(rank: int | str, step: int, pid_dir: Path) -> list[str]:
     return [
-        "+callbacks.fault._target_=fault_probe.KillAt",
+        "+callbacks.fault._target_=helpers.fault_probe.KillAt",
         f"+callbacks.fault.step={step}",
         f"+callbacks.fault.rank={rank}",
         f"+callbacks.fault.pid_dir={pid_dir}",
@@ -164,7 +164,7 @@ def test_ctrl_c_during_a_ddp_sweep_job_ends_the_sweep(tiny_shards, tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     sweep_dir, pid_dir = tmp_path / "sweep", tmp_path / "pids"
     command = [

@@ -19,7 +19,7 @@ from skuvision.data.manifest import read_manifest
 from skuvision.data.shards import BuildSettings, build_shards
 from skuvision.data.splits import hash_unit, split_for_unit
 
-from conftest import shards_build_cli
+from helpers import shards_build_cli
 
 TWINS = [  # (sku position, image index, crop fraction, JPEG quality)
     (0, 0, 0.0, 70),

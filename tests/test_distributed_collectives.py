@@ -14,7 +14,7 @@ import json
 import pytest
 from test_distributed_entry import ENTRY, TORCHRUN, overrides_arg, run, sagemaker_env
 
-from conftest import TINY_MODEL
+from helpers import TINY_MODEL
 
 COLLECTIVE_TIMEOUT = "trainer.strategy.timeout.seconds=60"
 DEFAULTS_ON = [  # tiny model; default callbacks (progress bar, checkpoints, report) and loggers (csv + wandb)

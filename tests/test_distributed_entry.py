@@ -2,7 +2,7 @@
 
 ``tests/stubs`` holds a stand-in for ``smdistributed.dataparallel.torch.torch_smddp``
 that registers the ``smddp`` c10d backend on top of gloo and refuses sub-groups, as
-SMDDP does; it is on PYTHONPATH only where a test says so. ``distributed_probe``
+SMDDP does; it is on PYTHONPATH only where a test says so. ``helpers.distributed_probe``
 (added with ``+callbacks.probe``) makes every rank report its ranks, backend and weights.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_MODEL
-from distributed_probe import read_probes
+from helpers import ROOT, TINY_MODEL
+from helpers.distributed_probe import read_probes
 
 TESTS = Path(__file__).resolve().parent
 STUBS = TESTS / "stubs"
@@ -63,7 +63,10 @@ def sagemaker_env(tmp_path: Path, shards: Path, *, stub: bool, gpus: int = 2, **
 
 
 def probe(tmp_path: Path) -> list[str]:
-    return ["+callbacks.probe._target_=distributed_probe.RankProbe", f"+callbacks.probe.out_dir={tmp_path / 'probe'}"]
+    return [
+        "+callbacks.probe._target_=helpers.distributed_probe.RankProbe",
+        f"+callbacks.probe.out_dir={tmp_path / 'probe'}",
+    ]
 
 
 def run(command: list[str], env: dict, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -159,7 +162,7 @@ def test_entry_rejects_overrides_that_are_not_a_json_list(tmp_path, tiny_shards)
 def test_sigterm_mid_epoch_then_restart_resumes_from_the_checkpoint_and_completes(tiny_shards, tmp_path):
     train_images = json.loads((tiny_shards / "manifest.json").read_text())["splits"]["train"]["count"]
     steps_per_epoch = train_images // 2  # batch 2, drop_last
-    # a real SIGTERM to the process in the middle of epoch 1, at a step the test chooses (fault_probe.SigtermAt),
+    # a real SIGTERM to the process in the middle of epoch 1, at a step the test chooses (helpers.fault_probe.SigtermAt),
     # not where a timer lands: a tiny epoch lasts well under a second. The restart runs the same command; the
     # probe does not fire again, as the resumed run starts past that step.
     sigterm_step = steps_per_epoch + steps_per_epoch // 2
@@ -168,7 +171,7 @@ def test_sigterm_mid_epoch_then_restart_resumes_from_the_checkpoint_and_complete
         "data.batch_size=2",
         "trainer.max_epochs=3",
         "trainer.log_every_n_steps=1",
-        "+callbacks.fault._target_=fault_probe.SigtermAt",
+        "+callbacks.fault._target_=helpers.fault_probe.SigtermAt",
         f"+callbacks.fault.step={sigterm_step}",
     ]
     env = sagemaker_env(tmp_path, tiny_shards, stub=False, gpus=1)

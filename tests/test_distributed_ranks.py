@@ -75,7 +75,7 @@ def start_hosts(out_dir: Path, rank_vars: str) -> list[subprocess.Popen]:
 @pytest.mark.slow
 @pytest.mark.parametrize("rank_vars", ["torchrun", "mpirun"])
 def test_two_simulated_hosts_get_node_and_global_ranks(rank_vars, tmp_path):
-    from distributed_probe import read_probes
+    from helpers.distributed_probe import read_probes
 
     procs = start_hosts(tmp_path, rank_vars)
     outputs = [p.communicate(timeout=180)[0] for p in procs]
@@ -168,7 +168,7 @@ def _hosts_worker(out_dir: str) -> None:
     import skuvision.distributed  # noqa: F401  registers "smddp"
     from skuvision.distributed.layout import cluster_layout
 
-    from distributed_probe import RankProbe
+    from helpers.distributed_probe import RankProbe
 
     L.seed_everything(0)
     data = TensorDataset(torch.randn(32, 8), torch.randint(0, 2, (32,)))

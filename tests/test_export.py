@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FAST_TRAIN, compose_train_cfg, run_cli
+from helpers import FAST_TRAIN, compose_train_cfg, run_cli
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from skuvision.data.labels import LabelMap
 from skuvision.data.manifest import read_manifest
 from skuvision.data.shards import BuildSettings, build_shards, verify_shards
 
-from conftest import QUIET, TINY_MODEL, run_cli, shards_build_cli
+from helpers import QUIET, TINY_MODEL, one_error_line, run_cli, shards_build_cli
 
 SIZE = 32  # --size of every build here: small and fast
 
@@ -88,15 +88,6 @@ def stored_samples(out: Path) -> dict[str, tuple[int, Image.Image]]:
                 sample = ds[i]
                 found[sample["key"]] = (sample["label"], Image.open(io.BytesIO(sample["image"])).convert("RGB"))
     return found
-
-
-def one_error_line(result, info: tuple[str, ...] = ()) -> str:
-    """The one ``skuvision: error:`` line of a run that exited 2; ``info``: other lines allowed (prefixes)."""
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(info or "\0")]
-    assert len(lines) == 1 and lines[0].startswith("skuvision: error: "), result.stderr[-2000:]
-    return lines[0]
 
 
 # -- odd image files: made here, each dropped into SKU "a" of a good tree ---------------------------

@@ -18,7 +18,7 @@ from skuvision.data.device_augment import DeviceAugment, pad_collate
 from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.transforms import AugmentConfig, TrainTransform, colour_matrix
 
-from conftest import FAST_TRAIN, compose_train_cfg, run_cli
+from helpers import FAST_TRAIN, compose_train_cfg, run_cli
 
 STILL = dict(scale_min=1.0, rotation_degrees=0.0, hflip=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # no normalisation: outputs in 0..1

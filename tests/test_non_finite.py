@@ -1,7 +1,7 @@
 """A NaN loss stops the run at that step, before the optimiser applies it; ``last.ckpt``
 stays the last good state and never holds NaN weights.
 
-The NaN is real: ``fault_probe.PoisonAt`` fills one training batch with NaN, so the model
+The NaN is real: ``helpers.fault_probe.PoisonAt`` fills one training batch with NaN, so the model
 computes a NaN loss and NaN gradients through the real forward and backward.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import QUIET, TINY_MODEL, run_cli
+from helpers import QUIET, TINY_MODEL, run_cli
 
 TESTS = Path(__file__).resolve().parent
 RUN = [
@@ -31,7 +31,7 @@ def test_nan_loss_stops_at_that_step_and_last_ckpt_keeps_the_last_good_weights(t
         f"hydra.run.dir={run_dir}",
         f"data.root={tiny_shards}",
         *RUN,
-        "+callbacks.fault._target_=fault_probe.PoisonAt",
+        "+callbacks.fault._target_=helpers.fault_probe.PoisonAt",
         "+callbacks.fault.step=5",
         env={"PYTHONPATH": str(TESTS)},
     )

@@ -16,7 +16,7 @@ import torch
 from skuvision.data.labels import LabelMap
 from skuvision.errors import DataError
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 
 OLD_SKUS = 6  # of the 8 in the catalogue; the last 2 arrive "next month"
 

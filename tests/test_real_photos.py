@@ -13,7 +13,7 @@ import pytest
 
 from skuvision.train import run
 
-from conftest import compose_train_cfg
+from helpers import compose_train_cfg
 
 GROCERY_CSV = Path(__file__).parent / "data" / "grocery" / "grocery.csv"
 CHANCE = 1 / 6
@@ -78,7 +78,7 @@ def test_the_photos_experiment_is_the_quickstart_model_with_real_photo_augmentat
 
 
 def test_the_photos_experiment_without_data_root_says_what_to_pass(tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     result = run_cli("train.py", "experiment=photos", f"hydra.run.dir={tmp_path}", env={"SM_CHANNEL_TRAIN": ""})
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -3,7 +3,7 @@ ends with the same weights, bit for bit, as the run that was never stopped.
 
 Real CLI runs (``python train.py``), the default callbacks and loggers, loader workers,
 augmentation on, deterministic settings, CPU. The stop is a real SIGTERM sent by the
-process to itself after a chosen step (``fault_probe.SigtermAt``), so the test asserts
+process to itself after a chosen step (``helpers.fault_probe.SigtermAt``), so the test asserts
 without timing.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_MODEL, run_cli
+from helpers import ROOT, TINY_MODEL, run_cli
 
 TESTS = Path(__file__).resolve().parent
 RUN = [
@@ -69,7 +69,7 @@ def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_ru
     first = train(
         tmp_path / "resumed",
         tiny_shards,
-        "+callbacks.fault._target_=fault_probe.SigtermAt",
+        "+callbacks.fault._target_=helpers.fault_probe.SigtermAt",
         f"+callbacks.fault.step={stop_at}",
     )
     assert first.returncode == 143, first.stderr[-3000:]  # not 0: the job did not finish
@@ -117,7 +117,7 @@ def test_last_ckpt_is_the_last_epoch_even_when_that_epoch_did_not_improve(tiny_s
     """ModelCheckpoint keeps the best; last.ckpt must still be the end of the run (was: the last improvement)."""
     from skuvision.train import run
 
-    from conftest import FAST_TRAIN, compose_train_cfg
+    from helpers import FAST_TRAIN, compose_train_cfg
 
     never_better = [
         "callbacks.model_checkpoint.monitor=epoch",

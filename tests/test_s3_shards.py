@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from conftest import FAST_TRAIN, run_cli, shards_build_cli
-from moto_aws import REGION, s3_json
+from helpers import FAST_TRAIN, one_error_line, run_cli, shards_build_cli
+from helpers.moto_aws import REGION, s3_json
 
 URI = "s3://shards/catalogue/v1"
 
@@ -43,13 +43,6 @@ def build(aws, catalogue, out: str = URI, *extra: str):
         *extra,
         env=aws.env,
     )
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")]
-    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def test_build_to_s3_then_train_from_it_through_a_local_cache(aws, tiny_catalogue, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from helpers import run_cli
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerSkuvision"
 IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/skuvision:2.4.1-smddp"

@@ -15,7 +15,7 @@ import pytest
 
 from skuvision.sagemaker.job import metric_definitions
 
-from conftest import FAST_TRAIN, compose_train_cfg
+from helpers import FAST_TRAIN, compose_train_cfg
 
 
 class Lines(logging.Handler):

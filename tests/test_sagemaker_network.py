@@ -10,8 +10,8 @@ import socket
 
 import pytest
 
-from conftest import run_cli
-from moto_aws import REGION
+from helpers import run_cli
+from helpers.moto_aws import REGION
 
 
 def test_guard_refuses_and_records_hosts_beyond_loopback(aws):

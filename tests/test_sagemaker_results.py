@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from moto_aws import REGION
+from helpers.moto_aws import REGION
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerSkuvision"
 ROOT = Path(__file__).resolve().parents[1]

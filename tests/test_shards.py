@@ -10,7 +10,7 @@ from skuvision.data.manifest import read_manifest
 from skuvision.data.shards import BuildSettings, build_shards, verify_shards
 from skuvision.data.splits import assign_splits, group_near_duplicates
 
-from conftest import run_cli, shards_build_cli
+from helpers import run_cli, shards_build_cli
 
 
 def split_of_each_image(root: Path) -> dict[str, str]:
@@ -223,7 +223,7 @@ def test_a_build_that_runs_out_of_room_says_so_in_one_line_and_keeps_the_earlier
 
     from skuvision.data.shards import verify_shards
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     out = tmp_path / "shards"
     first = shards_build_cli("--input", str(tiny_catalogue), "--out", str(out), "--size", "64")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 
 STEPS, EVERY, WORKERS = 160, 10, 2
 

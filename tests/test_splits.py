@@ -18,7 +18,7 @@ from skuvision.data.manifest import read_manifest
 from skuvision.data.shards import BuildSettings, build_shards, verify_shards
 from skuvision.data.splits import SPLITS, assign_splits, group_near_duplicates
 
-from conftest import run_cli, shards_build_cli
+from helpers import run_cli, shards_build_cli
 
 
 def split_of_each_image(root: Path) -> dict[str, str]:

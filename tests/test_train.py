@@ -6,7 +6,7 @@ import torch
 
 from skuvision.train import run
 
-from conftest import FAST_TRAIN, TINY_MODEL, compose_train_cfg, run_cli
+from helpers import FAST_TRAIN, TINY_MODEL, compose_train_cfg, run_cli
 
 
 def test_small_end_to_end_train_writes_metrics_report_and_checkpoint(tiny_shards, tmp_path):

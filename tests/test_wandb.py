@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_TRAIN, compose_train_cfg, run_cli
+from helpers import FAST_TRAIN, compose_train_cfg, run_cli
 
 SECRET = "dummy-secret-123"
 TINY = [

@@ -106,72 +106,98 @@ def write_metrics(metrics: dict, output_dir: Path) -> Path:
     return write_json(output_dir / "metrics.json", metrics, sort_keys=True, default=str)
 
 
+def build_datamodule(cfg: DictConfig):
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()  # synthetic quickstart data; file-locked, safe on every rank
+    log.info("data: %s", datamodule.describe())
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule):
+    model = instantiate(
+        cfg.model, num_classes=datamodule.num_classes, label_map=datamodule.label_map.to_dict(), _convert_="all"
+    )
+    table = model.parameter_table()
+    log.info(
+        "model: %s freeze_depth=%d, %s params, %s trainable",
+        cfg.model.backbone,
+        table["freeze_depth"],
+        f"{table['total']:,}",
+        f"{table['trainable']:,}",
+    )
+    return model
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    callbacks = [EpochMetricsSync(), *instantiate_collection(cfg.get("callbacks"))]  # first: see its docstring
+    plugins = [AtomicCheckpointIO()] if "plugins" not in cfg.trainer else None  # a kill mid-save keeps the old file
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=instantiate_collection(cfg.get("logger")) or False,
+        _convert_="all",
+        **({"plugins": plugins} if plugins else {}),
+        **layout.cluster_layout(cfg.trainer),
+    )  # devices/num_nodes "auto" -> the cluster's
+
+
+def fit(cfg: DictConfig, trainer: L.Trainer, model, datamodule, output_dir: Path) -> None:
+    """``trainer.fit`` from the checkpoint ``ckpt_path`` names; a SIGTERM or a lost peer ends it with a clear line."""
+    try:
+        trainer.fit(
+            model,
+            datamodule=datamodule,
+            ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), output_dir, cfg.paths.get("checkpoint_dir")),
+        )
+    except SIGTERMException:  # the resume checkpoint is written (callbacks.resume): a non-zero exit, not "done"
+        log.info("stopped by SIGTERM; resume with ckpt_path=last (the same run dir) or auto (SageMaker)")
+        raise SIGTERMException(SIGTERM_STATUS) from None
+    except Exception as exc:
+        message = lost_peer_message(exc, trainer.global_rank, trainer.world_size)
+        if message:
+            log.error(message)
+        raise
+
+
+def evaluate_best(cfg: DictConfig, trainer: L.Trainer, model, datamodule) -> list[dict] | None:
+    """Test the best checkpoint (the last weights without a checkpoint callback); None with ``test=false``."""
+    if not cfg.get("test", True):
+        return None
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    return trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+
+
+def write_outputs(cfg: DictConfig, trainer: L.Trainer, model, metrics: dict, output_dir: Path) -> None:
+    """metrics.json and the optional backbone export (rank 0), then the W&B summary and model artifact."""
+    if trainer.is_global_zero:
+        path = write_metrics(metrics, output_dir)
+        log.info("metrics: %s", path)
+        log.info("outputs: %s (checkpoints/, per_sku.csv, metrics.json, csv/)", output_dir)
+        if cfg.get("export_backbone"):  # the tested (best) weights after test, else the last
+            export_backbone(model, cfg.export_backbone, {"run_dir": output_dir, "val/top1": metrics.get("val/top1")})
+    wandb_report.finish_run(trainer, model, metrics, output_dir)  # summary, worst SKUs, model artifact
+
+
+def train_and_test(cfg: DictConfig) -> float | None:
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    wandb_report.start_run(trainer, model, cfg)  # resolved config + per-stage params; no-op without W&B
+    fit(cfg, trainer, model, datamodule, output_dir)
+    metrics = collect_metrics(trainer, model, evaluate_best(cfg, trainer, model, datamodule), datamodule)
+    write_outputs(cfg, trainer, model, metrics, output_dir)
+    return metrics.get(cfg.get("optimized_metric") or "val/top1")
+
+
 def run(cfg: DictConfig) -> float | None:
     validate(cfg)
     quiet_library_noise()
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
     try:
-        datamodule = instantiate(cfg.data, _convert_="all")
-        datamodule.prepare_data()  # synthetic quickstart data; file-locked, safe on every rank
-        log.info("data: %s", datamodule.describe())
-        model = instantiate(
-            cfg.model, num_classes=datamodule.num_classes, label_map=datamodule.label_map.to_dict(), _convert_="all"
-        )
-
-        callbacks = [EpochMetricsSync(), *instantiate_collection(cfg.get("callbacks"))]  # first: see its docstring
-
-        plugins = [AtomicCheckpointIO()] if "plugins" not in cfg.trainer else None  # a kill mid-save keeps the old file
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=callbacks,
-            logger=instantiate_collection(cfg.get("logger")) or False,
-            _convert_="all",
-            **({"plugins": plugins} if plugins else {}),
-            **layout.cluster_layout(cfg.trainer),
-        )  # devices/num_nodes "auto" -> the cluster's
-        table = model.parameter_table()
-        log.info(
-            "model: %s freeze_depth=%d, %s params, %s trainable",
-            cfg.model.backbone,
-            table["freeze_depth"],
-            f"{table['total']:,}",
-            f"{table['trainable']:,}",
-        )
-
-        wandb_report.start_run(trainer, model, cfg)  # resolved config + per-stage params; no-op without W&B
-
-        try:
-            trainer.fit(
-                model,
-                datamodule=datamodule,
-                ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), output_dir, cfg.paths.get("checkpoint_dir")),
-            )
-        except SIGTERMException:  # the resume checkpoint is written (callbacks.resume): a non-zero exit, not "done"
-            log.info("stopped by SIGTERM; resume with ckpt_path=last (the same run dir) or auto (SageMaker)")
-            raise SIGTERMException(SIGTERM_STATUS) from None
-        except Exception as exc:
-            message = lost_peer_message(exc, trainer.global_rank, trainer.world_size)
-            if message:
-                log.error(message)
-            raise
-        test_results = None
-        if cfg.get("test", True):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
-        metrics = collect_metrics(trainer, model, test_results, datamodule)
-        if trainer.is_global_zero:
-            path = write_metrics(metrics, output_dir)
-            log.info("metrics: %s", path)
-            log.info("outputs: %s (checkpoints/, per_sku.csv, metrics.json, csv/)", output_dir)
-            if cfg.get("export_backbone"):  # the tested (best) weights after test, else the last
-                export_backbone(
-                    model, cfg.export_backbone, {"run_dir": output_dir, "val/top1": metrics.get("val/top1")}
-                )
-        wandb_report.finish_run(trainer, model, metrics, output_dir)  # summary, worst SKUs, model artifact
-        return metrics.get(cfg.get("optimized_metric") or "val/top1")
+        return train_and_test(cfg)
     finally:
-        if "wandb" in sys.modules:
+        if "wandb" in sys.modules:  # deferred: only a run with the W&B logger imported it
             import wandb
 
             wandb.finish()

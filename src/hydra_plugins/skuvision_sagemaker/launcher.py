@@ -31,6 +31,19 @@ class SageMakerJobFailed(CompactHydraException):
     """A job ended Failed or Stopped; Hydra prints this one line (the FailureReason) without a traceback."""
 
 
+class _Sweep:
+    """What every step of one launch() shares: checked settings, where the jobs go, the source archive.
+
+    A plain class, not a dataclass: Hydra's plugin scan executes this module outside ``sys.modules``.
+    """
+
+    def __init__(self, settings: Any, region: str, sweep_id: str, dir: Path) -> None:
+        self.settings, self.region, self.sweep_id, self.dir = settings, region, sweep_id, dir
+        self.archive: Any = None  # set by _package_source, once every job's config is checked
+        self.submitter: Any = None
+        self.source_uri = ""
+
+
 class SageMakerLauncher(Launcher):
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -97,9 +110,24 @@ class SageMakerLauncher(Launcher):
         return sweep_config, env
 
     def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        sweep = self._start_sweep()
+        jobs, configs = self._plan_jobs(sweep, job_overrides, initial_job_idx)  # a bad job fails before any upload
+        self._package_source(sweep)
+        if sweep.settings.dry_run:
+            return self._dry_run(sweep, jobs, configs)
+        records = self._submit(sweep, jobs, configs)
+        if not sweep.settings.wait:
+            return [
+                self._job_return(
+                    job, cfg, sweep.dir, JobStatus.COMPLETED, {"job_name": job.name, "console_url": r["console_url"]}
+                )
+                for job, cfg, r in zip(jobs, configs, records)
+            ]
+        return self._wait(sweep, jobs, configs, records)
+
+    def _start_sweep(self) -> _Sweep:
+        """Checked settings and the region: everything known before the first job."""
         from skuvision.sagemaker import settings as sm
-        from skuvision.sagemaker.job import JobSpec, Submitter
-        from skuvision.sagemaker.source import build_archive, project_root
 
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
@@ -108,14 +136,27 @@ class SageMakerLauncher(Launcher):
         sm.check(settings)
         region = sm.resolve_region(settings)
         sweep_id = sm.sweep_stamp(self.started)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        return _Sweep(settings=settings, region=region, sweep_id=sweep_id, dir=Path(str(self.config.hydra.sweep.dir)))
+
+    def _package_source(self, sweep: _Sweep) -> None:
+        """The project's source archive and the submitter that uploads it (no AWS call yet)."""
+        from skuvision.sagemaker.job import Submitter
+        from skuvision.sagemaker.source import build_archive, project_root
+
+        sweep.archive = build_archive(project_root(self._config_dir()))
+        sweep.submitter = Submitter(sweep.settings, sweep.region, sweep.sweep_id, dry_run=sweep.settings.dry_run)
+
+    def _plan_jobs(self, sweep: _Sweep, job_overrides, initial_job_idx: int) -> tuple[list, list[DictConfig]]:
+        """Each job's name, task overrides and composed (checked) config, before anything is uploaded."""
+        from skuvision.sagemaker import settings as sm
+        from skuvision.sagemaker.job import JobSpec
 
         jobs, configs = [], []
         for offset, overrides in enumerate(job_overrides):
             num = initial_job_idx + offset
-            name = sm.job_name(settings.base_job_name, self.started, num)
+            name = sm.job_name(sweep.settings.base_job_name, self.started, num)
             task_overrides = [o for o in filter_overrides(overrides) if not o.startswith("hydra/")]
-            cfg, env = self._job_config(settings, list(overrides), num, name)
+            cfg, env = self._job_config(sweep.settings, list(overrides), num, name)
             configs.append(cfg)
             jobs.append(
                 JobSpec(
@@ -126,34 +167,39 @@ class SageMakerLauncher(Launcher):
                     config_name=self.config_name(),
                 )
             )
+        return jobs, configs
 
-        archive = build_archive(project_root(self._config_dir()))
-        submitter = Submitter(settings, region, sweep_id, dry_run=settings.dry_run)
-        if settings.dry_run:
-            log.info(
-                "SageMaker dry run: %d CreateTrainingJob request(s), nothing sent; source: %s",
-                len(jobs),
-                archive.describe(),
-            )
-            requests = [submitter.request(job) for job in jobs]
-            for request in requests:
-                print(json.dumps(request, indent=2, sort_keys=True, default=str), flush=True)
-            return [
-                self._job_return(job, cfg, sweep_dir, JobStatus.COMPLETED, request)
-                for job, cfg, request in zip(jobs, configs, requests)
-            ]
+    def _dry_run(self, sweep: _Sweep, jobs: list, configs: list[DictConfig]) -> list[JobReturn]:
+        """Print every CreateTrainingJob request; nothing is sent."""
+        log.info(
+            "SageMaker dry run: %d CreateTrainingJob request(s), nothing sent; source: %s",
+            len(jobs),
+            sweep.archive.describe(),
+        )
+        requests = [sweep.submitter.request(job) for job in jobs]
+        for request in requests:
+            print(json.dumps(request, indent=2, sort_keys=True, default=str), flush=True)
+        return [
+            self._job_return(job, cfg, sweep.dir, JobStatus.COMPLETED, request)
+            for job, cfg, request in zip(jobs, configs, requests)
+        ]
 
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        source_uri = submitter.upload_source(archive)
+    def _submit(self, sweep: _Sweep, jobs: list, configs: list[DictConfig]) -> list[dict]:
+        """Upload the source once, create every job, and record each in its job dir and the sweep's index."""
+        from skuvision.sagemaker import settings as sm
+
+        settings, submitter = sweep.settings, sweep.submitter
+        sweep.dir.mkdir(parents=True, exist_ok=True)
+        sweep.source_uri = submitter.upload_source(sweep.archive)
         log.info(
             "SageMaker sweep %s: %d job(s) on %d x %s (%s), source %s (%s)",
-            sweep_id,
+            sweep.sweep_id,
             len(jobs),
             settings.instance_count,
             settings.instance_type,
             settings.distribution,
-            source_uri,
-            archive.describe(),
+            sweep.source_uri,
+            sweep.archive.describe(),
         )
         records = []
         for job, cfg in zip(jobs, configs):
@@ -162,67 +208,58 @@ class SageMakerLauncher(Launcher):
                 "num": job.num,
                 "name": job.name,
                 "overrides": list(job.overrides),
-                "console_url": sm.console_url(region, job.name),
+                "console_url": sm.console_url(sweep.region, job.name),
                 "model_uri": submitter.model_uri(job.name),
                 "checkpoint_uri": submitter.checkpoint_uri(job.name),
                 "status": "InProgress",
             }
             records.append(record)
-            self._write_job_dir(cfg, sweep_dir, job, record)
-            # after every job, so the record survives a later job's failure
-            self._write_index(sweep_dir, region, sweep_id, source_uri, archive.sha256, records)
+            self._write_job_dir(cfg, sweep.dir, job, record)
+            self._write_index(sweep, records)  # after every job, so the record survives a later job's failure
             log.info("\t#%d : %s -> %s", job.num, " ".join(job.overrides), record["console_url"])
-        if not settings.wait:
-            return [
-                self._job_return(
-                    job,
-                    cfg,
-                    sweep_dir,
-                    JobStatus.COMPLETED,
-                    {"job_name": job.name, "console_url": record["console_url"]},
-                )
-                for job, cfg, record in zip(jobs, configs, records)
-            ]
-        return self._wait(
-            submitter, settings, jobs, configs, records, sweep_dir, region, sweep_id, source_uri, archive.sha256
-        )
+        return records
 
-    def _wait(self, submitter, settings, jobs, configs, records, sweep_dir, region, sweep_id, source_uri, sha):
+    def _wait(self, sweep: _Sweep, jobs: list, configs: list[DictConfig], records: list[dict]) -> list[JobReturn]:
         log.info(
             "waiting for %d job(s), polling every %ss (Ctrl-C stops waiting, not the jobs)",
             len(jobs),
-            settings.poll_seconds,
+            sweep.settings.poll_seconds,
         )
-        results = submitter.collect(
+        results = sweep.submitter.collect(
             [job.name for job in jobs],
-            settings.poll_seconds,
+            sweep.settings.poll_seconds,
             on_status=lambda name, status, d: log.info("%s: %s (%s)", name, status, d.get("SecondaryStatus", "")),
         )
-        returns = []
-        for job, cfg, record in zip(jobs, configs, records):
-            result = results[job.name]
-            record["status"] = result.status
-            job_dir = self._job_dir(cfg, sweep_dir)
-            if result.status == "Completed":
-                metric_name = cfg.get("optimized_metric") or "val/top1"
-                value = (result.metrics or {}).get(metric_name)
-                record["metric"] = {metric_name: value}
-                if result.metrics is not None:
-                    (job_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
-                log.info("#%d %s: %s=%s", job.num, job.name, metric_name, value)
-                returns.append(self._job_return(job, cfg, sweep_dir, JobStatus.COMPLETED, value))
-            else:
-                record["failure_reason"] = result.failure_reason
-                log.error(
-                    "#%d %s %s: %s (%s)", job.num, job.name, result.status, result.failure_reason, record["console_url"]
-                )
-                error = SageMakerJobFailed(
-                    f"SageMaker job {job.name} ({' '.join(job.overrides)}) {result.status}: {result.failure_reason}"
-                )
-                returns.append(self._job_return(job, cfg, sweep_dir, JobStatus.FAILED, error))
-            (job_dir / "sagemaker_job.json").write_text(json.dumps(record, indent=2))
-        self._write_index(sweep_dir, region, sweep_id, source_uri, sha, records)
+        returns = [
+            self._job_ended(sweep, job, cfg, record, results[job.name])
+            for job, cfg, record in zip(jobs, configs, records)
+        ]
+        self._write_index(sweep, records)
         return returns
+
+    def _job_ended(self, sweep: _Sweep, job, cfg: DictConfig, record: dict, result) -> JobReturn:
+        """Record how one job ended (its metric, or why it failed) in its job dir; Hydra's return for it."""
+        record["status"] = result.status
+        job_dir = self._job_dir(cfg, sweep.dir)
+        if result.status == "Completed":
+            metric_name = cfg.get("optimized_metric") or "val/top1"
+            value = (result.metrics or {}).get(metric_name)
+            record["metric"] = {metric_name: value}
+            if result.metrics is not None:
+                (job_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
+            log.info("#%d %s: %s=%s", job.num, job.name, metric_name, value)
+            returned = self._job_return(job, cfg, sweep.dir, JobStatus.COMPLETED, value)
+        else:
+            record["failure_reason"] = result.failure_reason
+            log.error(
+                "#%d %s %s: %s (%s)", job.num, job.name, result.status, result.failure_reason, record["console_url"]
+            )
+            error = SageMakerJobFailed(
+                f"SageMaker job {job.name} ({' '.join(job.overrides)}) {result.status}: {result.failure_reason}"
+            )
+            returned = self._job_return(job, cfg, sweep.dir, JobStatus.FAILED, error)
+        (job_dir / "sagemaker_job.json").write_text(json.dumps(record, indent=2))
+        return returned
 
     # ---- files and returns -------------------------------------------------------------------------
     @staticmethod
@@ -239,16 +276,16 @@ class SageMakerLauncher(Launcher):
         (job_dir / "sagemaker_job.json").write_text(json.dumps(record, indent=2))
 
     @staticmethod
-    def _write_index(sweep_dir: Path, region: str, sweep_id: str, source_uri: str, sha: str, records: list) -> None:
+    def _write_index(sweep: _Sweep, records: list) -> None:
         """``sagemaker_jobs.json``, merged with earlier batches of the same sweep (optimising sweepers)."""
-        path = sweep_dir / "sagemaker_jobs.json"
+        path = sweep.dir / "sagemaker_jobs.json"
         known = json.loads(path.read_text()).get("jobs", []) if path.is_file() else []
         by_num = {job["num"]: job for job in known} | {job["num"]: job for job in records}
         index = {
-            "sweep_id": sweep_id,
-            "region": region,
-            "source_uri": source_uri,
-            "source_sha256": sha,
+            "sweep_id": sweep.sweep_id,
+            "region": sweep.region,
+            "source_uri": sweep.source_uri,
+            "source_sha256": sweep.archive.sha256,
             "jobs": [by_num[n] for n in sorted(by_num)],
         }
         path.write_text(json.dumps(index, indent=2))

@@ -22,7 +22,7 @@ import pytest
 REGION = "us-west-2"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
-GUARD = '''"""Test guard (tests/moto_aws.py): record and refuse connections to anything but loopback."""
+GUARD = '''"""Test guard (tests/helpers/moto_aws.py): record and refuse connections to anything but loopback."""
 import os, socket
 _LOG = os.environ.get("SKUVISION_TEST_NET_LOG")
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}

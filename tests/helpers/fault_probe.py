@@ -1,6 +1,6 @@
 """Test-only callbacks that inject faults at a chosen step, through the real mechanism.
 
-Added with ``+callbacks.fault._target_=fault_probe.<Name>``: the fault happens where the
+Added with ``+callbacks.fault._target_=helpers.fault_probe.<Name>``: the fault happens where the
 test says, not where a timer happens to land, so the tests assert without timing.
 
 - :class:`SigtermAt` sends this process a real SIGTERM after training step ``step``
