@@ -1,32 +1,13 @@
 """Keep ``last.ckpt`` the newest state of the run, in every environment, and resume it exactly.
 
-One writer of ``last.ckpt`` (Lightning's ``ModelCheckpoint(save_last=True)`` refreshes it
-only when it saves a top-k checkpoint, i.e. not in an epoch whose metric did not improve,
-so a resume repeated epochs). This callback writes it:
-
-- after every training epoch (after its validation);
-- every ``every_n_train_steps`` steps, if set (bounds the work lost to a hard kill);
-- on SIGTERM, mid-epoch: SageMaker sends it to every process of a spot job two
-  minutes before the kill; locally it is ``kill`` or a scheduler's pre-emption.
-  Lightning turns it into a ``SIGTERMException`` raised on all ranks at the same step
-  (rank 0's flag is broadcast each step), so the save, a collective, is reached by
-  every rank together. The checkpoint holds the loop and litdata loader state, so the
-  restart continues mid-epoch; the train task then exits with status 143.
-
-Other exceptions save nothing: a failure on one rank would leave the others waiting in
-the save's barrier. Every trigger fires on all ranks at the same step without extra
-communication, which keeps this within SMDDP's collectives.
-
-Exact resume: the checkpoint also carries the main process's random states (torch,
-numpy, Python). They are put back at the first training batch after a restore, not
-when the checkpoint is read, because in between the restarted run does things the
-uninterrupted one did not at that point (a sanity check, new loader iterators). Loader
-workers need no state: each training sample's augmentation is seeded by (seed, epoch,
-sample index) (:class:`skuvision.data.datamodule.SKUShardDataset`), so it is the same
-whichever worker, in whichever process lifetime, decodes it.
-
-A save refuses weights that are not finite: ``last.ckpt`` is a place to resume from,
-and a NaN there would be resumed from forever.
+Lightning's ``save_last`` refreshes it only with a new top-k checkpoint, so this callback is its one
+writer: after every epoch, every ``every_n_train_steps`` steps, and on SIGTERM mid-epoch (a spot
+job's notice; Lightning raises it on all ranks at the same step, so the save, a collective, is
+reached together). Other exceptions save nothing: the other ranks would wait in the barrier.
+The checkpoint carries the random states, put back at the first batch after a restore (the
+restarted run does things in between that the uninterrupted one did not); loader workers need
+none, as each sample's augmentation is seeded by (seed, epoch, index). Non-finite weights are
+never saved: a NaN in ``last.ckpt`` would be resumed from forever.
 """
 
 from __future__ import annotations

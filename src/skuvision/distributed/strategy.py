@@ -1,27 +1,11 @@
 """DDP over the SageMaker distributed data parallel library (SMDDP), with a fallback.
 
-SMDDP is a c10d backend: importing ``smdistributed.dataparallel.torch.torch_smddp``
-registers ``smddp`` and ``init_process_group("smddp")`` makes DDP's gradient
-AllReduce run over SMDDP (overlapped with the backward pass, tuned for the
-EFA network of ml.p4d). Everything else is plain Lightning DDP, so this is a
-``DDPStrategy`` whose process group backend is ``smddp``.
-
-The import happens only when the process group is set up: the library refuses
-to load off AWS GPU instances, and ``import skuvision.distributed`` must work on
-a laptop. When it is missing, ``fallback`` decides — ``auto``: NCCL on GPU,
-gloo on CPU, with one warning naming the backend used; ``nccl`` / ``gloo``: that
-backend; ``error``: stop with a message saying how to get SMDDP. The same
-experiment therefore runs unchanged on a CPU box, a GPU box and a p4d cluster.
-
-SMDDP's limits shape the rest: it supports no sub-groups (``new_group``) and
-cannot be mixed with another backend, so everything here (and the Lightning
-paths skuvision uses) talks to the one world group. Two Lightning defaults break
-that and are replaced: the barrier around ``prepare_data`` (Lightning opens a
-gloo sub-group for an untimed barrier; here it is a world-group barrier — our
-``prepare_data`` only generates the small quickstart catalogue, well inside the
-collective timeout), and mean-reductions (gloo has no AVG; SUM then divide
-works on every backend). The test stand-in for SMDDP refuses ``new_group``, so
-the CPU tests prove no sub-group is created.
+SMDDP is a c10d backend, so this is Lightning's ``DDPStrategy`` with process group backend
+``smddp``. The library is imported only when the process group is set up (it refuses to load off
+AWS GPU instances); without it ``fallback`` picks NCCL/gloo or stops, so one experiment runs on a
+laptop, a GPU box and a p4d cluster. SMDDP has no sub-groups and mixes with no other backend, so
+the two Lightning defaults that need them are replaced: the ``prepare_data`` barrier (a gloo
+sub-group there, the world group here) and mean-reductions (SUM then divide: gloo has no AVG).
 """
 
 from __future__ import annotations

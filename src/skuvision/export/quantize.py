@@ -1,23 +1,11 @@
 """Static INT8 quantisation of the fp32 export (ONNX Runtime, QDQ), calibrated on shard images.
 
-Settings, and why (ONNX Runtime's quantisation guide; the ONNX model zoo's ResNet50 QDQ model
-keeps top-1 within 0.2 points this way):
-
-- QDQ format, int8 weights, uint8 activations (U8S8) by default: on x86 CPUs with VNNI
-  (VPDPBUSD: u8 x s8 accumulated straight into int32, no saturation) ONNX Runtime runs it 2-4x
-  faster than S8S8, the guide's portable default (measured: EfficientNet-Lite0 at 128 px, batch 1
-  1.5 ms vs 6.6 ms, same 0.992 top-1 agreement). On x86 CPUs *without* VNNI U8S8 goes through
-  VPMADDUBSW, whose int16 sums can saturate (the known accuracy collapse; ``reduce_range`` or
-  S8S8 avoid it): export with ``activations="int8"`` for such counters, and check the agreement.
-- per-channel weights: depthwise convolutions (EfficientNet, MobileNet) have wildly different
-  ranges per channel, and one scale per tensor wipes out the small ones: the classic collapse.
-- the model is first pre-processed (``quant_pre_process``: shape inference + graph
-  optimisation, BatchNorm folded into convolutions) so scales are computed on the fused graph.
-- calibration on real shard images through the eval transform (MinMax over a few hundred
-  images); ``softmax`` stays fp32 (its input range is unbounded, and it costs nothing).
-
-The INT8 model's top-1 agreement with fp32 on a held-out split is measured at export time and
-recorded in ``model_card.md`` and the export summary.
+Following ONNX Runtime's quantisation guide: uint8 activations by default (U8S8, fastest on x86
+with VNNI; ``activations="int8"`` for CPUs without it, where U8S8 can saturate); per-channel
+weights (depthwise convolutions' per-channel ranges differ wildly); the graph pre-processed first
+(BatchNorm folded) so scales fit the fused graph; MinMax calibration on real shard images through
+the eval transform; softmax kept fp32. The top-1 agreement with fp32 is measured at export and
+recorded in the model card (figures: BENCHMARKS.md, Inference at the counter).
 """
 
 from __future__ import annotations

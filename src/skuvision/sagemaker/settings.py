@@ -126,6 +126,21 @@ def check(s: SageMakerLauncherConf) -> None:
             f"{PREFIX}.image_uri is missing: build and push the training image with "
             "scripts/build_and_push_image.sh and pass the URI it prints (or set SKUVISION_IMAGE_URI)"
         )
+    _check_cluster(s)
+    for key in ("volume_size_gb", "max_run", "poll_seconds"):
+        if getattr(s, key) < 1:
+            raise _bad(key, getattr(s, key), "must be positive")
+    for key in ("s3_prefix", "checkpoint_s3_uri", "output_path"):
+        value = getattr(s, key)
+        if value and not S3_URI.match(value):
+            raise _bad(key, value, "not an S3 URI; expected s3://<bucket>/<prefix>")
+    _check_network(s)
+    _check_fsx(s)
+    _check_spot(s)
+    _check_environment(s)
+
+
+def _check_cluster(s: SageMakerLauncherConf) -> None:
     if s.distribution not in DISTRIBUTIONS:
         raise _bad("distribution", s.distribution, f"must be one of {', '.join(DISTRIBUTIONS)}")
     if s.distribution == "smddp" and s.instance_type not in SMDDP_INSTANCE_TYPES:
@@ -146,15 +161,9 @@ def check(s: SageMakerLauncherConf) -> None:
             f"runs one process on one instance but instance_count={s.instance_count}; "
             "use smddp or torchrun, or instance_count=1",
         )
-    for key in ("volume_size_gb", "max_run", "poll_seconds"):
-        if getattr(s, key) < 1:
-            raise _bad(key, getattr(s, key), "must be positive")
-    for key in ("s3_prefix", "checkpoint_s3_uri", "output_path"):
-        value = getattr(s, key)
-        if value and not S3_URI.match(value):
-            raise _bad(key, value, "not an S3 URI; expected s3://<bucket>/<prefix>")
-    _check_network(s)
-    _check_fsx(s)
+
+
+def _check_spot(s: SageMakerLauncherConf) -> None:
     if s.spot.use_spot:
         if not (s.checkpoint_s3_uri or s.s3_prefix):
             raise ConfigError(
@@ -165,6 +174,9 @@ def check(s: SageMakerLauncherConf) -> None:
             raise _bad(
                 "spot.max_wait", s.spot.max_wait, f"must be >= max_run ({s.max_run} s): it includes the run time"
             )
+
+
+def _check_environment(s: SageMakerLauncherConf) -> None:
     for name in s.environment:
         if not ENV_NAME.match(str(name)):
             raise _bad(f"environment.{name}", s.environment[name], "not a valid environment variable name")
