@@ -110,7 +110,7 @@ def test_launcher_returns_metric_or_failure_per_job(aws, submitted, tmp_path):
             cfg.hydra.job.num, cfg.hydra.job.name = job.num, "train"
         configs.append(cfg)
     # imported after compose(): Hydra's plugin scan re-executes plugin modules, replacing their classes
-    from hydra_plugins.skuvision_sagemaker.launcher import SageMakerJobFailed, SageMakerLauncher
+    from hydra_plugins.skuvision_sagemaker.launcher import SageMakerJobFailed, SageMakerLauncher, _Sweep
 
     records = [
         {"num": j.num, "name": j.name, "overrides": list(j.overrides), "console_url": f"https://x/{j.name}"}
@@ -119,18 +119,9 @@ def test_launcher_returns_metric_or_failure_per_job(aws, submitted, tmp_path):
     sweep_dir = tmp_path / "sweep"
     for num in range(2):
         (sweep_dir / str(num)).mkdir(parents=True)
-    returns = SageMakerLauncher()._wait(
-        submitter,
-        submitter.settings,
-        jobs,
-        configs,
-        records,
-        sweep_dir,
-        REGION,
-        "20261127-101500",
-        submitter.source_uri,
-        "sha",
-    )
+    sweep = _Sweep(submitter.settings, REGION, "20261127-101500", sweep_dir)
+    sweep.submitter, sweep.source_uri, sweep.source_sha256 = submitter, submitter.source_uri, "sha"
+    returns = SageMakerLauncher()._wait(sweep, jobs, configs, records)
     assert [r.status for r in returns] == [JobStatus.COMPLETED, JobStatus.FAILED]
     assert returns[0].return_value == 0.75 and returns[0].overrides == ["experiment=quickstart", "seed=0"]
     assert json.loads((sweep_dir / "0" / "metrics.json").read_text()) == {"val/top1": 0.75}

@@ -41,7 +41,8 @@ class _Sweep:
         self.settings, self.region, self.sweep_id, self.dir = settings, region, sweep_id, dir
         self.archive: Any = None  # set by _package_source, once every job's config is checked
         self.submitter: Any = None
-        self.source_uri = ""
+        self.source_sha256 = ""
+        self.source_uri = ""  # set by _submit
 
 
 class SageMakerLauncher(Launcher):
@@ -144,6 +145,7 @@ class SageMakerLauncher(Launcher):
         from skuvision.sagemaker.source import build_archive, project_root
 
         sweep.archive = build_archive(project_root(self._config_dir()))
+        sweep.source_sha256 = sweep.archive.sha256
         sweep.submitter = Submitter(sweep.settings, sweep.region, sweep.sweep_id, dry_run=sweep.settings.dry_run)
 
     def _plan_jobs(self, sweep: _Sweep, job_overrides, initial_job_idx: int) -> tuple[list, list[DictConfig]]:
@@ -285,7 +287,7 @@ class SageMakerLauncher(Launcher):
             "sweep_id": sweep.sweep_id,
             "region": sweep.region,
             "source_uri": sweep.source_uri,
-            "source_sha256": sweep.archive.sha256,
+            "source_sha256": sweep.source_sha256,
             "jobs": [by_num[n] for n in sorted(by_num)],
         }
         path.write_text(json.dumps(index, indent=2))
