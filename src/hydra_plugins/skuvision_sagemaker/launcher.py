@@ -24,6 +24,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+# skuvision is imported inside the methods: Hydra executes every plugin module at start-up (plugin
+# discovery), so this one must stay cheap to import, as Hydra's submitit launcher does.
 log = logging.getLogger(__name__)
 
 

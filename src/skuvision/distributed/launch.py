@@ -1,21 +1,11 @@
 """Start DDP ranks as fresh processes and run the training task in each under Hydra.
 
-Two callers need the same thing: a Hydra multirun job that trains with local
-DDP (``python train.py -m trainer=ddp ...``) and the SageMaker entry on a
-multi-GPU host that no launcher started ranks on. Both start the ranks with
-torchrun and have every rank run ``skuvision.train.run`` through ``@hydra.main``
-in *run* mode, with the job's overrides and one pinned ``hydra.run.dir``.
-
-Why not Lightning's own launcher: it re-executes ``sys.argv`` for ranks 1..N-1,
-which under ``-m`` re-runs the whole sweep in every child (Lightning #11300),
-and it keeps rank 0 inside the sweep process, where the process group, the
-MASTER_PORT/LOCAL_RANK variables it exports and dead children leak into the
-next sweep job. Why not ``ddp_spawn``: it pickles the trainer, model and
-datamodule into each rank, re-runs fit/test spawns per call, and breaks with
-unpicklable callbacks or loggers. Fresh torchrun ranks per job are what a
-single ``torchrun train.py`` run does, so a sweep job behaves exactly like one
-run; torchrun also kills the surviving ranks when one fails, so a broken job
-fails instead of hanging the sweep.
+Used by a local ``-m`` job that trains with DDP and by the SageMaker entry on a multi-GPU host with
+no launcher: torchrun starts the ranks, each runs the task in Hydra *run* mode with the job's
+overrides and one pinned ``hydra.run.dir``. Not Lightning's launcher: it re-executes ``sys.argv``
+(under ``-m``, the whole sweep again: Lightning #11300) and leaks rank 0's process group into the
+next job. Not ``ddp_spawn``: it pickles trainer, model and datamodule and breaks on unpicklable
+callbacks. torchrun also kills the surviving ranks when one fails, so a broken job fails, not hangs.
 """
 
 from __future__ import annotations

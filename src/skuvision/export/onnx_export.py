@@ -1,20 +1,11 @@
 """PyTorch -> ONNX with a dynamic batch, on torch 2.4.1 (the SageMaker image) and on the newest torch.
 
-``torch.onnx.export`` has two exporters, and which one runs depends on the torch version:
-
-- torch 2.4: the TorchScript-based ("legacy") exporter; its ``dynamo=True`` is an early path that
-  ignores the file, opset and input/output names and has no ``dynamic_shapes``: not usable here.
-- torch 2.5-2.8: both, legacy by default (``dynamo=False``).
-- torch 2.9+: the torch.export-based exporter by default (``dynamo=True``). It needs ``onnxscript``,
-  supports opset >= 18 only, writes weights to a separate ``.onnx.data`` file unless
-  ``external_data=False``, and takes ~10x longer (7 s vs 0.7 s for a ResNet10-T on 2 cores). The
-  legacy one still works there (torch 2.14.1: a deprecation warning; the same 39 ONNX nodes as
-  torch 2.4.1 for the test model, opset 17).
-
-``exporter="auto"`` therefore uses the legacy exporter wherever it exists -- one code path and the
-same graph on 2.4.1 and on the newest torch -- and the dynamo exporter only where the legacy one
-has been removed. ``exporter="dynamo"`` forces the new one (tested on the newest torch). Either way
-the result is one self-contained ``model.onnx``, checked with ``onnx.checker``.
+``exporter="auto"`` uses the TorchScript-based ("legacy") exporter wherever it exists: torch 2.4's
+``dynamo=True`` ignores file, opset and names, and the torch.export-based default of 2.9+ needs
+onnxscript, opset >= 18 and an external-data flag, and is much slower; the legacy one gives the
+same graph on 2.4.1 and on the newest torch. The dynamo exporter runs only where the legacy one is
+gone, or with ``exporter="dynamo"``. Either way: one self-contained ``model.onnx``, checked with
+``onnx.checker``.
 """
 
 from __future__ import annotations
