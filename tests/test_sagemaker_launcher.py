@@ -345,7 +345,7 @@ def test_onboarding_sweep_sent_to_sagemaker_runs_the_onboarding_task(aws, tmp_pa
     from skuvision.entry.sagemaker_job import container_overrides, read_config_name, read_overrides
     from skuvision.entry.tasks import task_for
     from skuvision.onboarding import task as onboarding
-    from skuvision.sagemaker.job import decode_overrides
+    from skuvision.sagemaker.overrides import decode_overrides
 
     code = tmp_path / "opt_ml_code"
     source_archive(s3, described[0]).extractall(code, filter="data")
