@@ -17,7 +17,7 @@ import psutil
 import pytest
 import torch
 
-from helpers import FAST_TRAIN, TINY_MODEL, run_cli
+from helpers import FAST_TRAIN, TINY_MODEL, run_cli, subprocess_pythonpath
 
 DDP_TINY = [
     "trainer=ddp",
@@ -59,7 +59,7 @@ IN_PROCESS = ["data.synthetic=null", *FAST_TRAIN, "logger=csv", "data.image_size
 
 
 def env() -> dict:
-    return {"PYTHONPATH": str(Path(__file__).resolve().parent), "OMP_NUM_THREADS": "1"}
+    return {"PYTHONPATH": subprocess_pythonpath(), "OMP_NUM_THREADS": "1"}
 
 
 def wait_gone(pid: int, timeout: float) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, TINY_MODEL
+from helpers import ROOT, TINY_MODEL, subprocess_pythonpath
 from helpers.distributed_probe import read_probes
 
 TESTS = Path(__file__).resolve().parent
@@ -52,7 +52,7 @@ def sagemaker_env(tmp_path: Path, shards: Path, *, stub: bool, gpus: int = 2, **
             "SM_OUTPUT_DATA_DIR": str(tmp_path / "output"),
             "SKUVISION_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
             "SKUVISION_DATA_DIR": str(tmp_path / "data"),
-            "PYTHONPATH": os.pathsep.join([*([str(STUBS)] if stub else []), str(TESTS)]),
+            "PYTHONPATH": subprocess_pythonpath(*([STUBS] if stub else [])),
             "WANDB_MODE": "offline",
             "HF_HUB_OFFLINE": "1",
             "OMP_NUM_THREADS": "1",

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import subprocess_pythonpath
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 STUBS = TESTS / "stubs"
@@ -35,7 +37,7 @@ def base_env(stub: bool = True) -> dict:
         if not k.startswith(("SM_", "OMPI_", "TORCHELASTIC", "GROUP_", "LOCAL_"))
         and k not in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK")
     }
-    env.update({"PYTHONPATH": os.pathsep.join([*([str(STUBS)] if stub else []), str(TESTS)]), "OMP_NUM_THREADS": "1"})
+    env.update({"PYTHONPATH": subprocess_pythonpath(*([STUBS] if stub else [])), "OMP_NUM_THREADS": "1"})
     return env
 
 

@@ -7,13 +7,10 @@ computes a NaN loss and NaN gradients through the real forward and backward.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from helpers import QUIET, TINY_MODEL, run_cli
+from helpers import QUIET, TINY_MODEL, run_cli, subprocess_pythonpath
 
-TESTS = Path(__file__).resolve().parent
 RUN = [
     *TINY_MODEL,
     "data.batch_size=4",
@@ -33,7 +30,7 @@ def test_nan_loss_stops_at_that_step_and_last_ckpt_keeps_the_last_good_weights(t
         *RUN,
         "+callbacks.fault._target_=helpers.fault_probe.PoisonAt",
         "+callbacks.fault.step=5",
-        env={"PYTHONPATH": str(TESTS)},
+        env={"PYTHONPATH": subprocess_pythonpath()},
     )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("skuvision: error:")]

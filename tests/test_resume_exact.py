@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, TINY_MODEL, run_cli
+from helpers import ROOT, TINY_MODEL, run_cli, subprocess_pythonpath
 
-TESTS = Path(__file__).resolve().parent
 RUN = [
     *TINY_MODEL,
     "model.head.dropout=0.2",  # the model draws random numbers too
@@ -35,7 +34,7 @@ RUN = [
     "test=false",
     "trainer.log_every_n_steps=1",
 ]
-ENV = {"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+ENV = {"PYTHONPATH": subprocess_pythonpath(), "OMP_NUM_THREADS": "1"}
 
 
 def train_with(run_dir: Path, shards: Path, *extra: str) -> subprocess.CompletedProcess:

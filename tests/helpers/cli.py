@@ -9,6 +9,8 @@ from pathlib import Path
 
 from helpers.configs import ROOT
 
+TESTS = ROOT / "tests"
+
 
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
@@ -37,3 +39,9 @@ def one_error_line(result, info: tuple[str, ...] = (), other_output: bool = Fals
         others = [line for line in lines if line != errors[0] and not line.startswith(info or "\0")]
         assert not others, result.stderr[-3000:]
     return errors[0]
+
+
+def subprocess_pythonpath(*first: Path) -> str:
+    """PYTHONPATH for a process a test starts: ``first`` (e.g. stubs), tests/ (``helpers.*`` callbacks)
+    and this checkout's src/, so the process runs this tree's skuvision, not whichever one is installed."""
+    return os.pathsep.join(str(p) for p in (*first, TESTS, ROOT / "src"))
