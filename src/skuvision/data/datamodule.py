@@ -32,7 +32,7 @@ from skuvision.data import integrity
 from skuvision.data.device_augment import DeviceAugment, decode_batch, jpeg_collate, pad_collate
 from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.labels import LabelMap
-from skuvision.data.manifest import MANIFEST, read_manifest
+from skuvision.data.manifest import MANIFEST, read_manifest, split_dir
 from skuvision.data.preprocess import preprocess_spec
 from skuvision.data.quickstart_data import ensure_synthetic_shards
 from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
@@ -213,14 +213,6 @@ class SKUDataModule(L.LightningDataModule):
             ensure_synthetic_shards(self.root, **settings)
 
     # -- datasets ------------------------------------------------------------------
-    def _split_dir(self, split: str) -> str:
-        info = self.manifest["splits"].get(split, {"count": 0})
-        if not info["count"]:
-            raise DataError(
-                f"{self.root}: the '{split}' split is empty; rebuild shards with --{split} > 0 or enough images per SKU"
-            )
-        return f"{self.root.rstrip('/')}/{info['dir']}"
-
     def _dataset(self, split: str) -> SKUShardDataset:
         if split not in self.datasets:
             train = split == "train"
@@ -244,10 +236,12 @@ class SKUDataModule(L.LightningDataModule):
                 transform = _uint8_as_is
             else:
                 transform = train_transform(self.image_size, self.augment, self.preprocess)
-            split_dir = self._split_dir(split)
-            integrity.check_chunks(self.root, split_dir)  # a truncated or foreign chunk: one line, before any step
+            directory = split_dir(
+                self.root, self.manifest, split, if_empty=f"rebuild shards with --{split} > 0 or enough images per SKU"
+            )
+            integrity.check_chunks(self.root, directory)  # a truncated or foreign chunk: one line, before any step
             self.datasets[split] = SKUShardDataset(
-                split_dir,
+                directory,
                 transform,
                 seeded_augment=train and not self.augment_on_device,
                 augment_seed=self.seed,

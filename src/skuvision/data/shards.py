@@ -41,7 +41,7 @@ from litdata.streaming.writer import BinaryWriter
 from tqdm.auto import tqdm
 
 from skuvision import __version__
-from skuvision.data.imageio import RejectedImage, content_hash, decode_to_tensor, prepare_image
+from skuvision.data.imageio import UnreadableImage, content_hash, decode_to_tensor, prepare_image
 from skuvision.data.labels import LabelMap
 from skuvision.data.manifest import FORMAT_VERSION, MANIFEST, REJECTS, read_manifest
 from skuvision.data.remote import S3ShardUploader, is_s3
@@ -94,7 +94,7 @@ def _read_bytes(path: str) -> bytes:
         with open(path, "rb") as fh:
             return fh.read()
     except OSError as exc:
-        raise RejectedImage(f"unreadable: {exc.strerror or exc}") from None
+        raise UnreadableImage(f"unreadable: {exc.strerror or exc}") from None
 
 
 def process_sku(
@@ -107,7 +107,7 @@ def process_sku(
     for pos, src in enumerate(images):
         try:
             image = prepare_image(_read_bytes(src.path), settings.size, settings.quality)
-        except RejectedImage as exc:
+        except UnreadableImage as exc:
             result.rejects.append((src.path, str(exc)))
             continue
         if image.content_hash in first:
@@ -264,7 +264,7 @@ def build_shards(
 def _same_bytes(path: str, content_hash_hex: str) -> bool:
     try:
         return content_hash(_read_bytes(path)) == content_hash_hex
-    except RejectedImage:  # gone since: not provably the same
+    except UnreadableImage:  # gone since: not provably the same
         return False
 
 

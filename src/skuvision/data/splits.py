@@ -49,11 +49,6 @@ def split_for_unit(u: float, val: float, test: float) -> str:
     return "train"
 
 
-def group_near_duplicates(phashes: list[int], max_distance: int) -> list[list[int]]:
-    """The near-duplicate groups the shard builder forms (see ``near_duplicate_groups``)."""
-    return near_duplicate_groups(phashes, max_distance)[0]
-
-
 def near_duplicate_groups(phashes: list[int], max_distance: int) -> tuple[list[list[int]], int]:
     """(complete-linkage groups, the distance used for this SKU). O(n^2) per SKU.
 
