@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from skuvision.data.labels import LabelMap
@@ -21,14 +22,24 @@ from skuvision.data.splits import SPLITS
 from skuvision.errors import DataError
 
 
-def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict], dict | None]:
+@dataclass
+class PreviousBuild:
+    """What an earlier build hands on: class indices, pinned splits and split cuts keep a rebuild stable."""
+
+    label_map: LabelMap = field(default_factory=LabelMap)
+    pinned: dict[str, str] = field(default_factory=dict)  # content hash -> split
+    cuts: dict[str, dict] = field(default_factory=dict)  # SKU -> its split cuts (hash units)
+    base: dict | None = None  # the shard set a delta extends (path + content hash)
+
+
+def previous_state(label_map_path: str | None) -> PreviousBuild:
     """The label map, pinned splits, split cuts and base record of an earlier build (its manifest.json, local or s3://).
 
     The base record (path + content hash, only when ``label_map_path`` is a shard manifest) lets a
     delta shard set find its base's train split for replay and prove it is the one it was built on.
     """
     if not label_map_path:
-        return LabelMap(), {}, {}, None
+        return PreviousBuild()
     if is_s3(label_map_path):
         data = read_json(label_map_path)
         label_map = LabelMap.from_dict(data.get("label_map", data))
@@ -37,7 +48,7 @@ def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str]
         data = json.loads(Path(label_map_path).read_text())
     pins = dict(data.get("pinned_splits", {})) if isinstance(data, dict) else {}
     cuts = dict(data.get("split_cuts", {})) if isinstance(data, dict) else {}
-    return label_map, pins, cuts, base_record(label_map_path, data)
+    return PreviousBuild(label_map, pins, cuts, base_record(label_map_path, data))
 
 
 STAGING = ".building-"
