@@ -7,7 +7,8 @@ from pathlib import Path
 from PIL import Image
 
 from skuvision.data.manifest import read_manifest
-from skuvision.data.shards import BuildSettings, build_shards, verify_shards
+from skuvision.data.shard_verify import verify_shards
+from skuvision.data.shards import BuildSettings, build_shards
 from skuvision.data.splits import assign_splits, near_duplicate_groups
 
 from conftest import run_cli, shards_build_cli
@@ -221,7 +222,7 @@ def test_a_build_that_runs_out_of_room_says_so_in_one_line_and_keeps_the_earlier
     import subprocess
     import sys
 
-    from skuvision.data.shards import verify_shards
+    from skuvision.data.shard_verify import verify_shards
 
     from conftest import ROOT
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from skuvision.data.manifest import read_manifest
-from skuvision.data.shards import BuildSettings, build_shards, verify_shards
+from skuvision.data.shard_verify import verify_shards
+from skuvision.data.shards import BuildSettings, build_shards
 from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
 
 from conftest import run_cli, shards_build_cli

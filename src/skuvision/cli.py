@@ -143,10 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skuvision", description=__doc__, formatter_class=HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_synth(sub)
-    shards = sub.add_parser("shards", help="build or verify litdata shards").add_subparsers(
+    shards = sub.add_parser("shards", help="build, merge or verify litdata shards").add_subparsers(
         dest="shards_cmd", required=True
     )
     _add_shards_build(shards)
+    _add_shards_merge(shards)
     _add_shards_verify(shards)
     _add_summary(sub)
     _add_compare(sub)
@@ -222,8 +223,29 @@ def _add_shards_build(shards) -> None:
         "near-duplicates and share a split (-1 disables)",
     )
     b.add_argument("--workers", type=int, default=all_cores(), help="parallel processes")
+    b.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=None,
+        metavar="P",
+        help="cut the build into P partitions of whole SKUs (balanced by images); build one with --partition K, "
+        "then join them with `skuvision shards merge OUT`",
+    )
+    b.add_argument("--partition", type=int, default=None, metavar="K", help="with --partitions: which one, 0..P-1")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(command_name="shards build")
+
+
+def _add_shards_merge(shards) -> None:
+    m = shards.add_parser(
+        "merge",
+        help="join a partitioned build's partitions into one shard set",
+        description="Check that OUT/partitions holds all P partitions of one build, complete, then write "
+        "OUT/{train,val,test}, manifest.json and rejects.csv as a one-machine build would.",
+    )
+    m.add_argument("out", metavar="OUT", help="the --out the partitions were built into")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.set_defaults(command_name="shards merge")
 
 
 def _add_shards_verify(shards) -> None:

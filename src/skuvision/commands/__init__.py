@@ -9,6 +9,7 @@ from skuvision.commands import data, deploy, report
 HANDLERS = {
     "synth": data.synth,
     "shards build": data.shards_build,
+    "shards merge": data.shards_merge,
     "shards verify": data.shards_verify,
     "summary": report.summary,
     "compare": report.compare_runs,

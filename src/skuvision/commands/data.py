@@ -7,9 +7,13 @@ import sys
 
 from skuvision.data.build_settings import BuildSettings
 from skuvision.data.manifest import read_manifest
+from skuvision.data.partition_merge import merge_partitions
+from skuvision.data.partitions import build_partition, partition_name
 from skuvision.data.remote import is_s3
-from skuvision.data.shards import build_shards, verify_shards
+from skuvision.data.shard_verify import verify_shards
+from skuvision.data.shards import build_shards
 from skuvision.data.synthetic import write_catalogue
+from skuvision.errors import UserError
 
 
 def synth(args: argparse.Namespace) -> int:
@@ -39,9 +43,35 @@ def build_settings(args: argparse.Namespace) -> BuildSettings:
 
 
 def shards_build(args: argparse.Namespace) -> int:
+    if (args.partitions is None) != (args.partition is None):
+        raise UserError("--partitions P and --partition K go together: P partitions, and which one (0..P-1) to build")
+    if args.partitions is not None:
+        return _build_partition(args)
     manifest = build_shards(
         args.input, args.out, build_settings(args), label_map_path=args.label_map, progress=not args.quiet
     )
+    print_build_summary(args.out, manifest)
+    return 0
+
+
+def _build_partition(args: argparse.Namespace) -> int:
+    record = build_partition(
+        args.input,
+        args.out,
+        build_settings(args),
+        args.partitions,
+        args.partition,
+        label_map_path=args.label_map,
+        progress=not args.quiet,
+    )
+    images = sum(record["counts"].values())
+    where = f"{args.out}/partitions/{partition_name(args.partition, args.partitions)}"
+    print(f"{where}: {len(record['skus'])} SKUs, {images} images; merge with `skuvision shards merge {args.out}`")
+    return 0
+
+
+def shards_merge(args: argparse.Namespace) -> int:
+    manifest = merge_partitions(args.out, progress=not args.quiet)
     print_build_summary(args.out, manifest)
     return 0
 

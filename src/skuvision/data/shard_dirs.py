@@ -52,13 +52,15 @@ def previous_state(label_map_path: str | None) -> PreviousBuild:
 
 
 STAGING = ".building-"
+PARTITIONS = "partitions"  # a partitioned build's parts: out/partitions/<K>-of-<P>/
 
 
 def local_out(out: Path) -> Path:
     """``out``, checked: new, empty, or an earlier build of ours (which stays until the new one is done)."""
     if out.exists():
         stale = [p for p in out.iterdir() if p.name.startswith(STAGING)]  # left by a build that was killed
-        if len(stale) < len(list(out.iterdir())) and not (out / MANIFEST).exists():
+        ours = len(stale) + (out / PARTITIONS).is_dir()  # a partitioned build's parts, merged into out
+        if ours < len(list(out.iterdir())) and not (out / MANIFEST).exists():
             raise DataError(
                 f"--out {out}: exists, is not empty and holds no {MANIFEST}; choose an empty or new directory"
             )

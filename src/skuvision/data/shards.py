@@ -9,27 +9,25 @@ rejected, split and recorded, and why.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
-from litdata import StreamingDataset
 from tqdm.auto import tqdm
 
 from skuvision import __version__
 from skuvision.data.build_settings import BuildSettings
-from skuvision.data.imageio import UnreadableImage, content_hash, decode_to_tensor
+from skuvision.data.imageio import UnreadableImage, content_hash
 from skuvision.data.labels import LabelMap
-from skuvision.data.manifest import FORMAT_VERSION, MANIFEST, REJECTS, read_manifest
+from skuvision.data.manifest import FORMAT_VERSION, MANIFEST, REJECTS
 from skuvision.data.remote import S3ShardUploader, is_s3
 from skuvision.data.shard_dirs import STAGING, PreviousBuild, local_out, previous_state, swap_in
 from skuvision.data.shard_writers import SplitWriters
@@ -38,7 +36,7 @@ from skuvision.data.sources import Conflict, Listing, SourceImage, list_sources
 from skuvision.data.split_report import named, split_report
 from skuvision.data.splits import SPLITS
 from skuvision.errors import DataError, StorageError
-from skuvision.files import out_of_room, sha256, write_json
+from skuvision.files import out_of_room, write_json
 
 
 def build_shards(
@@ -55,33 +53,12 @@ def build_shards(
     """
     settings = settings or BuildSettings()
     settings.validate()
-    listing = list_sources(input_path)
-    sources = listing.images
-    if all(s.split for s in sources) and not any(s.split == "train" for s in sources):
-        raise DataError(
-            f"--input {input_path}: every row has a split and none is train; "
-            "mark some rows split=train or leave split empty to have them split by hash"
-        )
-    previous = previous_state(label_map_path)  # before the output is touched: it may live there
-    if previous.base and previous.base["path"] == (str(out).rstrip("/") if is_s3(out) else str(Path(out).resolve())):
-        previous.base = None  # a rebuild over its own manifest, not a delta
+    listing = read_listing(input_path)
+    previous = previous_for(label_map_path, out)  # before the output is touched: it may live there
     if not is_s3(out):
-        final = local_out(Path(out))
-        staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=final))
-        try:
-            manifest = _build(listing, input_path, staging, settings, previous, progress)
-            swap_in(staging, final)
-        except Exception as exc:
-            full = out_of_room(exc)
-            if full is None:
-                raise
-            raise StorageError(
-                f"--out {final}: shards not written ({full.strerror}); any earlier build there is untouched; "
-                "free space (shards take about a tenth of the originals' size) or choose another --out"
-            ) from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return manifest
+        return into_local_out(
+            Path(out), lambda staging: _build(listing, input_path, staging, settings, previous, progress)
+        )
 
     uploader = S3ShardUploader(str(out))
     uploader.prepare()  # bucket, credentials and prefix checked before any image is read
@@ -98,6 +75,45 @@ def build_shards(
     return manifest
 
 
+def read_listing(input_path: str | Path) -> Listing:
+    """The input's images and skipped rows, refused when it could never give a training split."""
+    listing = list_sources(input_path)
+    if all(s.split for s in listing.images) and not any(s.split == "train" for s in listing.images):
+        raise DataError(
+            f"--input {input_path}: every row has a split and none is train; "
+            "mark some rows split=train or leave split empty to have them split by hash"
+        )
+    return listing
+
+
+def previous_for(label_map_path: str | None, out: str | Path) -> PreviousBuild:
+    """The earlier build a new one continues; a rebuild over its own manifest is not a delta of itself."""
+    previous = previous_state(label_map_path)
+    if previous.base and previous.base["path"] == (str(out).rstrip("/") if is_s3(out) else str(Path(out).resolve())):
+        previous.base = None
+    return previous
+
+
+def into_local_out(out: Path, write: Callable[[Path], dict]) -> dict:
+    """Run ``write`` into a staging folder inside ``out`` and swap the result in only when it succeeded."""
+    final = local_out(out)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=final))
+    try:
+        manifest = write(staging)
+        swap_in(staging, final)
+    except Exception as exc:
+        full = out_of_room(exc)
+        if full is None:
+            raise
+        raise StorageError(
+            f"--out {final}: shards not written ({full.strerror}); any earlier build there is untouched; "
+            "free space (shards take about a tenth of the originals' size) or choose another --out"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
 def _same_bytes(path: str, content_hash_hex: str) -> bool:
     try:
         return content_hash(read_bytes(path)) == content_hash_hex
@@ -106,7 +122,7 @@ def _same_bytes(path: str, content_hash_hex: str) -> bool:
 
 
 @dataclass
-class _BuildState:
+class BuildState:
     """What the build has gathered so far, SKU by SKU in SKU-id order: the manifest's content."""
 
     sources: list[SourceImage]
@@ -122,6 +138,8 @@ class _BuildState:
     groups: dict[str, list[list[str]]] = field(default_factory=dict)  # SKU -> near-duplicate groups
     lowered: dict[str, int] = field(default_factory=dict)  # SKU -> dedup distance used, where lowered
     straddling: list[list[str]] = field(default_factory=list)  # groups whose CSV splits differ
+    # (listing index of an earlier copy, content hash) -> whether its bytes are these: the build re-reads the file
+    same_bytes: Callable[[int, str], bool] | None = None
 
     def drop_cross_sku_copies(self, result: SKUResult, offset: int) -> list[Sample]:
         """The SKU's samples whose bytes no earlier SKU holds; the others become label-conflict rejects."""
@@ -129,7 +147,7 @@ class _BuildState:
         for sample in result.samples:
             index = offset + sample.position
             other = self.first_copy.setdefault(int(sample.content_hash[:16], 16), index)
-            if other != index and _same_bytes(self.sources[other].path, sample.content_hash):
+            if other != index and self._same_bytes(other, sample.content_hash):
                 src, first = self.sources[index], self.sources[other]  # never one SKU: process_sku drops those
                 reason = f"label conflict: same bytes as {first.path} (SKU {first.sku_id!r}, kept there)"
                 result.rejects.append((src.path, reason))
@@ -137,6 +155,11 @@ class _BuildState:
             else:
                 kept.append(sample)
         return kept
+
+    def _same_bytes(self, other: int, digest: str) -> bool:
+        if self.same_bytes is not None:
+            return self.same_bytes(other, digest)
+        return _same_bytes(self.sources[other].path, digest)
 
     def record(self, result: SKUResult, kept: list[Sample], first: SourceImage, offset: int, asked_distance: int):
         """Give the SKU its class (when it kept an image) and note its counts, groups, pins and cuts."""
@@ -162,7 +185,7 @@ class _BuildState:
 
 
 @contextmanager
-def _sku_results(per_sku_sources: list[list[SourceImage]], settings: BuildSettings, previous: PreviousBuild):
+def sku_results(per_sku_sources: list[list[SourceImage]], settings: BuildSettings, previous: PreviousBuild):
     """Each SKU's result, in listing order: from a process pool when ``workers`` > 1."""
     tasks = ((imgs, settings, previous.cuts.get(imgs[0].sku_id)) for imgs in per_sku_sources)
     if settings.workers <= 1:
@@ -176,7 +199,7 @@ def _sku_results(per_sku_sources: list[list[SourceImage]], settings: BuildSettin
         pool.shutdown()
 
 
-def _by_sku(sources: list[SourceImage]) -> Iterator[tuple[list[SourceImage], int]]:
+def by_sku(sources: list[SourceImage]) -> Iterator[tuple[list[SourceImage], int]]:
     """(one SKU's images, the listing index of its first) for each SKU, in listing order."""
     offset = 0
     for _, group in groupby(sources, key=lambda s: s.sku_id):
@@ -194,7 +217,7 @@ def _build(
     progress: bool,
     on_chunk=None,
 ) -> dict:
-    state = _BuildState(
+    state = BuildState(
         listing.images,
         previous.label_map,
         previous.pinned,
@@ -202,11 +225,11 @@ def _build(
         list(listing.skipped),
         list(listing.conflicts),
     )
-    skus = list(_by_sku(listing.images))
+    skus = list(by_sku(listing.images))
     writers = SplitWriters(out, settings.chunk_bytes, on_chunk)
     start = time.perf_counter()
     with tqdm(total=len(listing.images), desc="shards build", unit="img", disable=not progress) as bar:
-        with _sku_results([images for images, _ in skus], settings, previous) as results:
+        with sku_results([images for images, _ in skus], settings, previous) as results:
             for (images, offset), result in zip(skus, results):
                 kept = state.drop_cross_sku_copies(result, offset)
                 state.record(result, kept, images[0], offset, settings.dedup_distance)
@@ -215,7 +238,20 @@ def _build(
                     writers.add(sample.split, {"image": sample.jpeg, "label": label, "key": sample.content_hash})
                 bar.update(len(result.samples) + len(result.rejects))
     writers.close()
-    elapsed = time.perf_counter() - start
+    return finish_build(state, writers, out, input_path, settings, previous, time.perf_counter() - start)
+
+
+def finish_build(
+    state: BuildState,
+    writers: SplitWriters,
+    out: Path,
+    input_path,
+    settings: BuildSettings,
+    previous,
+    elapsed: float,
+    extra: dict | None = None,
+) -> dict:
+    """Check that training images remain, warn, and write rejects.csv and the manifest (last)."""
     if not writers.counts["train"]:
         raise DataError(
             f"--input {input_path}: the build left no training images ({_counts(writers.counts)}); "
@@ -227,11 +263,12 @@ def _build(
     manifest = _manifest(state, writers, input_path, settings, fractions, warnings, elapsed)
     if previous.base:  # a delta: names the shard set it extends (skuvision.onboarding replays from its train split)
         manifest["base"] = previous.base
+    manifest.update(extra or {})
     write_json(out / MANIFEST, manifest, indent=1)  # a crash never leaves a half-written manifest
     return manifest
 
 
-def _notes(state: _BuildState) -> list[str]:
+def _notes(state: BuildState) -> list[str]:
     """Warnings not about splits: printed, and recorded in their own manifest fields."""
     notes = []
     if state.empty:
@@ -262,7 +299,7 @@ def _write_rejects(path: Path, rejects: list[tuple[str, str]]) -> None:
 
 
 def _manifest(
-    state: _BuildState, writers: SplitWriters, input_path, settings: BuildSettings, fractions, warnings, elapsed
+    state: BuildState, writers: SplitWriters, input_path, settings: BuildSettings, fractions, warnings, elapsed
 ) -> dict:
     return {
         "format_version": FORMAT_VERSION,
@@ -289,54 +326,3 @@ def _manifest(
 
 def _counts(counts: Counter) -> str:
     return ", ".join(f"{s} {counts[s]}" for s in SPLITS)
-
-
-def verify_shards(root: str | Path, progress: bool = True) -> list[str]:
-    """Check every chunk's sha256 (local shards) and decode every sample; returns the problems (none: all good).
-
-    A flipped bit inside an image that still decodes, or in a label that stays in range, is found only by
-    the chunk hashes the build recorded (``chunk_sha256`` in the manifest).
-    """
-    manifest = read_manifest(root)
-    skus = LabelMap.from_dict(manifest["label_map"]).skus
-    problems = [] if is_s3(root) else chunk_hash_problems(root, manifest)
-    for split, info in manifest["splits"].items():
-        if info["count"] == 0:
-            continue
-        ds = StreamingDataset(os.path.join(str(root), info["dir"]))
-        if len(ds) != info["count"]:
-            problems.append(f"{split}: {len(ds)} samples in shards, manifest says {info['count']}")
-        seen: Counter = Counter()
-        for i in tqdm(range(len(ds)), desc=f"verify {split}", unit="img", disable=not progress):
-            sample = ds[i]
-            try:
-                decode_to_tensor(sample["image"])
-            except (RuntimeError, OSError) as exc:  # torchvision's / PIL's decoder
-                problems.append(f"{split}[{i}]: image does not decode ({exc})")
-            if not 0 <= sample["label"] < len(skus):
-                problems.append(f"{split}[{i}]: label {sample['label']} outside 0..{len(skus) - 1}")
-                continue
-            seen[skus[sample["label"]]] += 1
-        for sku_id, counts in manifest["per_sku"].items():
-            if seen[sku_id] != counts.get(split, 0):
-                problems.append(
-                    f"{split}: SKU {sku_id} has {seen[sku_id]} samples, manifest says {counts.get(split, 0)}"
-                )
-    return problems
-
-
-def chunk_hash_problems(root: str | Path, manifest: dict) -> list[str]:
-    """Chunk files whose sha256 is not the one the build recorded (older builds recorded none: nothing to check)."""
-    problems = []
-    for split, files in (manifest.get("chunk_sha256") or {}).items():
-        directory = Path(root) / manifest["splits"][split]["dir"]
-        for name, digest in files.items():
-            path = directory / name
-            if not path.is_file():
-                problems.append(f"{path}: chunk missing")
-            elif sha256(path) != digest:
-                problems.append(
-                    f"{path}: sha256 is not the build's (changed after the build: flipped bits, "
-                    "a partial copy, or another build's chunk)"
-                )
-    return problems
