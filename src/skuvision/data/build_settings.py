@@ -6,7 +6,6 @@ Kept free of torch and litdata so that ``skuvision --help`` can show these defau
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from skuvision.errors import DataError
 
@@ -16,15 +15,24 @@ def all_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-@dataclass
 class BuildSettings:
-    size: int = 320  # shorter side after resizing (never upscales)
-    quality: int = 90  # JPEG quality of the re-encoded images
-    val: float = 0.1
-    test: float = 0.1
-    dedup_distance: int = 8  # phash bits; -1 disables near-duplicate grouping (see scripts/benchmark_dedup.py)
-    chunk_bytes: str = "64MB"
-    workers: int = 1
+    """A plain class, not a dataclass: ``dataclasses`` (and ``inspect``) would cost ``--help`` ~20 ms."""
+
+    def __init__(
+        self,
+        size: int = 320,  # shorter side after resizing (never upscales)
+        quality: int = 90,  # JPEG quality of the re-encoded images
+        val: float = 0.1,
+        test: float = 0.1,
+        dedup_distance: int = 8,  # phash bits; -1 disables near-duplicate grouping (scripts/benchmark_dedup.py)
+        chunk_bytes: str = "64MB",
+        workers: int = 1,
+    ):
+        self.size, self.quality, self.val, self.test = size, quality, val, test
+        self.dedup_distance, self.chunk_bytes, self.workers = dedup_distance, chunk_bytes, workers
+
+    def __repr__(self) -> str:
+        return f"BuildSettings({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
     def validate(self) -> None:
         """Raises DataError naming the bad option."""
