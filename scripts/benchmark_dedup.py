@@ -50,7 +50,7 @@ def jpeg(img, quality: int) -> bytes:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from skuvision.data.imageio import prepare_image
-    from skuvision.data.splits import group_near_duplicates
+    from skuvision.data.splits import near_duplicate_groups
     from skuvision.data.synthetic import make_catalogue, render_view
 
     rng = random.Random(0)
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     images = args.skus * args.images_per_sku
     rows = []
     for t in THRESHOLDS:
-        formed = [group_near_duplicates(h, t) for h in per_sku_hashes]
+        formed = [near_duplicate_groups(h, t)[0] for h in per_sku_hashes]
         groups = sum(len(g) for g in formed)
         largest = max(len(x) for g in formed for x in g)
         rows.append(

@@ -163,9 +163,9 @@ def make_loader(variant: str, originals: Path, shards: Path, args):
             ImageFolder(str(originals), transform=baseline_transform(args.image_size)), shuffle=True, **common
         )
     if variant in ("shards", "shards_device"):
-        from skuvision.data.datamodule import SKUDataModule
+        from skuvision.config.data_module import shard_data_module
 
-        dm = SKUDataModule(
+        dm = shard_data_module(
             str(shards),
             image_size=args.image_size,
             batch_size=args.batch_size,

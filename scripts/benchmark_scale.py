@@ -30,10 +30,10 @@ STARTUP = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 import skuvision
-from skuvision.data.datamodule import SKUDataModule
+from skuvision.config.data_module import shard_data_module
 from benchmark_common import rss_mb
 imported, rss0 = time.perf_counter(), rss_mb()
-dm = SKUDataModule(sys.argv[1], image_size=64, batch_size=16, num_workers=0)
+dm = shard_data_module(sys.argv[1], image_size=64, batch_size=16, num_workers=0)
 n = dm.num_classes
 names = [dm.label_map.sku(i) for i in range(n)]  # every index once: O(N) in total
 dm.setup("fit")

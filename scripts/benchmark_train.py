@@ -167,9 +167,9 @@ def synthetic_batches(args, device: torch.device):
 
 
 def shard_batches(args, root: str, device: torch.device, on_device: bool):
-    from skuvision.data.datamodule import SKUDataModule
+    from skuvision.config.data_module import shard_data_module
 
-    dm = SKUDataModule(
+    dm = shard_data_module(
         root,
         image_size=args.image_size,
         batch_size=args.batch_size,

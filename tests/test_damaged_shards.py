@@ -79,7 +79,7 @@ def test_with_max_bad_samples_the_image_is_skipped_and_counted_in_metrics(shards
 def test_shards_verify_finds_a_flipped_bit_that_still_decodes_by_the_chunk_hash(shards):
     """The damage no per-sample check sees: one bit deep in a JPEG's entropy data, the image still decodes."""
     from skuvision.data.imageio import decode_to_tensor
-    from skuvision.data.shards import verify_shards
+    from skuvision.data.shard_verify import verify_shards
 
     assert verify_shards(shards, progress=False) == []  # as built: every chunk matches its recorded sha256
     chunk = shards / "train" / "chunk-0-0.bin"

@@ -4,7 +4,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
-from skuvision.data.datamodule import SKUDataModule
+from skuvision.config.data_module import shard_data_module
 
 
 def _free_port() -> int:
@@ -19,7 +19,7 @@ def _count_batches(rank: int, world: int, port: int, root: str, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        dm = SKUDataModule(root, image_size=32, batch_size=5, num_workers=0)
+        dm = shard_data_module(root, image_size=32, batch_size=5, num_workers=0)
         dm.setup("fit")
         batches = [b["label"].shape[0] for b in dm.train_dataloader()]
         queue.put((rank, len(batches), sum(batches)))
@@ -28,7 +28,7 @@ def _count_batches(rank: int, world: int, port: int, root: str, queue) -> None:
 
 
 def test_every_rank_gets_the_same_number_of_train_batches(tiny_shards):
-    dm = SKUDataModule(str(tiny_shards), image_size=32, batch_size=5, num_workers=0)
+    dm = shard_data_module(str(tiny_shards), image_size=32, batch_size=5, num_workers=0)
     n_train = dm.manifest["splits"]["train"]["count"]
     assert n_train % 2 == 1 or n_train % 10 != 0  # uneven over 2 ranks x batch 5
     ctx = mp.get_context("spawn")
@@ -47,7 +47,7 @@ def test_every_rank_gets_the_same_number_of_train_batches(tiny_shards):
 
 
 def test_batches_are_normalised_tensors_with_labels(tiny_shards):
-    dm = SKUDataModule(str(tiny_shards), image_size=40, batch_size=4, num_workers=0)
+    dm = shard_data_module(str(tiny_shards), image_size=40, batch_size=4, num_workers=0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 40, 40) and batch["image"].dtype == torch.float32
@@ -60,4 +60,4 @@ def test_batches_are_normalised_tensors_with_labels(tiny_shards):
 
 def test_sagemaker_channel_is_the_default_root(tiny_shards, monkeypatch):
     monkeypatch.setenv("SM_CHANNEL_TRAIN", str(tiny_shards))
-    assert SKUDataModule(None).root == str(tiny_shards)
+    assert shard_data_module(None).root == str(tiny_shards)

@@ -24,7 +24,8 @@ from PIL import Image
 
 from skuvision.data.labels import LabelMap
 from skuvision.data.manifest import read_manifest
-from skuvision.data.shards import BuildSettings, build_shards, verify_shards
+from skuvision.data.shard_verify import verify_shards
+from skuvision.data.shards import BuildSettings, build_shards
 
 from helpers import QUIET, TINY_MODEL, one_error_line, run_cli, shards_build_cli
 

@@ -121,9 +121,9 @@ def test_device_augment_matches_per_image_path_on_padded_mixed_sizes():
 
 
 def test_datamodule_augments_on_device_after_transfer(tiny_shards):
-    from skuvision.data.datamodule import SKUDataModule
+    from skuvision.config.data_module import shard_data_module
 
-    dm = SKUDataModule(str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True)
+    dm = shard_data_module(str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True)
     dm.setup("fit")
     raw = next(iter(dm.train_dataloader()))
     assert raw["image"].dtype == torch.uint8 and raw["sizes"].shape == (4, 2)  # workers only decoded
@@ -136,13 +136,13 @@ def test_datamodule_augments_on_device_after_transfer(tiny_shards):
 
 
 def test_decode_on_device_gives_the_batch_the_workers_would_have_decoded(tiny_shards):
-    from skuvision.data.datamodule import SKUDataModule
+    from skuvision.config.data_module import shard_data_module
     from skuvision.errors import ConfigError
 
-    decoded_by_workers = SKUDataModule(
+    decoded_by_workers = shard_data_module(
         str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True
     )
-    bytes_only = SKUDataModule(
+    bytes_only = shard_data_module(
         str(tiny_shards), image_size=40, batch_size=4, num_workers=0, augment_on_device=True, decode_on_device=True
     )
     for dm in (decoded_by_workers, bytes_only):
@@ -156,7 +156,7 @@ def test_decode_on_device_gives_the_batch_the_workers_would_have_decoded(tiny_sh
     batch = bytes_only.on_after_batch_transfer(got, 0)
     assert batch["image"].shape == (4, 3, 40, 40) and batch["image"].dtype == torch.float32
     with pytest.raises(ConfigError, match="data.decode_on_device=true needs data.augment_on_device=true"):
-        SKUDataModule(str(tiny_shards), decode_on_device=True)
+        shard_data_module(str(tiny_shards), decode_on_device=True)
 
 
 @pytest.mark.parametrize("decode", ["false", "true"])

@@ -78,14 +78,14 @@ def test_efficientnet_freeze_depths_cover_its_five_stages():
 
 
 def test_data_module_normalises_as_the_backbone_weights_need(tiny_shards):
-    from skuvision.data.datamodule import SKUDataModule
+    from skuvision.config.data_module import shard_data_module
 
     white = torch.full((3, 80, 100), 255, dtype=torch.uint8)
     black = torch.zeros((3, 80, 100), dtype=torch.uint8)
     for backbone, white_value in (("efficientnet_lite0", 1.0), ("resnet10t", (1 - 0.485) / 0.229)):
         # no colour jitter: a darkening draw would keep white below the clamp (the check was order-dependent)
         no_jitter = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
-        dm = SKUDataModule(
+        dm = shard_data_module(
             str(tiny_shards), image_size=48, batch_size=4, num_workers=0, backbone=backbone, augment=no_jitter
         )
         evaluate, train = dm._dataset("val").image_transform, dm._dataset("train").image_transform

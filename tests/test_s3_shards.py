@@ -97,24 +97,24 @@ def test_a_prefix_holding_other_data_is_refused(aws, tiny_catalogue):
 
 
 def test_missing_bucket_is_one_clear_line_for_build_and_train(aws, tiny_catalogue):
-    from skuvision.data.datamodule import SKUDataModule
+    from skuvision.config.data_module import shard_data_module
     from skuvision.errors import DataError
 
     line = one_error_line(build(aws, tiny_catalogue, "s3://no-such-bucket/x"))
     assert "bucket 'no-such-bucket' does not exist" in line
     with pytest.raises(DataError, match="data.root=s3://no-such-bucket/x: bucket 'no-such-bucket' does not exist"):
-        _ = SKUDataModule("s3://no-such-bucket/x").num_classes  # what train.py prints as its one line
+        _ = shard_data_module("s3://no-such-bucket/x").num_classes  # what train.py prints as its one line
 
 
 def test_missing_manifest_under_an_existing_bucket_says_how_to_build_it(aws):
-    from skuvision.data.datamodule import SKUDataModule
+    from skuvision.config.data_module import shard_data_module
     from skuvision.errors import DataError
 
     make_bucket(aws)
     with pytest.raises(
         DataError, match=r"no s3://shards/empty/manifest.json; build shards there with `skuvision shards build"
     ):
-        _ = SKUDataModule("s3://shards/empty").num_classes
+        _ = shard_data_module("s3://shards/empty").num_classes
 
 
 def test_missing_credentials_is_one_clear_line(aws, tiny_catalogue, tmp_path):

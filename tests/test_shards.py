@@ -7,8 +7,9 @@ from pathlib import Path
 from PIL import Image
 
 from skuvision.data.manifest import read_manifest
-from skuvision.data.shards import BuildSettings, build_shards, verify_shards
-from skuvision.data.splits import assign_splits, group_near_duplicates
+from skuvision.data.shard_verify import verify_shards
+from skuvision.data.shards import BuildSettings, build_shards
+from skuvision.data.splits import assign_splits, near_duplicate_groups
 
 from helpers import run_cli, shards_build_cli
 
@@ -185,9 +186,9 @@ def test_split_assignment_keeps_groups_together_and_covers_every_split():
 
 
 def test_near_duplicate_grouping_is_by_hamming_distance():
-    groups = group_near_duplicates([0b0, 0b1, 0b111 << 40, 0xFFFF], max_distance=2)
+    groups = near_duplicate_groups([0b0, 0b1, 0b111 << 40, 0xFFFF], max_distance=2)[0]
     assert sorted(map(sorted, groups)) == [[0, 1], [2], [3]]
-    assert len(group_near_duplicates([0, 1], max_distance=-1)) == 2
+    assert len(near_duplicate_groups([0, 1], max_distance=-1)[0]) == 2
 
 
 def test_exif_orientation_is_applied_so_phone_photos_are_stored_upright(tmp_path):
@@ -221,7 +222,7 @@ def test_a_build_that_runs_out_of_room_says_so_in_one_line_and_keeps_the_earlier
     import subprocess
     import sys
 
-    from skuvision.data.shards import verify_shards
+    from skuvision.data.shard_verify import verify_shards
 
     from helpers import ROOT
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from skuvision.data.manifest import read_manifest
-from skuvision.data.shards import BuildSettings, build_shards, verify_shards
-from skuvision.data.splits import SPLITS, assign_splits, group_near_duplicates
+from skuvision.data.shard_verify import verify_shards
+from skuvision.data.shards import BuildSettings, build_shards
+from skuvision.data.splits import SPLITS, assign_splits, near_duplicate_groups
 
 from helpers import run_cli, shards_build_cli
 
@@ -61,12 +62,12 @@ def test_studio_catalogue_keeps_requested_fractions(tmp_path):
 
 def test_groups_never_chain_and_every_pair_is_within_the_distance():
     chain = [(1 << k) - 1 for k in range(12)]  # each hash 1 bit from the next, 11 bits end to end
-    groups = group_near_duplicates(chain, 1)
+    groups = near_duplicate_groups(chain, 1)[0]
     assert max(len(g) for g in groups) == 2
     rng = random.Random(3)
     hashes = [rng.getrandbits(64) for _ in range(40)]
     hashes += [h ^ (1 << rng.randrange(64)) ^ (1 << rng.randrange(64)) for h in hashes[:15]]  # 15 twins
-    groups = group_near_duplicates(hashes, 8)
+    groups = near_duplicate_groups(hashes, 8)[0]
     for g in groups:
         assert all((hashes[a] ^ hashes[b]).bit_count() <= 8 for a in g for b in g)
     assert sum(len(g) == 2 for g in groups) == 15  # each twin found, with its own original

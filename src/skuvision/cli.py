@@ -3,181 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import skuvision  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+from skuvision.data.build_settings import BuildSettings, all_cores
 from skuvision.errors import exit_on_user_error
 
-
-def _cmd_synth(args: argparse.Namespace) -> int:
-    from skuvision.data.synthetic import write_catalogue
-
-    csv_path = write_catalogue(
-        args.out,
-        args.skus,
-        args.images_per_sku,
-        size=args.size,
-        seed=args.seed,
-        workers=args.workers,
-        quality=args.quality,
-        views=args.views,
-    )
-    print(f"wrote {args.skus * args.images_per_sku} images and {csv_path}")
-    return 0
-
-
-def _cmd_shards_build(args: argparse.Namespace) -> int:
-    from skuvision.data.shards import BuildSettings, build_shards
-
-    settings = BuildSettings(
-        size=args.size,
-        quality=args.quality,
-        val=args.val,
-        test=args.test,
-        dedup_distance=args.dedup_distance,
-        workers=args.workers,
-    )
-    manifest = build_shards(args.input, args.out, settings, label_map_path=args.label_map, progress=not args.quiet)
-    counts = ", ".join(f"{s} {i['count']}" for s, i in manifest["splits"].items())
-    print(
-        f"{args.out}: {manifest['num_classes']} SKUs; {counts}; {manifest['rejects']} rejected "
-        f"(see rejects.csv); manifest.json written"
-    )
-    fr, show = manifest["split_fractions"], lambda f: " / ".join(f"{s} {v:.3f}" for s, v in f.items())
-    given = sum(fr["given"].values())
-    if fr["images_split"]:
-        print(
-            f"split fractions: requested {show(fr['requested'])}; achieved {show(fr['achieved'])} "
-            f"(of the {fr['images_split']} images the build split)"
-        )
-    if given:
-        print(f"split given in the CSV for {given} images; all images: {show(fr['achieved_all'])}")
-    return 0
-
-
-def _cmd_shards_verify(args: argparse.Namespace) -> int:
-    from skuvision.data.shards import verify_shards
-
-    problems = verify_shards(args.dir, progress=not args.quiet)
-    for problem in problems:
-        print(f"MISMATCH {problem}", file=sys.stderr)
-    if problems:
-        print(f"{args.dir}: {len(problems)} problem(s); rebuild with `skuvision shards build`", file=sys.stderr)
-        return 1
-    from skuvision.data.manifest import read_manifest
-    from skuvision.data.remote import is_s3
-
-    hashed = not is_s3(args.dir) and bool(read_manifest(args.dir).get("chunk_sha256"))
-    print(
-        f"{args.dir}: {'every chunk matches its sha256, ' if hashed else ''}every sample decodes and counts match the manifest"
-    )
-    return 0
-
-
-def _cmd_summary(args: argparse.Namespace) -> int:
-    from skuvision.summary import model_summary, render_summary
-
-    table = model_summary(args.overrides)
-    if args.json:
-        print(json.dumps(table))
-    else:
-        render_summary(table)
-    return 0
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from skuvision.errors import UserError
-    from skuvision.report.compare import compare
-
-    if bool(args.wandb) == bool(args.dirs):
-        raise UserError("compare: pass run/multirun DIRs, or --wandb ENTITY/PROJECT --group G (not both)")
-    if args.wandb and not args.group:
-        raise UserError("compare --wandb needs --group G: the sweep's W&B group, logged by train.py as `group=...`")
-    compare(args.dirs, out=args.out, wandb_path=args.wandb, group=args.group, plot=not args.no_plot)
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from skuvision.export.bundle import export_checkpoint
-
-    summary = export_checkpoint(
-        args.ckpt,
-        args.out,
-        opset=args.opset,
-        exporter=args.exporter,
-        int8=args.int8,
-        calibration=args.calibration,
-        image_size=args.image_size,
-        calibration_images=args.calibration_images,
-        force=args.force,
-        int8_activations=args.int8_activations,
-    )
-    print(
-        f"parity: ONNX Runtime fp32 vs PyTorch max |logit diff| {summary['parity_max_abs_diff']:.2e} "
-        f"on {summary['parity_images']} images ({summary['exporter']} exporter, opset {summary['opset']})"
-    )
-    if "int8" in summary:
-        q = summary["int8"]
-        print(
-            f"int8: top-1 agreement with fp32 {q['top1_agreement']:.4f} on {q['agreement_images']} "
-            f"{q['agreement_split']} images ({q['calibration_images']} calibration images)"
-        )
-    files = [
-        "model.onnx",
-        *(["model.int8.onnx"] if args.int8 else []),
-        "labels.json",
-        "preprocess.json",
-        "model_card.md",
-    ]
-    print(f"{args.out}: {', '.join(files)} written")
-    return 0
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from skuvision.export.predict import run_predict
-
-    ok, failed = run_predict(
-        args.model,
-        args.inputs,
-        topk=args.topk,
-        fmt=args.format,
-        out=args.out,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        int8=args.int8,
-        progress=not args.quiet,
-    )
-    where = args.out or "stdout"
-    print(
-        f"predicted {ok} of {ok + failed} images ({failed} failed: see the error column) -> {where}",
-        file=sys.stderr if not args.out else sys.stdout,
-    )
-    return 1 if failed else 0
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from skuvision.export.evaluate import evaluate
-
-    metrics, out = evaluate(
-        args.model,
-        args.shards,
-        split=args.split,
-        out=args.out,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        int8=args.int8,
-        progress=not args.quiet,
-    )
-    s = args.split
-    print(
-        f"{s}/top1 {metrics[f'{s}/top1']:.4f}  {s}/top5 {metrics[f'{s}/top5']:.4f}  on {metrics['images']} images "
-        f"({metrics['backend']}); {metrics['skipped_unknown_sku']} images of SKUs unknown to the model skipped"
-    )
-    for line in metrics["most_confused"]:
-        print(f"  confused: {line}")
-    print(f"{out}: metrics.json, per_sku.csv, confusions.csv, confusions.png written")
-    return 0
+HELP = argparse.ArgumentDefaultsHelpFormatter
+EXAMPLES = argparse.RawDescriptionHelpFormatter  # keeps the epilog's example lines as written
 
 
 def _positive_int(text: str) -> int:
@@ -190,9 +23,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_deploy_parsers(sub) -> None:
-    """``export``, ``predict``, ``evaluate``: from a checkpoint to the checkout counter (skuvision.export)."""
-    fmt = argparse.RawDescriptionHelpFormatter
+def _add_export(sub) -> None:
     e = sub.add_parser(
         "export",
         help="checkpoint -> ONNX export dir (model.onnx, labels.json, preprocess.json, model card)",
@@ -205,7 +36,7 @@ def _add_deploy_parsers(sub) -> None:
         epilog="examples:\n"
         "  skuvision export logs/train/runs/<time>/checkpoints/last.ckpt --out export/\n"
         "  skuvision export RUN/checkpoints/best.ckpt --out export/ --int8 --calibration data/shards",
-        formatter_class=fmt,
+        formatter_class=EXAMPLES,
     )
     e.add_argument("ckpt", metavar="CKPT", help="a training checkpoint (.ckpt)")
     e.add_argument("--out", required=True, metavar="DIR", help="export directory")
@@ -242,8 +73,10 @@ def _add_deploy_parsers(sub) -> None:
         help="the run's data.image_size; only needed when the checkpoint is not inside its run dir",
     )
     e.add_argument("--force", action="store_true", help="overwrite an existing export in --out")
-    e.set_defaults(fn=_cmd_export)
+    e.set_defaults(command_name="export")
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="top-k SKUs for image files, directories or a CSV",
@@ -255,7 +88,7 @@ def _add_deploy_parsers(sub) -> None:
         "  skuvision predict export/ photos/ --out predictions.csv\n"
         "  skuvision predict RUN/checkpoints/last.ckpt a.jpg b.png --format json\n"
         "  skuvision predict export/ listing.csv --topk 3   # a CSV with a path column",
-        formatter_class=fmt,
+        formatter_class=EXAMPLES,
     )
     p.add_argument("model", metavar="MODEL", help="export dir (written by `skuvision export`) or a .ckpt")
     p.add_argument(
@@ -276,8 +109,10 @@ def _add_deploy_parsers(sub) -> None:
         help="a checkpoint outside its run dir: the run's data.image_size",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(fn=_cmd_predict)
+    p.set_defaults(command_name="predict")
 
+
+def _add_evaluate(sub) -> None:
     v = sub.add_parser(
         "evaluate",
         help="a model on a shard split -> metrics.json, per_sku.csv, confusions.{csv,png}",
@@ -286,7 +121,7 @@ def _add_deploy_parsers(sub) -> None:
         "(worst first), confusions.csv (most frequent true -> predicted SKU pairs with counts, "
         "brands and a same-brand flag) and confusions.png (the worst SKUs' confusion matrix).",
         epilog="example:\n  skuvision evaluate export/ data/shards --split test --out reports/eval",
-        formatter_class=fmt,
+        formatter_class=EXAMPLES,
     )
     v.add_argument("model", metavar="MODEL", help="export dir or a .ckpt")
     v.add_argument("shards", metavar="SHARDS_DIR", help="shard dir (with manifest.json)")
@@ -301,21 +136,34 @@ def _add_deploy_parsers(sub) -> None:
         help="a checkpoint outside its run dir: the run's data.image_size",
     )
     v.add_argument("--quiet", action="store_true", help="no progress bar")
-    v.set_defaults(fn=_cmd_evaluate)
+    v.set_defaults(command_name="evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="skuvision", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="skuvision", description=__doc__, formatter_class=HELP)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_synth(sub)
+    shards = sub.add_parser("shards", help="build, merge or verify litdata shards").add_subparsers(
+        dest="shards_cmd", required=True
+    )
+    _add_shards_build(shards)
+    _add_shards_merge(shards)
+    _add_shards_verify(shards)
+    _add_summary(sub)
+    _add_compare(sub)
+    _add_export(sub)
+    _add_predict(sub)
+    _add_evaluate(sub)
+    return parser
 
+
+def _add_synth(sub) -> None:
     p = sub.add_parser(
         "synth",
         help="render a synthetic catalogue of packaged products",
         description="Render DIR/<sku_id>/<n>.jpg and DIR/catalogue.csv: SKUs in brand families, "
         "each image a new camera view. Deterministic per --seed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HELP,
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--skus", type=int, required=True, help="number of SKUs")
@@ -331,11 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="shelf: in-store camera views (pose, light, clutter vary); studio: one rig shot per SKU on "
         "a plain backdrop, views differing by ~1-2 %% (all images of a SKU look alike)",
     )
-    p.set_defaults(fn=_cmd_synth)
+    p.set_defaults(command_name="synth")
 
-    shards = sub.add_parser("shards", help="build or verify litdata shards").add_subparsers(
-        dest="shards_cmd", required=True
-    )
+
+def _add_shards_build(shards) -> None:
+    defaults = BuildSettings()
     b = shards.add_parser(
         "build",
         help="images -> litdata shards + manifest.json",
@@ -343,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the requested fractions in content-hash order (stable when images are added "
         "with --label-map; near-duplicates kept together), "
         "and write litdata chunks per split, manifest.json and rejects.csv.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HELP,
     )
     b.add_argument(
         "--input",
@@ -357,10 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="output shard directory, or s3://BUCKET/PREFIX (chunks upload as they are written; endpoint "
         "and credentials from the usual AWS settings)",
     )
-    b.add_argument("--size", type=int, default=320, help="shorter side after resizing (never upscales)")
-    b.add_argument("--quality", type=int, default=90, help="JPEG quality of the re-encoded images")
-    b.add_argument("--val", type=float, default=0.1, help="validation fraction")
-    b.add_argument("--test", type=float, default=0.1, help="test fraction")
+    b.add_argument("--size", type=int, default=defaults.size, help="shorter side after resizing (never upscales)")
+    b.add_argument("--quality", type=int, default=defaults.quality, help="JPEG quality of the re-encoded images")
+    b.add_argument("--val", type=float, default=defaults.val, help="validation fraction")
+    b.add_argument("--test", type=float, default=defaults.test, help="test fraction")
     b.add_argument(
         "--label-map",
         default=None,
@@ -370,20 +218,44 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--dedup-distance",
         type=int,
-        default=8,
+        default=defaults.dedup_distance,
         help="two images of a SKU whose perceptual hashes differ by at most this many bits (of 64) are "
         "near-duplicates and share a split (-1 disables)",
     )
+    b.add_argument("--workers", type=int, default=all_cores(), help="parallel processes")
     b.add_argument(
-        "--workers", type=int, default=max(1, (__import__("os").cpu_count() or 1)), help="parallel processes"
+        "--partitions",
+        type=_positive_int,
+        default=None,
+        metavar="P",
+        help="cut the build into P partitions of whole SKUs (balanced by images); build one with --partition K, "
+        "then join them with `skuvision shards merge OUT`",
     )
+    b.add_argument("--partition", type=int, default=None, metavar="K", help="with --partitions: which one, 0..P-1")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
-    b.set_defaults(fn=_cmd_shards_build)
+    b.set_defaults(command_name="shards build")
+
+
+def _add_shards_merge(shards) -> None:
+    m = shards.add_parser(
+        "merge",
+        help="join a partitioned build's partitions into one shard set",
+        description="Check that OUT/partitions holds all P partitions of one build, complete, then write "
+        "OUT/{train,val,test}, manifest.json and rejects.csv as a one-machine build would.",
+    )
+    m.add_argument("out", metavar="OUT", help="the --out the partitions were built into")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.set_defaults(command_name="shards merge")
+
+
+def _add_shards_verify(shards) -> None:
     v = shards.add_parser("verify", help="read every sample and check counts against the manifest")
     v.add_argument("dir", help="shard directory")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
-    v.set_defaults(fn=_cmd_shards_verify)
+    v.set_defaults(command_name="shards verify")
 
+
+def _add_summary(sub) -> None:
     s = sub.add_parser(
         "summary",
         help="parameter table (total/trainable/per stage) for a config, no data needed",
@@ -391,8 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
     s.add_argument("--json", action="store_true", help="print one JSON object (keys total, trainable, stages, ...)")
-    s.set_defaults(fn=_cmd_summary)
+    s.set_defaults(command_name="summary")
 
+
+def _add_compare(sub) -> None:
     c = sub.add_parser(
         "compare",
         help="table + plot of a sweep's runs (accuracy vs training cost)",
@@ -404,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  skuvision compare logs/finetune_synthetic/multiruns/2026-11-27_10-00-00\n"
         "  skuvision compare logs/train/runs/A logs/train/runs/B --out reports/\n"
         "  skuvision compare --wandb my-team/skuvision --group finetune_synthetic-2026-11-27_10-00-00",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=EXAMPLES,
     )
     c.add_argument("dirs", nargs="*", metavar="DIR", help="a multirun dir (its job dirs are found) or run dirs")
     c.add_argument(
@@ -420,15 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--group", default=None, help="with --wandb: the sweep's W&B group")
     c.add_argument("--no-plot", action="store_true", help="skip compare.png")
-    c.set_defaults(fn=_cmd_compare)
-    _add_deploy_parsers(sub)
-    return parser
+    c.set_defaults(command_name="compare")
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    # the one deferred import: the handlers load torch and litdata, which `skuvision --help` must not wait for
+    from skuvision.commands import run_command
+
+    return run_command(args)
 
 
 if __name__ == "__main__":

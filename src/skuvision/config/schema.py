@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from skuvision.errors import ConfigError
@@ -50,24 +50,26 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """Keys and types only: the values live in conf/data/shards.yaml (MISSING here cannot disagree with it)."""
+
     _target_: str = "skuvision.data.datamodule.SKUDataModule"
-    root: Optional[str] = None
-    image_size: int = 224
-    batch_size: int = 64
-    eval_batch_size: Optional[int] = None
-    num_workers: int = 4
-    pin_memory: bool = True
-    prefetch_factor: Optional[int] = 2
-    persistent_workers: bool = True
-    cache_dir: Optional[str] = None
-    max_cache_size: str = "50GB"
-    seed: int = 42
-    augment: dict[str, float] = field(default_factory=dict)
-    augment_on_device: bool = False
-    decode_on_device: bool = False
-    max_bad_samples: int = 0
-    synthetic: Optional[dict[str, Any]] = None
-    backbone: str = "resnet152"  # ${model.backbone}: preprocessing follows the backbone's weights
+    root: Optional[str] = MISSING
+    image_size: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: Optional[int] = MISSING
+    num_workers: int = MISSING
+    pin_memory: bool = MISSING
+    prefetch_factor: Optional[int] = MISSING
+    persistent_workers: bool = MISSING
+    cache_dir: Optional[str] = MISSING
+    max_cache_size: str = MISSING
+    seed: int = MISSING
+    augment: dict[str, float] = MISSING
+    augment_on_device: bool = MISSING
+    decode_on_device: bool = MISSING
+    max_bad_samples: int = MISSING
+    synthetic: Optional[dict[str, Any]] = MISSING
+    backbone: str = MISSING  # ${model.backbone}: preprocessing follows the backbone's weights
 
 
 cs = ConfigStore.instance()

@@ -1,17 +1,7 @@
-"""LightningDataModule over skuvision litdata shards.
+"""LightningDataModule over skuvision litdata shards (local, FSx, ``s3://`` or the SageMaker channel).
 
-``root`` may be a local directory, an FSx for Lustre mount, an ``s3://`` URI
-(streamed with a local cache), or empty inside SageMaker, where the training
-channel directory (``SM_CHANNEL_TRAIN``) is used. litdata gives every rank the
-same number of training batches (``drop_last``), so DDP never hangs on a rank
-that ran out of data, and its loader state resumes mid-epoch.
-
-Where the input time goes (scripts/benchmark_input.py, BENCHMARKS.md): a worker
-decodes the ~20 KB shard JPEG with libjpeg-turbo straight into a uint8 tensor
-(~0.5 ms) and runs the fused train transform (one warp, one colour matrix, ~1 ms);
-batches are collated in shared memory. ``augment_on_device=True`` leaves the
-worker only the decode and moves the augmentation to the GPU, batched, in
-``on_after_batch_transfer`` -- for GPU nodes short of CPU cores.
+litdata gives every rank the same number of training batches, so DDP never hangs on a rank that
+ran out of data, and its loader state resumes mid-epoch. Where the input time goes: BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -32,7 +22,7 @@ from skuvision.data import integrity
 from skuvision.data.device_augment import DeviceAugment, decode_batch, jpeg_collate, pad_collate
 from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.labels import LabelMap
-from skuvision.data.manifest import MANIFEST, read_manifest
+from skuvision.data.manifest import MANIFEST, read_manifest, split_dir
 from skuvision.data.preprocess import preprocess_spec
 from skuvision.data.quickstart_data import ensure_synthetic_shards
 from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
@@ -126,25 +116,29 @@ def resolve_root(root: str | None) -> str:
 
 
 class SKUDataModule(L.LightningDataModule):
+    """Every setting is an argument with no default: conf/data/shards.yaml holds the values (outside a
+    Hydra run, ``skuvision.config.data_module.shard_data_module`` composes them)."""
+
     def __init__(
         self,
-        root: str | None = None,
-        image_size: int = 224,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        prefetch_factor: int | None = 2,
-        persistent_workers: bool = True,
-        cache_dir: str | None = None,
-        max_cache_size: str = "50GB",
-        augment: dict | None = None,
-        seed: int = 42,
-        synthetic: dict | None = None,
-        augment_on_device: bool = False,
-        backbone: str = "resnet152",
-        decode_on_device: bool = False,
-        max_bad_samples: int = 0,
+        root: str | None,
+        *,
+        image_size: int,
+        batch_size: int,
+        eval_batch_size: int | None,
+        num_workers: int,
+        pin_memory: bool,
+        prefetch_factor: int | None,
+        persistent_workers: bool,
+        cache_dir: str | None,
+        max_cache_size: str,
+        augment: dict | None,
+        seed: int,
+        synthetic: dict | None,
+        augment_on_device: bool,
+        backbone: str,
+        decode_on_device: bool,
+        max_bad_samples: int,
     ):
         super().__init__()
         self.root = resolve_root(root)
@@ -213,26 +207,16 @@ class SKUDataModule(L.LightningDataModule):
             ensure_synthetic_shards(self.root, **settings)
 
     # -- datasets ------------------------------------------------------------------
-    def _split_dir(self, split: str) -> str:
-        info = self.manifest["splits"].get(split, {"count": 0})
-        if not info["count"]:
-            raise DataError(
-                f"{self.root}: the '{split}' split is empty; rebuild shards with --{split} > 0 or enough images per SKU"
-            )
-        return f"{self.root.rstrip('/')}/{info['dir']}"
-
     def _dataset(self, split: str) -> SKUShardDataset:
         if split not in self.datasets:
             train = split == "train"
-            # max_cache_size always: unset, litdata logs its default once per dataset per worker (55 lines a run)
+            # max_cache_size always: unset, litdata logs its default once per dataset per worker
             kwargs: dict[str, Any] = dict(
                 shuffle=train, drop_last=train, seed=self.seed, max_cache_size=self.max_cache_size
             )
             if train and _HAS_ITEM_WINDOW:
-                # a full permutation inside each chunk: litdata >= 0.2.7x shuffles items only within
-                # windows of 256 by default, and shards store each SKU's images together, so batches
-                # held a handful of SKUs (81 GroceryStoreDataset SKUs: 9 per batch of 32, val top-1
-                # 0.23 after 2 epochs of a frozen backbone whose linear probe reaches 0.70)
+                # a full permutation inside each chunk: shards store each SKU's images together, and
+                # litdata's default windows of 256 left a handful of SKUs per batch (BENCHMARKS.md)
                 kwargs["item_shuffle_window"] = 0
             if self.cache_dir:
                 kwargs["cache_dir"] = os.path.join(self.cache_dir, split)
@@ -244,10 +228,12 @@ class SKUDataModule(L.LightningDataModule):
                 transform = _uint8_as_is
             else:
                 transform = train_transform(self.image_size, self.augment, self.preprocess)
-            split_dir = self._split_dir(split)
-            integrity.check_chunks(self.root, split_dir)  # a truncated or foreign chunk: one line, before any step
+            directory = split_dir(
+                self.root, self.manifest, split, if_empty=f"rebuild shards with --{split} > 0 or enough images per SKU"
+            )
+            integrity.check_chunks(self.root, directory)  # a truncated or foreign chunk: one line, before any step
             self.datasets[split] = SKUShardDataset(
-                split_dir,
+                directory,
                 transform,
                 seeded_augment=train and not self.augment_on_device,
                 augment_seed=self.seed,

@@ -47,8 +47,8 @@ MIN_SIDE = 8  # px: below this there is no product to see
 MAX_ASPECT = 10.0  # long side / short side: beyond it a panorama or strip, not one product
 
 
-class RejectedImage(Exception):
-    """An input image that cannot go into shards; ``str(exc)`` is the reason for rejects.csv."""
+class UnreadableImage(Exception):
+    """An image that cannot be read or used; ``str(exc)`` is the reason (rejects.csv, predict's error column)."""
 
 
 @dataclass(frozen=True)
@@ -74,42 +74,42 @@ def _target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 def decode_resized(data: bytes, short_side: int, draft: bool = True) -> Image.Image:
     """Fully decode ``data`` into an upright RGB image with shorter side ``short_side`` (or smaller).
 
-    Raises ``RejectedImage`` (the reason) for anything that cannot go into shards, never another
+    Raises ``UnreadableImage`` (the reason) for anything that cannot go into shards, never another
     exception. ``draft=False`` skips the DCT-domain downscale (only for measuring what it saves).
     """
     if not data:
-        raise RejectedImage("zero bytes")
+        raise UnreadableImage("zero bytes")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             return _decode(data, short_side, draft)
-        except RejectedImage:
+        except UnreadableImage:
             raise
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a reject, not a crash
-            raise RejectedImage(f"corrupt: {type(exc).__name__}: {exc}") from None
+            raise UnreadableImage(f"corrupt: {type(exc).__name__}: {exc}") from None
 
 
-def _bomb(pixels: int, size: str = "") -> RejectedImage:
-    return RejectedImage(f"decompression bomb: {size}{pixels:,} pixels, over the limit of {Image.MAX_IMAGE_PIXELS:,}")
+def _bomb(pixels: int, size: str = "") -> UnreadableImage:
+    return UnreadableImage(f"decompression bomb: {size}{pixels:,} pixels, over the limit of {Image.MAX_IMAGE_PIXELS:,}")
 
 
 def _decode(data: bytes, short_side: int, draft: bool) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise RejectedImage("not an image") from None
+        raise UnreadableImage("not an image") from None
     except Image.DecompressionBombError as exc:  # over twice the limit: PIL refuses at open
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        raise (_bomb(int(found.group(1))) if found else RejectedImage(f"decompression bomb: {exc}")) from None
+        raise (_bomb(int(found.group(1))) if found else UnreadableImage(f"decompression bomb: {exc}")) from None
     except Exception as exc:  # noqa: BLE001
-        raise RejectedImage(f"corrupt: {exc}") from None
+        raise UnreadableImage(f"corrupt: {exc}") from None
     width, height = img.size  # from the header: checked before any pixel is allocated
     if width * height > Image.MAX_IMAGE_PIXELS:
         raise _bomb(width * height, f"{width}x{height} = ")
     if min(width, height) < MIN_SIDE:
-        raise RejectedImage(f"too small: {width}x{height}")
+        raise UnreadableImage(f"too small: {width}x{height}")
     if max(width, height) > MAX_ASPECT * min(width, height):
-        raise RejectedImage(
+        raise UnreadableImage(
             f"aspect ratio {max(width, height) / min(width, height):.1f}:1 ({width}x{height}) is above "
             f"{MAX_ASPECT:.0f}:1: a panorama or strip, not one product"
         )
@@ -120,7 +120,7 @@ def _decode(data: bytes, short_side: int, draft: bool) -> Image.Image:
         img.load()  # an animated file: its first frame
     except OSError as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else f"corrupt: {exc}"
-        raise RejectedImage(reason) from None
+        raise UnreadableImage(reason) from None
     img = to_rgb(upright(img))  # the short side is the same either way, so the draft size above still holds
     target = _target_size(img.width, img.height, short_side)
     if target != img.size:
@@ -155,14 +155,14 @@ def perceptual_hash(img: Image.Image) -> int:
 
 
 def prepare_image(data: bytes, short_side: int, quality: int = 90, draft: bool = True) -> PreparedImage:
-    """Decode, resize and re-encode one input file; ``RejectedImage`` is the only exception it raises."""
+    """Decode, resize and re-encode one input file; ``UnreadableImage`` is the only exception it raises."""
     img = decode_resized(data, short_side, draft)
     try:
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=quality, optimize=False)
         return PreparedImage(buf.getvalue(), img.width, img.height, content_hash(data), perceptual_hash(img))
     except Exception as exc:  # noqa: BLE001 - never seen; one odd file must not end a build of millions
-        raise RejectedImage(f"cannot re-encode: {type(exc).__name__}: {exc}") from None
+        raise UnreadableImage(f"cannot re-encode: {type(exc).__name__}: {exc}") from None
 
 
 def decode_to_tensor(data: bytes):

@@ -55,6 +55,20 @@ def _checked(manifest: dict, where: str) -> dict:
     return manifest
 
 
+def split_dir(root: str | Path, manifest: dict, split: str, if_empty: str | None = None) -> str:
+    """Where ``split``'s chunks live under ``root`` (local or s3://).
+
+    With ``if_empty`` (what the user should do), an empty split is one error line: a loader over no
+    images would fail later and less clearly.
+    """
+    splits = manifest.get("splits", {})
+    if split not in splits:
+        raise DataError(f"--split {split}: {root} has splits {', '.join(sorted(splits))}; pass one of them")
+    if if_empty is not None and not splits[split].get("count"):
+        raise DataError(f"{root}: the '{split}' split is empty; {if_empty}")
+    return f"{str(root).rstrip('/')}/{splits[split]['dir']}"
+
+
 def manifest_hash(data: dict) -> str:
     """sha256 of the manifest's canonical JSON: the same for a local copy and its s3:// upload."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

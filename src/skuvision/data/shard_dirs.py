@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from skuvision.data.labels import LabelMap
@@ -21,14 +22,24 @@ from skuvision.data.splits import SPLITS
 from skuvision.errors import DataError
 
 
-def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str], dict[str, dict], dict | None]:
+@dataclass
+class PreviousBuild:
+    """What an earlier build hands on: class indices, pinned splits and split cuts keep a rebuild stable."""
+
+    label_map: LabelMap = field(default_factory=LabelMap)
+    pinned: dict[str, str] = field(default_factory=dict)  # content hash -> split
+    cuts: dict[str, dict] = field(default_factory=dict)  # SKU -> its split cuts (hash units)
+    base: dict | None = None  # the shard set a delta extends (path + content hash)
+
+
+def previous_state(label_map_path: str | None) -> PreviousBuild:
     """The label map, pinned splits, split cuts and base record of an earlier build (its manifest.json, local or s3://).
 
     The base record (path + content hash, only when ``label_map_path`` is a shard manifest) lets a
     delta shard set find its base's train split for replay and prove it is the one it was built on.
     """
     if not label_map_path:
-        return LabelMap(), {}, {}, None
+        return PreviousBuild()
     if is_s3(label_map_path):
         data = read_json(label_map_path)
         label_map = LabelMap.from_dict(data.get("label_map", data))
@@ -37,17 +48,19 @@ def previous_state(label_map_path: str | None) -> tuple[LabelMap, dict[str, str]
         data = json.loads(Path(label_map_path).read_text())
     pins = dict(data.get("pinned_splits", {})) if isinstance(data, dict) else {}
     cuts = dict(data.get("split_cuts", {})) if isinstance(data, dict) else {}
-    return label_map, pins, cuts, base_record(label_map_path, data)
+    return PreviousBuild(label_map, pins, cuts, base_record(label_map_path, data))
 
 
 STAGING = ".building-"
+PARTITIONS = "partitions"  # a partitioned build's parts: out/partitions/<K>-of-<P>/
 
 
 def local_out(out: Path) -> Path:
     """``out``, checked: new, empty, or an earlier build of ours (which stays until the new one is done)."""
     if out.exists():
         stale = [p for p in out.iterdir() if p.name.startswith(STAGING)]  # left by a build that was killed
-        if len(stale) < len(list(out.iterdir())) and not (out / MANIFEST).exists():
+        ours = len(stale) + (out / PARTITIONS).is_dir()  # a partitioned build's parts, merged into out
+        if ours < len(list(out.iterdir())) and not (out / MANIFEST).exists():
             raise DataError(
                 f"--out {out}: exists, is not empty and holds no {MANIFEST}; choose an empty or new directory"
             )

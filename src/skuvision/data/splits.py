@@ -1,27 +1,11 @@
 """Deterministic, leakage-aware train/val/test assignment that keeps the requested fractions.
 
-Near-duplicate frames (same SKU, perceptual hashes within ``max_distance`` bits) share one
-split, so a twin of a training frame never sits in test. Groups are *complete-linkage*: every
-pair inside a group is within the threshold. Union-find linked any two images joined by a chain
-of close pairs, and on low-variation catalogues (studio rigs, scans) that chain ran through a
-whole SKU: one group, sent whole to one split (1,000 of 1,000 studio images went to test).
-
-Fractions are kept per SKU, not left to chance: groups of 3+ go, largest first, to the split that
-lacks the most images; then the lone images and pairs, ordered by the hash of their bytes, fill
-each split up to its share (a cut in hash order). Hashing each image on its own scatters a
-50-image SKU by ±4 points and cannot absorb groups.
-
-Stability: each cut is recorded per SKU as the interval of hash units it fell in (the manifest's
-``split_cuts``). A later build given that manifest (``--label-map``) keeps every cut inside its
-interval, so no earlier image crosses it, while new images fill the shares as far as that allows.
-Grouped images are pinned by hash, so a twin that arrives later joins its group's split. (A new
-twin of an image that was alone until now can still move that image: which of the two is older
-is not recorded, and keeping twins together wins.)
-A split given by the user (CSV column ``split``) is fixed and outside the requested shares.
-
-Why ``dedup_distance`` defaults to 8 bits (of 64): measured by ``scripts/benchmark_dedup.py`` on
-the synthetic catalogue, re-encoded copies differ by 0-2 bits and 1-3 % crops by up to 8-10,
-while distinct camera views of one SKU differ by >= 8 bits (about 1 pair in 15,000 at exactly 8).
+Near-duplicate frames of a SKU (perceptual hashes within ``max_distance`` bits) share one split,
+so a twin of a training frame never sits in test; groups are complete-linkage, because chains of
+close pairs ran through whole low-variation SKUs. Fractions are kept per SKU: big groups go where
+images lack, then lone images and pairs fill each split in content-hash order. Each cut is recorded
+(``split_cuts``) so a later build with ``--label-map`` moves no earlier image; a CSV-given split is
+fixed. The README's "Splits" section has the details; BENCHMARKS.md the figures behind the choices.
 """
 
 from __future__ import annotations
@@ -47,11 +31,6 @@ def split_for_unit(u: float, val: float, test: float) -> str:
     if u < test + val:
         return "val"
     return "train"
-
-
-def group_near_duplicates(phashes: list[int], max_distance: int) -> list[list[int]]:
-    """The near-duplicate groups the shard builder forms (see ``near_duplicate_groups``)."""
-    return near_duplicate_groups(phashes, max_distance)[0]
 
 
 def near_duplicate_groups(phashes: list[int], max_distance: int) -> tuple[list[list[int]], int]:

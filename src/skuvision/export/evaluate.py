@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from skuvision.data.labels import LabelMap
 from skuvision.export.runtime import load_predictor
-from skuvision.export.shard_reader import iter_split, manifest_label_map, split_dir
+from skuvision.export.shard_reader import iter_split, manifest_label_map, split_images
 from skuvision.report.confusions import confusion_pairs, plot_confusions, write_confusions_csv
 from skuvision.report.per_sku import write_per_sku_report
 
@@ -35,7 +35,7 @@ def _class_mapping(shard_label_map: dict, model_labels: LabelMap) -> list[int]:
 
 def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress: bool = True):
     """(logits (N, C), true model class indices (N,), images of unknown SKUs)."""
-    _, count = split_dir(shards_dir, split)
+    _, count = split_images(shards_dir, split)
     mapping = _class_mapping(manifest_label_map(shards_dir), predictor.labels)
     logits, labels, batch, unknown = [], [], [], 0
 
@@ -131,7 +131,7 @@ def evaluate(
     progress: bool = True,
 ) -> tuple[dict, Path]:
     """Score ``model`` on ``split`` and write the report files; returns (metrics, output dir)."""
-    split_dir(shards_dir, split)  # bad shard dir or split: one line before the model loads
+    split_images(shards_dir, split)  # bad shard dir or split: one line before the model loads
     predictor = load_predictor(model, image_size=image_size, int8=int8)
     started = time.perf_counter()
     logits, labels, unknown = score(predictor, shards_dir, split, batch_size, progress)

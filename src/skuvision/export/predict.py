@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from skuvision.data.imageio import UnreadableImage
 from skuvision.data.sources import IMAGE_SUFFIXES  # what the shard builder reads, predict reads
 from skuvision.errors import UserError
-from skuvision.export.runtime import ImageReadError, load_predictor, read_image
+from skuvision.export.runtime import load_predictor, read_image
 
 PROGRESS_FROM = 100  # images; fewer finish before a bar would tell anything
 
@@ -97,7 +98,7 @@ def predict_paths(
     for i, path in enumerate(paths):
         try:
             pending.append((i, predictor.transform(read_image(path))))
-        except ImageReadError as exc:
+        except UnreadableImage as exc:
             rows[i]["error"] = f"{path}: {exc}"
         if len(pending) >= batch_size:
             flush()

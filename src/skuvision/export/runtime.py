@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image, UnidentifiedImageError
 
-from skuvision.data.imageio import decode_to_tensor, to_rgb, upright
+from skuvision.data.imageio import UnreadableImage, decode_to_tensor, to_rgb, upright
 from skuvision.data.labels import LabelMap
 from skuvision.data.preprocess import preprocess_spec
 from skuvision.data.transforms import eval_transform
@@ -26,10 +26,6 @@ from skuvision.model.module import load_classifier
 
 EXPORT_FILES = ("model.onnx", "labels.json", "preprocess.json")
 JPEG_MAGIC = b"\xff\xd8"
-
-
-class ImageReadError(Exception):
-    """An input image that cannot be predicted; ``str(exc)`` is the reason for its error row."""
 
 
 def _exif_orientation(data: bytes) -> int:
@@ -48,9 +44,9 @@ def read_image(path: str | Path):
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ImageReadError(f"unreadable: {exc.strerror or exc}") from None
+        raise UnreadableImage(f"unreadable: {exc.strerror or exc}") from None
     if not data:
-        raise ImageReadError("zero bytes")
+        raise UnreadableImage("zero bytes")
     if data.startswith(JPEG_MAGIC) and _exif_orientation(data) == 1:
         try:
             return decode_to_tensor(data)
@@ -61,13 +57,13 @@ def read_image(path: str | Path):
         img.load()
         array = np.asarray(to_rgb(upright(img)))  # as the shard builder stores it: upright, alpha over white
     except UnidentifiedImageError:
-        raise ImageReadError("not an image") from None
+        raise UnreadableImage("not an image") from None
     except OSError as exc:
-        raise ImageReadError("truncated" if "truncated" in str(exc).lower() else f"corrupt: {exc}") from None
+        raise UnreadableImage("truncated" if "truncated" in str(exc).lower() else f"corrupt: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is an error row, not a crash
-        raise ImageReadError(f"corrupt: {exc}") from None
+        raise UnreadableImage(f"corrupt: {exc}") from None
     if data.startswith(JPEG_MAGIC) and _exif_orientation(data) == 1:
-        raise ImageReadError("corrupt JPEG: the decoder rejected it")
+        raise UnreadableImage("corrupt JPEG: the decoder rejected it")
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 

@@ -14,20 +14,14 @@ import torch
 from litdata import StreamingDataset
 
 from skuvision.data.imageio import decode_to_tensor
-from skuvision.data.manifest import read_manifest
-from skuvision.errors import DataError
+from skuvision.data.manifest import read_manifest, split_dir
 
 
-def split_dir(shards_dir: str | Path, split: str) -> tuple[str, int]:
+def split_images(shards_dir: str | Path, split: str) -> tuple[str, int]:
     """(directory of ``split``'s chunks, its image count); one clear line when it is missing or empty."""
     manifest = read_manifest(shards_dir)
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise DataError(f"--split {split}: {shards_dir} has splits {', '.join(sorted(splits))}; pass one of them")
-    info = splits[split]
-    if not info.get("count"):
-        raise DataError(f"{shards_dir}: the '{split}' split is empty; pick another --split or rebuild the shards")
-    return str(Path(shards_dir) / info["dir"]), int(info["count"])
+    directory = split_dir(shards_dir, manifest, split, if_empty="pick another --split or rebuild the shards")
+    return directory, int(manifest["splits"][split]["count"])
 
 
 def manifest_label_map(shards_dir: str | Path) -> dict:
@@ -36,7 +30,7 @@ def manifest_label_map(shards_dir: str | Path) -> dict:
 
 def iter_split(shards_dir: str | Path, split: str, limit: int | None = None) -> Iterator[tuple[object, int]]:
     """(uint8 tensor (3, H, W), class index) for every image of ``split`` (or the first ``limit``)."""
-    directory, count = split_dir(shards_dir, split)
+    directory, count = split_images(shards_dir, split)
     dataset = StreamingDataset(directory, shuffle=False)
     for i in range(min(count, len(dataset)) if limit is None else min(limit, count, len(dataset))):
         sample = dataset[i]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from litdata import StreamingDataset
 
 from skuvision.data.imageio import decode_to_tensor
+from skuvision.data.manifest import split_dir
 from skuvision.errors import DataError
 
 
@@ -27,10 +28,6 @@ class Pick:
     split_dir: str
     position: int
     label: int
-
-
-def split_dir(root: str, manifest: dict, split: str) -> str:
-    return f"{str(root).rstrip('/')}/{manifest['splits'][split]['dir']}"
 
 
 def sku_ranges(manifest: dict, split: str) -> dict[str, tuple[int, int]]:

@@ -1,0 +1,107 @@
+"""``skuvision synth`` and ``skuvision shards build|verify``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from skuvision.data.build_settings import BuildSettings
+from skuvision.data.manifest import read_manifest
+from skuvision.data.partition_merge import merge_partitions
+from skuvision.data.partitions import build_partition, partition_name
+from skuvision.data.remote import is_s3
+from skuvision.data.shard_verify import verify_shards
+from skuvision.data.shards import build_shards
+from skuvision.data.synthetic import write_catalogue
+from skuvision.errors import UserError
+
+
+def synth(args: argparse.Namespace) -> int:
+    csv_path = write_catalogue(
+        args.out,
+        args.skus,
+        args.images_per_sku,
+        size=args.size,
+        seed=args.seed,
+        workers=args.workers,
+        quality=args.quality,
+        views=args.views,
+    )
+    print(f"wrote {args.skus * args.images_per_sku} images and {csv_path}")
+    return 0
+
+
+def build_settings(args: argparse.Namespace) -> BuildSettings:
+    return BuildSettings(
+        size=args.size,
+        quality=args.quality,
+        val=args.val,
+        test=args.test,
+        dedup_distance=args.dedup_distance,
+        workers=args.workers,
+    )
+
+
+def shards_build(args: argparse.Namespace) -> int:
+    if (args.partitions is None) != (args.partition is None):
+        raise UserError("--partitions P and --partition K go together: P partitions, and which one (0..P-1) to build")
+    if args.partitions is not None:
+        return _build_partition(args)
+    manifest = build_shards(
+        args.input, args.out, build_settings(args), label_map_path=args.label_map, progress=not args.quiet
+    )
+    print_build_summary(args.out, manifest)
+    return 0
+
+
+def _build_partition(args: argparse.Namespace) -> int:
+    record = build_partition(
+        args.input,
+        args.out,
+        build_settings(args),
+        args.partitions,
+        args.partition,
+        label_map_path=args.label_map,
+        progress=not args.quiet,
+    )
+    images = sum(record["counts"].values())
+    where = f"{args.out}/partitions/{partition_name(args.partition, args.partitions)}"
+    print(f"{where}: {len(record['skus'])} SKUs, {images} images; merge with `skuvision shards merge {args.out}`")
+    return 0
+
+
+def shards_merge(args: argparse.Namespace) -> int:
+    manifest = merge_partitions(args.out, progress=not args.quiet)
+    print_build_summary(args.out, manifest)
+    return 0
+
+
+def print_build_summary(out: str, manifest: dict) -> None:
+    counts = ", ".join(f"{s} {i['count']}" for s, i in manifest["splits"].items())
+    print(
+        f"{out}: {manifest['num_classes']} SKUs; {counts}; {manifest['rejects']} rejected "
+        f"(see rejects.csv); manifest.json written"
+    )
+    fr, show = manifest["split_fractions"], lambda f: " / ".join(f"{s} {v:.3f}" for s, v in f.items())
+    given = sum(fr["given"].values())
+    if fr["images_split"]:
+        print(
+            f"split fractions: requested {show(fr['requested'])}; achieved {show(fr['achieved'])} "
+            f"(of the {fr['images_split']} images the build split)"
+        )
+    if given:
+        print(f"split given in the CSV for {given} images; all images: {show(fr['achieved_all'])}")
+
+
+def shards_verify(args: argparse.Namespace) -> int:
+    problems = verify_shards(args.dir, progress=not args.quiet)
+    for problem in problems:
+        print(f"MISMATCH {problem}", file=sys.stderr)
+    if problems:
+        print(f"{args.dir}: {len(problems)} problem(s); rebuild with `skuvision shards build`", file=sys.stderr)
+        return 1
+    hashed = not is_s3(args.dir) and bool(read_manifest(args.dir).get("chunk_sha256"))
+    print(
+        f"{args.dir}: {'every chunk matches its sha256, ' if hashed else ''}every sample decodes and counts match the manifest"
+    )
+    return 0

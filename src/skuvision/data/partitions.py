@@ -1,0 +1,165 @@
+"""One partition of a shard build: a deterministic set of whole SKUs, built into ``out/partitions/<K>-of-<P>/``.
+
+A SKU never spans partitions (its splits and near-duplicate groups need all its images), and
+partitions are balanced by image count. A partition holds its chunks (samples carry their listing
+index, not a label: the label map is assigned once, by the merge), and ``partial.json`` with each
+SKU's decisions; that file is written last and the folder renamed into place, so a partition
+killed mid-write is never taken for complete. ``skuvision.data.partition_merge`` joins them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from skuvision.data.build_settings import BuildSettings
+from skuvision.data.remote import is_s3
+from skuvision.data.shard_dirs import PARTITIONS, STAGING, PreviousBuild
+from skuvision.data.shard_writers import SplitWriters
+from skuvision.data.shards import by_sku, previous_for, read_listing, sku_results
+from skuvision.data.sku_work import SKUResult
+from skuvision.data.sources import Listing
+from skuvision.errors import DataError
+from skuvision.files import write_json
+
+PARTIAL = "partial.json"
+
+
+def partition_name(partition: int, partitions: int) -> str:
+    return f"{partition}-of-{partitions}"
+
+
+def assign_partitions(listing: Listing, partitions: int) -> dict[str, int]:
+    """SKU -> partition: largest SKUs first, each to the partition with the fewest images (ties: lowest K)."""
+    sizes = [(len(images), images[0].sku_id) for images, _ in by_sku(listing.images)]
+    load = [0] * partitions
+    owner = {}
+    for count, sku in sorted(sizes, key=lambda s: (-s[0], s[1])):
+        k = min(range(partitions), key=lambda i: (load[i], i))
+        owner[sku] = k
+        load[k] += count
+    return owner
+
+
+def build_fingerprint(listing: Listing, settings: BuildSettings, previous: PreviousBuild, partitions: int) -> str:
+    """What makes partitions parts of one build: settings, the whole input listing, the --label-map base, P."""
+    digest = hashlib.sha256()
+    for src in listing.images:
+        digest.update(json.dumps([src.path, src.sku_id, src.brand, src.category, src.split]).encode())
+    digest.update(json.dumps([list(r) for r in listing.skipped]).encode())
+    digest.update(json.dumps([c.to_dict() for c in listing.conflicts], sort_keys=True).encode())
+    base = {"label_map": previous.label_map.to_dict(), "pins": previous.pinned, "cuts": previous.cuts}
+    digest.update(json.dumps(base, sort_keys=True).encode())
+    digest.update(json.dumps([_recorded(settings), partitions], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _recorded(settings: BuildSettings) -> dict:
+    return {k: v for k, v in vars(settings).items() if k != "workers"}  # workers change speed, not results
+
+
+def rebuild_command(record: dict, partition: int) -> str:
+    """The command line that builds ``partition`` of the build ``record`` (a partition's partial.json) belongs to."""
+    s = record["settings"]
+    label_map = f" --label-map {record['label_map']}" if record.get("label_map") else ""
+    return (
+        f"skuvision shards build --input {record['input']} --out {record['out']} --size {s['size']} "
+        f"--quality {s['quality']} --val {s['val']} --test {s['test']} --dedup-distance {s['dedup_distance']}"
+        f"{label_map} --partitions {record['partitions']} --partition {partition}"
+    )
+
+
+def build_partition(
+    input_path: str | Path,
+    out: str | Path,
+    settings: BuildSettings,
+    partitions: int,
+    partition: int,
+    label_map_path: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build partition ``partition`` of ``partitions`` into ``out/partitions/<K>-of-<P>/``; returns its record."""
+    settings.validate()
+    if partitions < 1 or not 0 <= partition < partitions:
+        raise DataError(f"--partition {partition} --partitions {partitions}: need 0 <= K < P")
+    if is_s3(out):
+        raise DataError(f"--out {out}: a partitioned build writes to a local or FSx path for now; pass one")
+    listing = read_listing(input_path)
+    previous = previous_for(label_map_path, out)
+    fingerprint = build_fingerprint(listing, settings, previous, partitions)
+    root = Path(out) / PARTITIONS
+    root.mkdir(parents=True, exist_ok=True)
+    _refuse_other_builds(root, fingerprint, out)
+    owner = assign_partitions(listing, partitions)
+    mine = [(images, offset) for images, offset in by_sku(listing.images) if owner[images[0].sku_id] == partition]
+    name = partition_name(partition, partitions)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{name}-", dir=root))
+    try:
+        record = _write_partition(mine, settings, previous, staging, progress)
+        record.update(
+            fingerprint=fingerprint,
+            partitions=partitions,
+            partition=partition,
+            input=str(input_path),
+            out=str(out),
+            label_map=label_map_path,
+            settings=_recorded(settings),
+        )
+        write_json(staging / PARTIAL, record)  # last: a partition without it is incomplete
+        shutil.rmtree(root / name, ignore_errors=True)  # a rerun replaces this partition only
+        os.replace(staging, root / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record
+
+
+def complete_partitions(root: Path) -> list[Path]:
+    """The partial.json of every partition renamed into place (a staging folder may hold one: killed before its rename)."""
+    return sorted(p for p in root.glob(f"*/{PARTIAL}") if not p.parent.name.startswith(STAGING))
+
+
+def _refuse_other_builds(root: Path, fingerprint: str, out) -> None:
+    for path in complete_partitions(root):
+        theirs = json.loads(path.read_text()).get("fingerprint")
+        if theirs != fingerprint:
+            raise DataError(
+                f"--out {out}: {path.parent} belongs to another build (other input, settings, --label-map or "
+                f"--partitions); merge or remove {root} first, or choose another --out"
+            )
+
+
+def _write_partition(mine, settings: BuildSettings, previous: PreviousBuild, staging: Path, progress: bool) -> dict:
+    """Every sample of this partition's SKUs (no label yet), and each SKU's decisions for the merge."""
+    writers = SplitWriters(staging, settings.chunk_bytes)
+    skus: dict[str, dict] = {}
+    start = time.perf_counter()
+    total = sum(len(images) for images, _ in mine)
+    with tqdm(total=total, desc="shards build (partition)", unit="img", disable=not progress) as bar:
+        with sku_results([images for images, _ in mine], settings, previous) as results:
+            for (_, offset), result in zip(mine, results):
+                for sample in result.samples:
+                    writers.add(sample.split, {"image": sample.jpeg, "index": offset + sample.position})
+                skus[result.sku_id] = sku_record(result)
+                bar.update(len(result.samples) + len(result.rejects))
+    writers.close()
+    return {
+        "skus": skus,
+        "counts": dict(writers.counts),
+        "chunk_sha256": writers.sha256,
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def sku_record(result: SKUResult) -> dict:
+    """A SKU's result without its image bytes (those are in the chunks): what the merge needs to decide."""
+    record = {f.name: getattr(result, f.name) for f in fields(result) if f.name != "samples"}
+    record["samples"] = [[s.split, s.content_hash, s.position] for s in result.samples]
+    return record
