@@ -109,8 +109,7 @@ def test_launcher_returns_metric_or_failure_per_job(aws, submitted, tmp_path):
         with open_dict(cfg):
             cfg.hydra.job.num, cfg.hydra.job.name = job.num, "train"
         configs.append(cfg)
-    # imported after compose(): Hydra's plugin scan re-executes plugin modules, replacing their classes
-    from hydra_plugins.skuvision_sagemaker.launcher import SageMakerJobFailed, SageMakerLauncher, _Sweep
+    from skuvision.entry.sagemaker_sweep import SageMakerJobFailed, SageMakerSweep, _Sweep
 
     records = [
         {"num": j.num, "name": j.name, "overrides": list(j.overrides), "console_url": f"https://x/{j.name}"}
@@ -121,7 +120,7 @@ def test_launcher_returns_metric_or_failure_per_job(aws, submitted, tmp_path):
         (sweep_dir / str(num)).mkdir(parents=True)
     sweep = _Sweep(submitter.settings, REGION, "20261127-101500", sweep_dir)
     sweep.submitter, sweep.source_uri, sweep.source_sha256 = submitter, submitter.source_uri, "sha"
-    returns = SageMakerLauncher()._wait(sweep, jobs, configs, records)
+    returns = SageMakerSweep()._wait(sweep, jobs, configs, records)
     assert [r.status for r in returns] == [JobStatus.COMPLETED, JobStatus.FAILED]
     assert returns[0].return_value == 0.75 and returns[0].overrides == ["experiment=quickstart", "seed=0"]
     assert json.loads((sweep_dir / "0" / "metrics.json").read_text()) == {"val/top1": 0.75}
