@@ -124,3 +124,15 @@ def test_a_missing_killed_or_foreign_partition_is_named_with_the_command_that_re
     manifest = merge_partitions(out, progress=False)
     assert json.loads((out / "manifest.json").read_text())["splits"] == manifest["splits"]
     assert verify_shards(out, progress=False) == []
+
+
+def test_partitions_without_partition_is_one_line(catalogue, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["shards", "build", "--input", str(catalogue), "--out", str(tmp_path / "out"), "--partitions", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "skuvision: error: --partitions P and --partition K go together: P partitions, and which one (0..P-1) to build"
+    ]
+    with pytest.raises(DataError, match="--partition 3 --partitions 3: need 0 <= K < P"):
+        build_partition(catalogue, tmp_path / "out", BuildSettings(**SETTINGS), 3, 3, progress=False)
