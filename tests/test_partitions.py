@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,41 @@ def test_partitions_without_partition_is_one_line(catalogue, tmp_path, capsys):
     ]
     with pytest.raises(DataError, match="--partition 3 --partitions 3: need 0 <= K < P"):
         build_partition(catalogue, tmp_path / "out", BuildSettings(**SETTINGS), 3, 3, progress=False)
+
+
+def test_a_partitioned_delta_build_matches_the_one_machine_delta(catalogue, tmp_path):
+    """--label-map: the base's classes and splits carry into every partition; the merge records the same base."""
+    base = tmp_path / "base"
+    build_shards(catalogue, base, BuildSettings(**SETTINGS), progress=False)
+    label_map = str(base / "manifest.json")
+    one = build_shards(catalogue, tmp_path / "one", BuildSettings(**SETTINGS), label_map_path=label_map, progress=False)
+    for k in range(2):
+        build_partition(catalogue, tmp_path / "p2", BuildSettings(**SETTINGS), 2, k, label_map, progress=False)
+    merged = merge_partitions(tmp_path / "p2", progress=False)
+    assert merged["base"]["path"] == one["base"]["path"] == str(base.resolve())
+    assert without_timing(merged) == without_timing(one)
+    assert samples(tmp_path / "p2") == samples(tmp_path / "one")
+
+
+def test_instances_of_a_processing_job_build_the_partitions_of_their_rank(catalogue, tmp_path):
+    """A local rehearsal: two processes, each with its own SageMaker-style resourceconfig.json, build
+    concurrently into one --out; the merge gives the one-machine result."""
+    hosts = ["algo-2", "algo-1"]  # SageMaker's order is not promised: ranks come from the sorted names
+    commands = []
+    for host in hosts:
+        config = tmp_path / f"{host}.json"
+        config.write_text(json.dumps({"current_host": host, "hosts": hosts}))
+        commands.append(
+            [sys.executable, "-m", "skuvision.cli", "shards", "build", "--input", str(catalogue), "--out",
+             str(tmp_path / "out"), "--size", "32", "--val", "0.2", "--test", "0.2", "--workers", "1", "--quiet",
+             "--partitions", "4", "--partition", "host", "--resource-config", str(config)]
+        )  # fmt: skip
+    running = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    outputs = [p.communicate(timeout=600) for p in running]
+    assert [p.returncode for p in running] == [0, 0], outputs
+    assert "0-of-4" in outputs[1][0] and "2-of-4" in outputs[1][0]  # algo-1: rank 0
+    assert "1-of-4" in outputs[0][0] and "3-of-4" in outputs[0][0]
+    merged = merge_partitions(tmp_path / "out", progress=False)
+    one = build_shards(catalogue, tmp_path / "one", BuildSettings(**SETTINGS), progress=False)
+    assert without_timing(merged) == without_timing(one)
+    assert samples(tmp_path / "out") == samples(tmp_path / "one")

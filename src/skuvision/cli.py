@@ -6,7 +6,7 @@ import argparse
 import sys
 
 import skuvision  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-from skuvision.data.build_settings import BuildSettings, all_cores
+from skuvision.data.build_settings import RESOURCE_CONFIG, BuildSettings, all_cores
 from skuvision.errors import exit_on_user_error
 
 HELP = argparse.ArgumentDefaultsHelpFormatter
@@ -231,7 +231,19 @@ def _add_shards_build(shards) -> None:
         help="cut the build into P partitions of whole SKUs (balanced by images); build one with --partition K, "
         "then join them with `skuvision shards merge OUT`",
     )
-    b.add_argument("--partition", type=int, default=None, metavar="K", help="with --partitions: which one, 0..P-1")
+    b.add_argument(
+        "--partition",
+        default=None,
+        metavar="K|host",
+        help="with --partitions: which one, 0..P-1; `host`: every partition of this instance in a SageMaker "
+        "Processing job (K mod instances = its rank among the hosts of --resource-config)",
+    )
+    b.add_argument(
+        "--resource-config",
+        default=RESOURCE_CONFIG,
+        metavar="JSON",
+        help="with --partition host: the instance's current_host and hosts",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(command_name="shards build")
 

@@ -8,7 +8,7 @@ import sys
 from skuvision.data.build_settings import BuildSettings
 from skuvision.data.manifest import read_manifest
 from skuvision.data.partition_merge import merge_partitions
-from skuvision.data.partitions import build_partition, partition_name
+from skuvision.data.partitions import build_partition, partition_name, partitions_of_host
 from skuvision.data.remote import is_s3
 from skuvision.data.shard_verify import verify_shards
 from skuvision.data.shards import build_shards
@@ -55,18 +55,25 @@ def shards_build(args: argparse.Namespace) -> int:
 
 
 def _build_partition(args: argparse.Namespace) -> int:
-    record = build_partition(
-        args.input,
-        args.out,
-        build_settings(args),
-        args.partitions,
-        args.partition,
-        label_map_path=args.label_map,
-        progress=not args.quiet,
-    )
-    images = sum(record["counts"].values())
-    where = f"{args.out}/partitions/{partition_name(args.partition, args.partitions)}"
-    print(f"{where}: {len(record['skus'])} SKUs, {images} images; merge with `skuvision shards merge {args.out}`")
+    if args.partition == "host":
+        mine = partitions_of_host(args.resource_config, args.partitions)
+    elif args.partition.isdigit():
+        mine = [int(args.partition)]
+    else:
+        raise UserError(f"--partition {args.partition}: pass a number 0..{args.partitions - 1} or `host`")
+    for k in mine:
+        record = build_partition(
+            args.input,
+            args.out,
+            build_settings(args),
+            args.partitions,
+            k,
+            label_map_path=args.label_map,
+            progress=not args.quiet,
+        )
+        images = sum(record["counts"].values())
+        where = f"{args.out}/partitions/{partition_name(k, args.partitions)}"
+        print(f"{where}: {len(record['skus'])} SKUs, {images} images; merge with `skuvision shards merge {args.out}`")
     return 0
 
 

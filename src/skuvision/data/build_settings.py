@@ -9,6 +9,8 @@ import os
 
 from skuvision.errors import DataError
 
+RESOURCE_CONFIG = "/opt/ml/config/resourceconfig.json"  # where a SageMaker Processing instance learns its rank
+
 
 def all_cores() -> int:
     """The command line builds with every core by default; library callers pass ``workers`` themselves."""

@@ -37,6 +37,20 @@ def partition_name(partition: int, partitions: int) -> str:
     return f"{partition}-of-{partitions}"
 
 
+def partitions_of_host(resource_config: str | Path, partitions: int) -> list[int]:
+    """The partitions this instance builds: K with K mod N = its rank among the N hosts (sorted by name)."""
+    try:
+        config = json.loads(Path(resource_config).read_text())
+        hosts, current = sorted(config["hosts"]), config["current_host"]
+        rank = hosts.index(current)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(
+            f"--partition host: cannot read this instance's rank from {resource_config} ({exc}); "
+            "inside a SageMaker Processing job it is written by SageMaker, elsewhere pass --partition K"
+        ) from None
+    return [k for k in range(partitions) if k % len(hosts) == rank]
+
+
 def assign_partitions(listing: Listing, partitions: int) -> dict[str, int]:
     """SKU -> partition: largest SKUs first, each to the partition with the fewest images (ties: lowest K)."""
     sizes = [(len(images), images[0].sku_id) for images, _ in by_sku(listing.images)]
