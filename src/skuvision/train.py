@@ -31,6 +31,8 @@ from skuvision.loggers import wandb_report
 from skuvision.model.export_backbone import export_backbone
 from skuvision.quiet import quiet_library_noise
 
+# Deferred on purpose: wandb is slow to import and loads only when a run logs to it.
+
 log = logging.getLogger(__name__)
 SIGTERM_STATUS = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
 

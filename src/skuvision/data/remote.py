@@ -23,6 +23,8 @@ from pathlib import Path
 
 from skuvision.errors import DataError
 
+# Deferred on purpose: boto3/botocore are slow to import and only S3 paths need them.
+
 OURS = ("train", "val", "test")  # top-level folders a build writes, next to manifest.json and rejects.csv
 OUR_FILES = ("manifest.json", "rejects.csv")
 

@@ -23,6 +23,8 @@ from skuvision.export.quantize import quantize_int8, top1_agreement
 from skuvision.export.runtime import EXPORT_FILES, OnnxPredictor, TorchPredictor, labels_document
 from skuvision.export.shard_reader import load_batch
 
+# Deferred on purpose: onnx/onnxruntime load only for export, predict and evaluate on an export dir.
+
 PARITY_TOLERANCE = 1e-3  # export fails above this; the test suite holds fp32 to 1e-4
 CALIBRATION_IMAGES = 256
 AGREEMENT_IMAGES = 512

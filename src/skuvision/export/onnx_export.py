@@ -19,6 +19,8 @@ from torch import nn
 
 from skuvision.errors import UserError
 
+# Deferred on purpose: onnx/onnxruntime load only for export, predict and evaluate on an export dir.
+
 INPUT, OUTPUTS = "images", ("logits", "probabilities")
 DEFAULT_OPSET = 17  # ONNX Runtime >= 1.12 on the counter; the dynamo exporter raises it to 18
 DYNAMO_MIN_OPSET = 18

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Deferred on purpose: onnx/onnxruntime load only for export, predict and evaluate on an export dir.
+
 ACTIVATIONS = ("uint8", "int8")
 
 

@@ -24,6 +24,8 @@ from skuvision.data.transforms import eval_transform
 from skuvision.errors import UserError
 from skuvision.model.module import load_classifier
 
+# Deferred on purpose: onnx/onnxruntime load only for export, predict and evaluate on an export dir.
+
 EXPORT_FILES = ("model.onnx", "labels.json", "preprocess.json")
 JPEG_MAGIC = b"\xff\xd8"
 

@@ -37,6 +37,8 @@ from omegaconf.errors import OmegaConfBaseException
 from skuvision.config.overrides import parse
 from skuvision.errors import ConfigError
 
+# Deferred on purpose: wandb is slow to import and loads only when a run logs to it.
+
 log = logging.getLogger(__name__)
 
 SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|token|credential)", re.IGNORECASE)

@@ -21,6 +21,8 @@ from lightning.pytorch.loggers import WandbLogger
 from skuvision.loggers.wandb import job_overrides, plain_config
 from skuvision.model.artifacts import write_model_artifacts
 
+# Deferred on purpose: wandb is slow to import and loads only when a run logs to it.
+
 log = logging.getLogger(__name__)
 
 WORST_SKUS = 50

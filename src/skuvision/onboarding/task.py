@@ -33,6 +33,8 @@ from skuvision.onboarding.replay import Pick, old_sku_picks, read_picks, split_p
 from skuvision.onboarding.settings import OnboardSettings, read_settings
 from skuvision.report.per_sku import write_per_sku_report
 
+# Deferred on purpose: boto3/botocore are slow to import and only S3 paths need them.
+
 log = logging.getLogger(__name__)
 
 

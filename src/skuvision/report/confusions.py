@@ -18,6 +18,8 @@ import numpy as np
 
 from skuvision.data.labels import LabelMap
 
+# Deferred on purpose: matplotlib loads only when a plot is drawn.
+
 CSV_LIMIT = 1000  # rows of confusions.csv: the most frequent pairs
 PLOT_SKUS = 20  # SKUs in confusions.png
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# Deferred on purpose: matplotlib loads only when a plot is drawn.
+
 
 def _x_axis(rows: list[dict], keys: list[str]) -> tuple[list[float], list[str], str]:
     if len(keys) == 1:

@@ -20,6 +20,8 @@ from skuvision.config.overrides import as_dict
 from skuvision.errors import DataError, UserError
 from skuvision.loggers.wandb import drop_empty_env, has_api_key
 
+# Deferred on purpose: wandb is slow to import and loads only when a run logs to it.
+
 OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 

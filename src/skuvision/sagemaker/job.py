@@ -31,6 +31,9 @@ from skuvision.sagemaker.overrides import encode_overrides
 from skuvision.sagemaker.settings import SageMakerLauncherConf
 from skuvision.sagemaker.source import ENTRY_SCRIPT, SourceArchive
 
+# Deferred on purpose: the sagemaker SDK (an optional extra, seconds to import) loads only when a job is submitted.
+# Deferred on purpose: boto3/botocore are slow to import and only S3 paths need them.
+
 log = logging.getLogger(__name__)
 
 TERMINAL = ("Completed", "Failed", "Stopped")

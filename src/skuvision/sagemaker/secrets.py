@@ -14,6 +14,8 @@ import os
 
 from skuvision.errors import UserError
 
+# Deferred on purpose: boto3/botocore are slow to import and only S3 paths need them.
+
 SECRET_ENV = "SKUVISION_WANDB_SECRET"
 # keys accepted when the secret is a JSON object (the console's key/value form)
 JSON_KEYS = ("WANDB_API_KEY", "wandb_api_key", "api_key", "key")

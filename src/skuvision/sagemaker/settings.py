@@ -17,6 +17,8 @@ from typing import Any, Optional
 from skuvision.config.overrides import sets
 from skuvision.errors import ConfigError
 
+# Deferred on purpose: boto3/botocore are slow to import and only S3 paths need them.
+
 # SMDDP's AllReduce runs only on these instance types (AWS: "Supported instance types" of the SMDDP library)
 SMDDP_INSTANCE_TYPES = ("ml.p4d.24xlarge", "ml.p4de.24xlarge")
 DISTRIBUTIONS = ("smddp", "torchrun", "none")
