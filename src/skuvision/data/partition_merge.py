@@ -102,15 +102,7 @@ class _PartitionReader:
 def _merge(records, root: Path, listing, previous, settings: BuildSettings, staging: Path, progress: bool) -> dict:
     owner = {sku: k for k, record in enumerate(records) for sku in record["skus"]}
     hashes = _content_hashes(records, listing)
-    state = BuildState(
-        listing.images,
-        previous.label_map,
-        previous.pinned,
-        previous.cuts,
-        list(listing.skipped),
-        list(listing.conflicts),
-        same_bytes=lambda other, digest: hashes.get(other) == digest,
-    )
+    state = BuildState.start(listing, previous, same_bytes=lambda other, digest: hashes.get(other) == digest)
     readers: dict[tuple[int, str], _PartitionReader] = {}
     writers = SplitWriters(staging, settings.chunk_bytes)
     start = time.perf_counter()

@@ -141,6 +141,21 @@ class BuildState:
     # (listing index of an earlier copy, content hash) -> whether its bytes are these: the build re-reads the file
     same_bytes: Callable[[int, str], bool] | None = None
 
+    @classmethod
+    def start(
+        cls, listing: Listing, previous: PreviousBuild, same_bytes: Callable[[int, str], bool] | None = None
+    ) -> BuildState:
+        """An empty state over ``listing``, keeping the earlier build's label map, pins and cuts."""
+        return cls(
+            listing.images,
+            previous.label_map,
+            previous.pinned,
+            previous.cuts,
+            list(listing.skipped),
+            list(listing.conflicts),
+            same_bytes=same_bytes,
+        )
+
     def drop_cross_sku_copies(self, result: SKUResult, offset: int) -> list[Sample]:
         """The SKU's samples whose bytes no earlier SKU holds; the others become label-conflict rejects."""
         kept = []
@@ -217,14 +232,7 @@ def _build(
     progress: bool,
     on_chunk=None,
 ) -> dict:
-    state = BuildState(
-        listing.images,
-        previous.label_map,
-        previous.pinned,
-        previous.cuts,
-        list(listing.skipped),
-        list(listing.conflicts),
-    )
+    state = BuildState.start(listing, previous)
     skus = list(by_sku(listing.images))
     writers = SplitWriters(out, settings.chunk_bytes, on_chunk)
     start = time.perf_counter()
