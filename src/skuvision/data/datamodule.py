@@ -145,6 +145,11 @@ def _uint8_as_is(image: torch.Tensor) -> torch.Tensor:
     return image
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or job's share, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def resolve_root(root: str | None) -> str:
     """The shard location: explicit ``root``, else the SageMaker training channel."""
     if root:
@@ -189,10 +194,10 @@ class SKUDataModule(L.LightningDataModule):
         self._preprocess: dict | None = None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers = min(num_workers, usable_cpus())  # more only queue for the same cores
         self.pin_memory = pin_memory and torch.cuda.is_available()
-        self.prefetch_factor = prefetch_factor if num_workers > 0 else None
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.prefetch_factor = prefetch_factor if self.num_workers > 0 else None
+        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.cache_dir = cache_dir
         self.max_cache_size = max_cache_size
         self.augment = AugmentConfig(**(augment or {}))
