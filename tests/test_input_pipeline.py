@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
+from torchvision.io import read_image
 from torchvision.transforms.v2 import functional as F
 
 from skuvision.data.device_augment import DeviceAugment, pad_collate
@@ -235,11 +238,6 @@ def test_train_crop_is_the_same_from_shards_of_any_size():
     A zone plate holds every frequency: from a larger image the warp must antialias as the smaller
     copy's resize did (without the pre-shrink: 53 and 29 grey levels off for 640 and 320 px vs 16-18).
     """
-    import math
-    from pathlib import Path
-
-    from torchvision.io import read_image
-
     yy, xx = torch.meshgrid(torch.arange(640.0), torch.arange(640.0), indexing="ij")
     phase = math.pi * ((xx - 320) ** 2 + (yy - 320) ** 2) / 1280
     zone = ((torch.cos(phase) + 1) * 127.5).round().to(torch.uint8).expand(3, 640, 640).contiguous()

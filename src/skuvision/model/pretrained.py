@@ -77,9 +77,7 @@ def convert_state(
     if len(items) == len(target) + 2 and all(k.startswith(SOURCE_CLASSIFIER) for k, _ in items[-2:]):
         items = items[:-2]
     if len(items) != len(target):
-        raise ConfigError(
-            f"{origin}: {len(items)} tensors for a model with {len(target)}; not weights for this model"
-        )
+        raise ConfigError(f"{origin}: {len(items)} tensors for a model with {len(target)}; not weights for this model")
     state = {}
     for (src_key, value), (dst_key, ref) in zip(items, target.items()):
         if tuple(value.shape) != tuple(ref.shape):
