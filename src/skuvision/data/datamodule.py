@@ -51,8 +51,7 @@ class SKUShardDataset(StreamingDataset):
     streamed shards, whose chunks a worker downloads and deletes one by one). litdata gives each
     loader worker a contiguous run of the split and a batch comes from one worker, while shards
     store each SKU's images together: without the mapping a batch held only the SKUs of that run
-    (GroceryStoreDataset at --size 320, 4 workers: 15 distinct SKUs per batch of 32, as few as 4,
-    vs 26 drawn at random; BENCHMARKS.md). Across workers every sample is still read once per epoch.
+    (BENCHMARKS.md, Real photos, issue 22). Across workers every sample is still read once per epoch.
     """
 
     def __init__(
