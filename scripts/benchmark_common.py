@@ -39,8 +39,19 @@ def rss_mb() -> float:
         return 0.0
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; the architecture elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
+    return f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> Path:

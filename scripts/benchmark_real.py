@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Real phone photos: a from-scratch CNN vs the embedded pretrained backbone, frozen to several depths.
+"""Real phone photos: the recipes for them (and optionally a from-scratch CNN), on the same shards, end to end.
 
 On the public GroceryStoreDataset (Klasson et al., WACV 2019, MIT licence;
 github.com/marcusklasson/GroceryStoreDataset, its ``dataset/`` folder: 81 fine classes in 42
@@ -8,13 +8,16 @@ coarse ones, 2,640 train / 296 val / 2,485 test photos), end to end, as a user w
 1. writes ``grocery.csv`` (path, sku_id = fine class, brand = coarse class, category = top folder
    Fruit/Vegetables/Packages, split = the data set's own train/val/test) and builds shards from it
    with ``skuvision shards build`` (the CSV path);
-2. trains (a) ``experiment=scratch`` (ResNet10-T from random init) and (b) the recipe for real photos
-   (``experiment=photos``: embedded ImageNet EfficientNet-Lite0, FC heads; ``--experiment quickstart``
-   for the quickstart's light augmentation) as one Hydra sweep
-   over ``model.freeze_depth``, each with ``python train.py``;
+2. trains each recipe (``--recipes``: experiment names, default ``photos``; ``--variant
+   NAME=OVERRIDES`` adds one with its own overrides) on those same shards, one ``python train.py``
+   after the other, and optionally ``experiment=scratch`` (ResNet10-T from random init);
 3. tabulates fine and coarse test top-1/top-5 (coarse: the predicted SKU's coarse class,
-   ``test/brand_top1``), s/epoch and trainable parameters, runs ``skuvision compare`` (table +
-   ``compare.png``) and writes the ``benchmark_real`` section of BENCHMARKS.md.
+   ``test/brand_top1``), val top-1, s/epoch, each run's minutes and build + run minutes, runs
+   ``skuvision compare`` (table + ``compare.png``), plots test top-1 against end-to-end minutes
+   (``top1_vs_minutes.png``) and writes the ``benchmark_real`` section of BENCHMARKS.md.
+
+Recipes are compared here on test only once chosen on val (BENCHMARKS.md says which); the table
+shows val top-1 beside every row for that reason.
 
 Not in CI (it needs the data set); tests/test_real_photos.py covers the same path on 120 photos.
 Minutes per run: see BENCHMARKS.md; ``--limit-per-class`` makes a smoke run.
@@ -25,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import subprocess
 import sys
@@ -52,20 +54,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--out", default=str(ROOT / "data" / "benchmark_real"), metavar="DIR", help="CSV, shards and runs go here"
     )
-    p.add_argument("--image-size", type=int, default=160, help="training/eval crop of the pretrained runs (px)")
-    p.add_argument("--depths", default="5,4", help="freeze depths of the pretrained sweep, run in this order")
     p.add_argument(
-        "--experiment",
-        default="photos",
-        help="recipe of the pretrained runs: photos (real-photo augmentation, 10 epochs) or quickstart (light, 8)",
+        "--shard-size", type=int, default=320, help="shards' shorter side (px); 320 is `shards build`'s default"
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs of each pretrained run (default: the experiment's)")
+    p.add_argument(
+        "--recipes", default="photos", help="comma-separated experiments (conf/experiment/*.yaml), run in this order"
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help="one more run: a name and space-separated train.py overrides (e.g. 'fd3=experiment=photos model.freeze_depth=3')",
+    )
+    p.add_argument("--image-size", type=int, default=None, help="crop of every recipe run (default: each recipe's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every recipe run (default: each recipe's)")
     p.add_argument("--scratch-epochs", type=int, default=8, help="epochs of the from-scratch run")
     p.add_argument("--scratch-image-size", type=int, default=96, help="crop of the from-scratch run (its recipe's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="loader workers and shard-build processes")
     p.add_argument("--limit-per-class", type=int, default=0, help="at most N photos per class and split (smoke runs)")
-    p.add_argument("--skip-scratch", action="store_true")
+    p.add_argument("--scratch", action="store_true", help="also train experiment=scratch (from random init)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-markdown", action="store_true")
     return p.parse_args(argv)
@@ -148,14 +157,39 @@ def fmt(v, digits=3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def recipe_runs(args) -> list[tuple[str, list[str]]]:
+    """(name, overrides) for every run asked for, in order."""
+    runs = [(name, [f"experiment={name}"]) for name in args.recipes.split(",") if name]
+    for spec in args.variant:
+        name, _, overrides = spec.partition("=")
+        if not name or not overrides:
+            raise SystemExit(f"benchmark_real: error: --variant {spec!r}: use NAME=OVERRIDES")
+        runs.append((name, overrides.split()))
+    sizes = [f"data.image_size={args.image_size}"] if args.image_size else []
+    epochs = [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
+    runs = [(name, [*overrides, *sizes, *epochs]) for name, overrides in runs]
+    if args.scratch:
+        runs.insert(
+            0,
+            (
+                "scratch",
+                [
+                    "experiment=scratch",
+                    f"trainer.max_epochs={args.scratch_epochs}",
+                    f"data.image_size={args.scratch_image_size}",
+                ],
+            ),
+        )
+    return runs
+
+
 def run_all(args, work: Path) -> None:
-    """CSV, shards, the pretrained sweep (cheapest depth first), then the from-scratch run."""
+    """CSV, shards (once), then every recipe on them, one run at a time; the state is saved after each."""
     data = Path(args.data).resolve()
     bin_dir = Path(sys.executable).parent
     skuvision = str(bin_dir / "skuvision") if (bin_dir / "skuvision").exists() else "skuvision"
     csv_path, listed = write_csv(data, work, args.limit_per_class)
     shards = work / "shards"
-    shard_size = math.ceil(max(args.image_size, args.scratch_image_size) / 0.875)  # the eval resize, no upscaling later
     build_s = timed(
         [
             skuvision,
@@ -166,17 +200,21 @@ def run_all(args, work: Path) -> None:
             "--out",
             str(shards),
             "--size",
-            str(shard_size),
+            str(args.shard_size),
             "--workers",
             str(args.workers),
         ],
         work / "build.log",
     )
-    (work / "setup.json").write_text(
-        json.dumps(
-            {"build_seconds": build_s, "splits_listed": listed, "shard_size": shard_size, "args": vars(args)}, indent=1
-        )
-    )
+    setup = {
+        "build_seconds": build_s,
+        "splits_listed": listed,
+        "shard_size": args.shard_size,
+        "args": vars(args),
+        "machine": machine(),
+        "runs": [],
+    }
+    (work / "setup.json").write_text(json.dumps(setup, indent=1))
     common = [
         f"data.root={shards}",
         f"data.batch_size={args.batch_size}",
@@ -185,48 +223,60 @@ def run_all(args, work: Path) -> None:
         "callbacks.progress_bar=null",
         "trainer.enable_progress_bar=false",
     ]
-    timed(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            f"experiment={args.experiment}",
-            *common,
-            f"hydra.sweep.dir={work / 'pretrained'}",
-            f"model.freeze_depth={args.depths}",
-            *([f"trainer.max_epochs={args.epochs}"] if args.epochs else []),
-            f"data.image_size={args.image_size}",
-        ],
-        work / "pretrained.log",
-    )
-    if not args.skip_scratch:
-        timed(
-            [
-                sys.executable,
-                "train.py",
-                "experiment=scratch",
-                *common,
-                f"hydra.run.dir={work / 'scratch'}",
-                f"trainer.max_epochs={args.scratch_epochs}",
-                f"data.image_size={args.scratch_image_size}",
-            ],
-            work / "scratch.log",
+    for i, (name, overrides) in enumerate(recipe_runs(args)):
+        run_dir = work / "runs" / f"{i:02d}-{name}"
+        wall = timed(
+            [sys.executable, "train.py", *overrides, *common, f"hydra.run.dir={run_dir}"], work / f"{run_dir.name}.log"
         )
+        setup["runs"].append({"recipe": name, "overrides": overrides, "run_dir": str(run_dir), "wall_s": wall})
+        (work / "setup.json").write_text(json.dumps(setup, indent=1))
+
+
+def run_config(run_dir: Path) -> dict:
+    """The resolved config a run used (its .hydra/config.yaml)."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "config.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Test top-1 against end-to-end minutes (build + run), one labelled point per recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in rows:
+        ax.scatter(r["total_min"], r["test_top1"])
+        ax.annotate(r["recipe"], (r["total_min"], r["test_top1"]), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("minutes, shard build + fit + test")
+    ax.set_ylabel("fine test top-1")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def report(work: Path, args) -> int:
     """Tabulate every finished run under ``work`` (also after an interrupted benchmark: ``--report DIR``)."""
     setup = json.loads((work / "setup.json").read_text())
-    run_args = setup["args"]
     manifest = json.loads((work / "shards" / "manifest.json").read_text())
     built = {s: manifest["splits"].get(s, {}).get("count", 0) for s in SPLITS}
-    rows = [
-        run_row(job, f"pretrained Lite0 ({run_args.get('experiment', 'quickstart')})", _wall(job))
-        for job in sorted(p.parent for p in (work / "pretrained").glob("*/metrics.json"))
-    ]
-    rows.sort(key=lambda r: r["freeze_depth"])
-    if (work / "scratch" / "metrics.json").is_file():
-        rows.insert(0, run_row(work / "scratch", "scratch (ResNet10-T)", _wall(work / "scratch")))
+    rows = []
+    for run in setup.get("runs", []):
+        run_dir = Path(run["run_dir"])
+        if not (run_dir / "metrics.json").is_file():
+            continue
+        row = run_row(run_dir, run["recipe"], run["wall_s"])
+        cfg = run_config(run_dir)
+        row["backbone"] = cfg.get("model", {}).get("backbone")
+        row["px"] = cfg.get("data", {}).get("image_size")
+        row["total_min"] = (setup["build_seconds"] + run["wall_s"]) / 60
+        row["overrides"] = run["overrides"]
+        rows.append(row)
     if not rows:
         raise SystemExit(f"benchmark_real: error: no finished run under {work}; see its *.log files")
     skuvision = Path(sys.executable).parent / "skuvision"
@@ -240,17 +290,18 @@ def report(work: Path, args) -> int:
         ],
         work / "compare.log",
     )
+    where = setup.get("machine") or machine()
+    plot(rows, work / "top1_vs_minutes.png", f"GroceryStoreDataset, shards at {setup['shard_size']} px; {where}")
     head = (
-        "| recipe | px | freeze_depth | fine top-1 | fine top-5 | coarse top-1 | coarse top-5 | val top-1 "
-        "| trainable | s/epoch | epochs | run, min |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| recipe | backbone | px | freeze_depth | epochs | fine top-1 | fine top-5 | coarse top-1 | coarse top-5 "
+        "| val top-1 | s/epoch | run, min | build + run, min |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
-        px = run_args["scratch_image_size"] if r["recipe"].startswith("scratch") else run_args["image_size"]
         lines.append(
-            f"| {r['recipe']} | {px} | {r['freeze_depth']} | {fmt(r['test_top1'])} | {fmt(r['test_top5'])} | "
-            f"{fmt(r['coarse_top1'])} | {fmt(r['coarse_top5'])} | {fmt(r['val_top1'])} | "
-            f"{r['trainable'] / 1e6:.2f}M | {r['s_per_epoch']:.0f} | {r['epochs']} | {r['wall_s'] / 60:.1f} |"
+            f"| {r['recipe']} | {r['backbone']} | {r['px']} | {r['freeze_depth']} | {r['epochs']} | "
+            f"{fmt(r['test_top1'])} | {fmt(r['test_top5'])} | {fmt(r['coarse_top1'])} | {fmt(r['coarse_top5'])} | "
+            f"{fmt(r['val_top1'])} | {r['s_per_epoch']:.0f} | {r['wall_s'] / 60:.1f} | {r['total_min']:.1f} |"
         )
     listed = setup["splits_listed"]
     split_note = (
@@ -258,21 +309,23 @@ def report(work: Path, args) -> int:
         if built == listed
         else f"NOT the data set's split: the build gave {built} for {listed} listed (CSV `split` not honoured)"
     )
+    run_args = setup["args"]
+    variants = "".join(f" --variant '{v}'" for v in run_args.get("variant") or [])
     table = "\n".join(
         [
-            "## Real photos: from scratch vs the embedded pretrained backbone (`scripts/benchmark_real.py`)",
+            "## Real photos: recipes on GroceryStoreDataset (`scripts/benchmark_real.py`)",
             "",
             f"GroceryStoreDataset ({manifest['num_classes']} fine classes; train/val/test {built['train']}/{built['val']}/"
             f"{built['test']}: {split_note}). Shards at short side {setup['shard_size']} px, built in "
             f"{setup['build_seconds'] / 60:.1f} min. Coarse = the predicted SKU's coarse class (`test/brand_top1`). "
-            f"`run, min` = fit + test of that run, from its log's first to last line. "
-            f"Machine: {machine()}, shared with other work while measured.",
+            "`run, min` = that run's `python train.py` (fit + test) wall time; `build + run` adds the shard build. "
+            f"Machine: {where}, shared with other work while measured.",
             "",
             *lines,
             "",
-            f"Command: `python scripts/benchmark_real.py --data DIR --image-size {run_args['image_size']} "
-            f"--depths {run_args['depths']} --epochs {run_args['epochs']} --scratch-epochs {run_args['scratch_epochs']}`; "
-            "plot and `skuvision compare` table: `compare.png`, `compare.md` in its output dir.",
+            f"Command: `python scripts/benchmark_real.py --data DIR --shard-size {setup['shard_size']} "
+            f"--recipes {run_args['recipes']}{variants}`; plot `top1_vs_minutes.png` and `skuvision compare` table "
+            "(`compare.png`, `compare.md`) in its output dir.",
         ]
     )
     results = {"rows": rows, "splits_built": built, **setup, "out": str(work)}

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
+from torchvision.io import read_image
 from torchvision.transforms.v2 import functional as F
 
 from skuvision.data.device_augment import DeviceAugment, pad_collate
@@ -210,3 +213,37 @@ def test_benchmark_input_runs_end_to_end_on_a_tiny_set(tmp_path):
     figures = json.loads(result.stdout)
     for key in ("imagefolder_img_s", "shards_img_s", "decode_img_s"):
         assert figures[key] > 0
+
+
+class _FixedCrop(TrainTransform):
+    """The train transform with one crop, as fractions of the image: the same region at any shard size."""
+
+    def crop_box(self, height: int, width: int) -> tuple[float, float, float, float]:
+        return 0.1 * height, 0.2 * width, 0.7 * height, 0.7 * width
+
+
+def _same_crop_at(image: torch.Tensor, sizes: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    aug = AugmentConfig(rotation_degrees=10.0, hflip=0.0, brightness=0, contrast=0, saturation=0, hue=0)
+    out = {}
+    for size in sizes:
+        transform = _FixedCrop(96, aug, mean=(0, 0, 0), std=(1 / 255,) * 3, interpolation="bicubic")
+        random.seed(3)
+        out[size] = transform(F.resize(image, size, antialias=True))  # the shards' build: shorter side = size
+    return out
+
+
+def test_train_crop_is_the_same_from_shards_of_any_size():
+    """Shards built at --size 320 (the default), 640 or 183 px must give the recipe the same crops.
+
+    A zone plate holds every frequency: from a larger image the warp must antialias as the smaller
+    copy's resize did (without the pre-shrink: 53 and 29 grey levels off for 640 and 320 px vs 16-18).
+    """
+    yy, xx = torch.meshgrid(torch.arange(640.0), torch.arange(640.0), indexing="ij")
+    phase = math.pi * ((xx - 320) ** 2 + (yy - 320) ** 2) / 1280
+    zone = ((torch.cos(phase) + 1) * 127.5).round().to(torch.uint8).expand(3, 640, 640).contiguous()
+    crops = _same_crop_at(zone, (640, 320, 183))
+    for size in (640, 320):
+        assert (crops[size] - crops[183]).abs().mean() < 25, size
+    photo = read_image(str(Path(__file__).parent / "data" / "imagenet" / "banana.jpg"))
+    crops = _same_crop_at(photo, (256, 183))
+    assert (crops[256] - crops[183]).abs().mean() < 4

@@ -95,3 +95,29 @@ def test_data_module_normalises_as_the_backbone_weights_need(tiny_shards):
         if backbone == "efficientnet_lite0":
             assert evaluate(black).mean().item() == pytest.approx(-1.0, abs=1e-3)
             assert train.mode == "bicubic"
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_and_lite2_name_real_photos_as_imagenet_classes(name):
+    """The same behavioural check as Lite0's, with each model's own preprocessing (tf_ config)."""
+    spec = preprocess_spec(name, 224)
+    assert spec["config_source"] == f"tf_{name}"
+    assert (spec["mean"], spec["std"], spec["interpolation"]) == ([0.5] * 3, [0.5] * 3, "bicubic")
+    assert spec["crop_pct"] == {"efficientnet_lite1": 0.882, "efficientnet_lite2": 0.89}[name]
+    transform = eval_transform(spec)
+    photos = torch.stack([transform(read_image(str(DATA / "imagenet" / photo))) for photo in PHOTOS])
+    model = create_timm_model(name, pretrained=True, num_classes=1000).eval()
+    with torch.no_grad():
+        probs = model(photos).softmax(1)
+    assert probs.argmax(1).tolist() == list(PHOTOS.values())
+    headless = create_timm_model(name, pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(
+            headless(photos), model.forward_head(model.forward_features(photos), pre_logits=True), atol=1e-5
+        )
+
+
+def test_weights_of_another_lite_are_one_clear_error():
+    source = torch.load(embedded_weights_path("efficientnet_lite1"), map_location="cpu", weights_only=True)
+    with pytest.raises(ConfigError, match="does not fit"):
+        convert_state(source, create_timm_model("efficientnet_lite2").state_dict(), "lite1.pth")

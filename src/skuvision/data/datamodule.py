@@ -6,6 +6,8 @@ ran out of data, and its loader state resumes mid-epoch. Where the input time go
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import inspect
 import json
 import os
@@ -16,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming.sampler import ChunkedIndex
 from torch.utils.data import default_collate
 
 from skuvision.data import integrity
@@ -42,6 +45,13 @@ class SKUShardDataset(StreamingDataset):
 
     With ``decode=False`` (``data.decode_on_device``) the sample's JPEG bytes are handed on as
     a uint8 tensor, to be decoded where the model trains.
+
+    ``mix`` (training) maps every position litdata asks for through a permutation drawn from
+    (seed, epoch): of the whole split (``"all"``, local shards) or of its chunk (``"chunk"``,
+    streamed shards, whose chunks a worker downloads and deletes one by one). litdata gives each
+    loader worker a contiguous run of the split and a batch comes from one worker, while shards
+    store each SKU's images together: without the mapping a batch held only the SKUs of that run
+    (BENCHMARKS.md, Real photos, issue 22). Across workers every sample is still read once per epoch.
     """
 
     def __init__(
@@ -52,9 +62,14 @@ class SKUShardDataset(StreamingDataset):
         augment_seed: int = 0,
         num_classes: int = 0,
         decode: bool = True,
+        mix: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(input_dir, **kwargs)
+        self.mix = mix
+        self._chunk_starts: list[int] | None = None
+        self._perm_key: tuple | None = None
+        self._perm: list[int] = []
         self.image_transform = transform
         self.decode = decode
         self.seeded_augment = seeded_augment
@@ -63,8 +78,34 @@ class SKUShardDataset(StreamingDataset):
         self.split_dir = input_dir
         self.chunk_names = integrity.chunk_names(input_dir)
 
+    def _chunk_bounds(self, chunk: int) -> tuple[int, int]:
+        if self._chunk_starts is None:
+            index_file = Path(self.input_dir.path or self.split_dir) / "index.json"
+            sizes = [int(c["chunk_size"]) for c in json.loads(index_file.read_text())["chunks"]]
+            self._chunk_starts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        return self._chunk_starts[chunk], self._chunk_starts[chunk + 1]
+
+    def mixed(self, index: Any) -> Any:
+        """``index`` moved to its permuted position (see the class docstring)."""
+        if not (self.mix and isinstance(index, ChunkedIndex)):
+            return index
+        self._chunk_bounds(0)
+        if self.mix == "chunk":
+            start, end = self._chunk_bounds(index.chunk_index)
+        else:
+            start, end = 0, self._chunk_starts[-1]
+        key = (self.current_epoch, start)
+        if key != self._perm_key:
+            order = list(range(end - start))
+            random.Random(f"{self.augment_seed}:{key[0]}:{key[1]}").shuffle(order)
+            self._perm_key, self._perm = key, order
+        target = start + self._perm[index.index - start]
+        chunk = bisect.bisect_right(self._chunk_starts, target) - 1
+        return dataclasses.replace(index, index=target, chunk_index=chunk)
+
     def __getitem__(self, index: Any) -> dict:
         decode = decode_to_tensor if self.decode else _jpeg_bytes
+        index = self.mixed(index)
         sample, image = integrity.read_sample(
             lambda: super(SKUShardDataset, self).__getitem__(index),
             index,
@@ -101,6 +142,11 @@ def _jpeg_bytes(data: bytes) -> torch.Tensor:
 
 def _uint8_as_is(image: torch.Tensor) -> torch.Tensor:
     return image
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or job's share, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def resolve_root(root: str | None) -> str:
@@ -147,10 +193,10 @@ class SKUDataModule(L.LightningDataModule):
         self._preprocess: dict | None = None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers = min(num_workers, usable_cpus())  # more only queue for the same cores
         self.pin_memory = pin_memory and torch.cuda.is_available()
-        self.prefetch_factor = prefetch_factor if num_workers > 0 else None
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.prefetch_factor = prefetch_factor if self.num_workers > 0 else None
+        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.cache_dir = cache_dir
         self.max_cache_size = max_cache_size
         self.augment = AugmentConfig(**(augment or {}))
@@ -239,6 +285,7 @@ class SKUDataModule(L.LightningDataModule):
                 augment_seed=self.seed,
                 num_classes=self.num_classes,
                 decode=not (train and self.decode_on_device),
+                mix=("chunk" if is_s3(self.root) or self.cache_dir else "all") if train else None,
                 **kwargs,
             )
         return self.datasets[split]

