@@ -133,7 +133,7 @@ def test_growing_keeps_every_old_row_bit_identical(month):
 
 
 def test_ridge_statistics_added_month_by_month_equal_the_joint_solution():
-    from skuvision.onboarding.heads import RidgeStats
+    from skuvision.model.ridge import RidgeStats
 
     g = torch.Generator().manual_seed(0)
     feats, labels = torch.randn(90, 16, generator=g), torch.arange(90) % 9
@@ -394,3 +394,73 @@ def test_container_entry_runs_an_onboarding_job_and_exports_its_model(month, tmp
     ckpt = torch.load(tmp_path / "model" / "model.ckpt", weights_only=True)
     assert len(ckpt["label_map"]["sku_to_index"]) == 8 and ckpt["preprocess"]["crop"] == 48
     assert (tmp_path / "output" / "run" / "per_sku.csv").is_file()
+
+
+def _with_base_sums(month, out: Path, **projection) -> Path:
+    """The fixture's checkpoint plus the ridge sums a training run leaves: its train split through the
+    trunk with the datamodule's ordered eval loader, as the RidgeStatistics callback reads it."""
+    from skuvision.data.datamodule import SKUDataModule
+    from skuvision.model.module import load_classifier
+    from skuvision.model.ridge import RandomProjection, split_model, split_statistics
+
+    model = load_classifier(str(month["ckpt"]))
+    trunk, last = split_model(model)
+    dm = SKUDataModule(str(month["base"]), image_size=48, batch_size=8, num_workers=0, backbone="resnet10t")
+    batches = ((b["image"], b["label"]) for b in dm.ordered_eval_dataloader("train"))
+    proj = RandomProjection(last.in_features, **projection) if projection else None
+    stats = split_statistics(trunk, batches, dm.num_classes, "cpu", proj)
+    ckpt = torch.load(month["ckpt"], weights_only=True)
+    assert stats.count == json.loads((month["base"] / "manifest.json").read_text())["splits"]["train"]["count"]
+    ckpt["onboarding"] = {"ridge": stats.state()}
+    torch.save(ckpt, out)
+    return out
+
+
+def _joint_solution(model, month, penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ridge layer solved at once on every training image of the base and the delta."""
+    from skuvision.data.transforms import eval_transform
+    from skuvision.model.ridge import RidgeStats, split_model
+    from skuvision.onboarding.features import FeatureCache
+    from skuvision.onboarding.replay import read_picks, split_picks
+
+    trunk, last = split_model(model)
+    picks = []
+    for root in (month["base"], month["delta"]):
+        picks += split_picks(str(root), json.loads((root / "manifest.json").read_text()), "train")
+    feats, labels = FeatureCache(trunk, batch_size=5).extract(read_picks(picks), eval_transform(model.preprocess))
+    joint = RidgeStats(feats.shape[1])
+    joint.add(feats, labels, last.out_features)
+    return joint.solve(penalty)
+
+
+@pytest.mark.parametrize("projection", [{}, {"dim": 96, "seed": 3, "nonlinearity": "relu"}])
+def test_base_sums_make_onboarding_equal_the_joint_ridge_solution(month, tmp_path, projection):
+    """With the base run's sums in the checkpoint, onboarding reads only the delta's train images and its
+    SKU layer is the ridge solution over base + delta train images at once (RanPAC's property)."""
+    from skuvision.model.module import load_classifier
+    from skuvision.onboarding.task import run
+
+    ckpt = _with_base_sums(month, tmp_path / "with_sums.ckpt", **projection)
+    extra = [f"onboard.projection={projection['dim']}", "onboard.projection_seed=3"] if projection else []
+    run(_onboard_cfg(month, tmp_path / "run", f"onboard.from={ckpt}", "onboard.ridge=0.5", *extra))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    delta = json.loads((month["delta"] / "manifest.json").read_text())
+    assert metrics["onboard/backbone_images"] == delta["splits"]["train"]["count"]  # nothing old re-read
+    assert metrics["onboard/replay_images"] == 0 and metrics["onboard/ridge_from_base"] is True
+    base_train = json.loads((month["base"] / "manifest.json").read_text())["splits"]["train"]["count"]
+    assert metrics["onboard/ridge_images"] == base_train + delta["splits"]["train"]["count"]
+    model = load_classifier(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    weight, bias = _joint_solution(model, month, 0.5)
+    assert torch.allclose(model.head[-1].weight, weight, atol=1e-4, rtol=1e-3)
+    assert torch.allclose(model.head[-1].bias, bias, atol=1e-4, rtol=1e-3)
+
+
+def test_ridge_penalty_chosen_on_held_out_images(month, tmp_path):
+    from skuvision.onboarding.task import run
+
+    run(_onboard_cfg(month, tmp_path, "onboard.ridge=null", "onboard.ridge_grid=[0.01,1.0,100.0]"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    scores = {float(k): v for k, v in metrics["onboard/ridge_val_top1"].items()}
+    assert set(scores) == {0.01, 1.0, 100.0}
+    assert metrics["onboard/ridge_penalty"] in scores
+    assert scores[metrics["onboard/ridge_penalty"]] == max(scores.values())

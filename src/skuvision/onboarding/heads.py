@@ -95,42 +95,6 @@ def calibrate_new_rows(
     return {"replay_top1_old": best[0], "loo_top1_new": best[1], "gain": best[2], "bias_offset": best[3]}
 
 
-class RidgeStats:
-    """Running sums for a ridge layer on features f (with a constant 1 for the bias), in float64."""
-
-    def __init__(self, dim: int, num_classes: int = 0):
-        self.gram = torch.zeros(dim + 1, dim + 1, dtype=torch.float64)
-        self.cross = torch.zeros(dim + 1, num_classes, dtype=torch.float64)
-        self.count = 0
-
-    def add(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-        """Add images' terms; the class dimension grows to ``num_classes`` (new SKUs' columns start at 0)."""
-        if num_classes > self.cross.shape[1]:
-            self.cross = torch.cat(
-                [self.cross, self.cross.new_zeros(self.cross.shape[0], num_classes - self.cross.shape[1])], 1
-            )
-        f = torch.cat([features.double(), features.new_ones(len(features), 1).double()], 1)
-        self.gram += f.T @ f
-        self.cross += f.T @ F.one_hot(labels, num_classes).double()
-        self.count += len(features)
-
-    def solve(self, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight [K, d], bias [K]) minimising ||F W - Y||^2 + ridge ||W||^2."""
-        eye = torch.eye(self.gram.shape[0], dtype=torch.float64)
-        eye[-1, -1] = 0.0  # the bias is not shrunk
-        solution = torch.linalg.solve(self.gram + ridge * eye, self.cross)
-        return solution[:-1].T.float(), solution[-1].float()
-
-    def state(self) -> dict:
-        return {"gram": self.gram, "cross": self.cross, "count": self.count}
-
-    @classmethod
-    def from_state(cls, state: dict) -> RidgeStats:
-        stats = cls(state["gram"].shape[0] - 1)
-        stats.gram, stats.cross, stats.count = state["gram"].double(), state["cross"].double(), int(state["count"])
-        return stats
-
-
 def finetune_rows(
     layer: nn.Linear,
     old_count: int,
