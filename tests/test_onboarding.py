@@ -16,7 +16,7 @@ import torch
 from skuvision.data.labels import LabelMap
 from skuvision.errors import DataError
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, TINY_MODEL, compose_train_cfg, run_cli
 
 OLD_SKUS = 6  # of the 8 in the catalogue; the last 2 arrive "next month"
 
@@ -464,3 +464,65 @@ def test_ridge_penalty_chosen_on_held_out_images(month, tmp_path):
     assert set(scores) == {0.01, 1.0, 100.0}
     assert metrics["onboard/ridge_penalty"] in scores
     assert scores[metrics["onboard/ridge_penalty"]] == max(scores.values())
+
+
+def test_projected_model_exports_to_onnx_and_predicts_as_the_checkpoint(month, tmp_path):
+    """The RanPAC projection is part of the model: checkpoint, ONNX graph and predict agree."""
+    import numpy as np
+    import onnx
+
+    from skuvision.export.bundle import export_checkpoint
+    from skuvision.export.predict import collect_inputs, predict_paths
+    from skuvision.export.runtime import load_predictor
+
+    extra = ["onboard.projection=96", "onboard.projection_seed=3", "onboard.ridge=0.5"]
+    from skuvision.onboarding.task import run as onboard
+
+    onboard(_onboard_cfg(month, tmp_path / "run", *extra))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["head"]["projection"] == {
+        "dim": 96,
+        "seed": 3,
+        "nonlinearity": "relu",
+    }
+    summary = export_checkpoint(ckpt, tmp_path / "export")
+    assert summary["parity_max_abs_diff"] < 1e-4 and summary["parity_top1_identical"]
+    graph = onnx.load(str(tmp_path / "export" / "model.onnx")).graph
+    assert any(list(t.dims) in ([32, 96], [96, 32]) for t in graph.initializer)  # the projection travels
+    paths = collect_inputs([str(month["root"] / "images")])[:12]
+    by_ckpt = predict_paths(load_predictor(ckpt), paths, topk=3, progress=False)
+    by_export = predict_paths(load_predictor(tmp_path / "export"), paths, topk=3, progress=False)
+    assert len(by_ckpt) == 12
+    for a, b in zip(by_ckpt, by_export):
+        assert [p["sku_id"] for p in a["predictions"]] == [p["sku_id"] for p in b["predictions"]]
+        assert np.allclose(
+            [p["probability"] for p in a["predictions"]], [p["probability"] for p in b["predictions"]], atol=1e-5
+        )
+
+
+@pytest.mark.slow  # ~40 s: a real (tiny) training run
+def test_training_run_leaves_the_train_splits_ridge_sums_in_its_tested_checkpoint(month, tmp_path):
+    from skuvision.train import run as train
+
+    cfg = compose_train_cfg(
+        tmp_path,
+        [
+            f"data.root={month['base']}",
+            *TINY_MODEL,
+            "data.num_workers=0",
+            "data.batch_size=8",
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu",
+            "logger=csv",
+            "~callbacks.progress_bar",
+        ],
+    )
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    base = json.loads((month["base"] / "manifest.json").read_text())
+    assert metrics["ridge/images"] == base["splits"]["train"]["count"] and metrics["ridge/seconds"] > 0
+    sums = torch.load(metrics["best_checkpoint"], weights_only=False)["onboarding"]["ridge"]
+    assert sums["count"] == base["splits"]["train"]["count"]
+    assert tuple(sums["cross"].shape) == (32 + 1, len(base["label_map"]["sku_to_index"]))
+    per_class = torch.tensor([float(c.get("train", 0)) for c in base["per_sku"].values()], dtype=torch.float64)
+    assert torch.equal(sums["cross"][-1], per_class)  # the bias row counts each SKU's train images
