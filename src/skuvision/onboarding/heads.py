@@ -10,9 +10,9 @@ scaled like the old rows (SimpleCIL, Zhou et al. 2024). From there:
   small grid search: keep the replayed old images' top-1 first, then the best leave-one-out
   new-SKU top-1.
 * ``closed_form`` ``ridge``: a ridge-regression layer on the features (RanPAC's closed-form
-  head, without its random projection), solved from running sums G = sum f f^T and
-  C = sum f y^T kept in the checkpoint. Next month only adds the new images' terms, and
-  the solution equals the one from all months' images at once.
+  head, optionally on its random projection), solved from running sums kept in the checkpoint
+  (``skuvision.model.ridge``). Next month only adds the new images' terms, and the solution
+  equals the one from all months' images at once.
 * ``finetune``: the grown layer trained by gradient descent on cached features of a few
   augmented copies of each image; by default only the new rows move, so old-vs-old decisions cannot change.
 """
