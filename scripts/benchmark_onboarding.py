@@ -297,6 +297,7 @@ def _pct(x) -> str:
 
 def render(results: dict, drift: dict) -> str:
     meta, base, full = results["_meta"], results["base"], results["full retrain"]
+    png = "benchmark_onboarding.png" if meta["data"] == "synthetic" else "benchmark_onboarding_grocery.png"
     lines = [
         "## Monthly onboarding vs full retrain (`scripts/benchmark_onboarding.py`)",
         "",
@@ -306,7 +307,12 @@ def render(results: dict, drift: dict) -> str:
         + f"; replay {meta['replay_per_sku']} "
         f"images per old SKU. {meta['machine']}; all rows measured in the same run, on 2 CPU cores shared with other work.",
         "",
-        f"Base model: old-SKU test top-1 {_pct(base['top1_old'])} %.",
+        f"Base model: old-SKU test top-1 {_pct(base['top1_old'])} %"
+        + (
+            f"; its pass over the train split for the ridge sums (`ridge/seconds`) took {base['ridge_s']:.0f} s."
+            if base.get("ridge_s")
+            else "."
+        ),
         "",
         "| method | old top-1 % (Δ vs base) | new top-1 % | all top-1 % | wall s | × full | train-side s | × full | backbone images | × full |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -331,7 +337,7 @@ def render(results: dict, drift: dict) -> str:
     lines += [
         "",
         f"Test images: {meta.get('old_test', '?')} of old SKUs, {meta.get('new_test', '?')} of new ones (one "
-        f"new-SKU image is worth several points).{note} ![onboarding](docs/benchmark_onboarding.png)",
+        f"new-SKU image is worth several points).{note} ![onboarding](docs/{png})",
     ]
     lines += [
         "",

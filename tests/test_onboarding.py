@@ -526,3 +526,30 @@ def test_training_run_leaves_the_train_splits_ridge_sums_in_its_tested_checkpoin
     assert tuple(sums["cross"].shape) == (32 + 1, len(base["label_map"]["sku_to_index"]))
     per_class = torch.tensor([float(c.get("train", 0)) for c in base["per_sku"].values()], dtype=torch.float64)
     assert torch.equal(sums["cross"][-1], per_class)  # the bias row counts each SKU's train images
+
+
+@pytest.mark.slow  # ~60 s: two CPU ranks
+def test_ddp_training_run_sums_every_train_image_once_across_ranks(month, tmp_path):
+    result = run_cli(
+        "train.py",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.strategy.timeout.seconds=60",
+        f"data.root={month['base']}",
+        *TINY_MODEL,
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "~callbacks.progress_bar",
+        f"hydra.run.dir={tmp_path}",
+        timeout=480,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    base = json.loads((month["base"] / "manifest.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ridge/images"] == base["splits"]["train"]["count"]
+    sums = torch.load(metrics["best_checkpoint"], weights_only=False)["onboarding"]["ridge"]
+    per_class = torch.tensor([float(c.get("train", 0)) for c in base["per_sku"].values()], dtype=torch.float64)
+    assert torch.equal(sums["cross"][-1], per_class)

@@ -72,5 +72,7 @@ class RidgeStatistics(L.Callback):
             for name in ("gram", "cross"):
                 summed = trainer.strategy.reduce(getattr(stats, name).to(pl_module.device), reduce_op="sum")
                 setattr(stats, name, summed.cpu())
-            stats.count = int(trainer.strategy.reduce(torch.tensor(stats.count, device=pl_module.device), "sum"))
+            stats.count = int(
+                trainer.strategy.reduce(torch.tensor(stats.count, device=pl_module.device), reduce_op="sum")
+            )
         return stats
