@@ -399,13 +399,13 @@ def test_container_entry_runs_an_onboarding_job_and_exports_its_model(month, tmp
 def _with_base_sums(month, out: Path, **projection) -> Path:
     """The fixture's checkpoint plus the ridge sums a training run leaves: its train split through the
     trunk with the datamodule's ordered eval loader, as the RidgeStatistics callback reads it."""
-    from skuvision.data.datamodule import SKUDataModule
+    from skuvision.config.data_module import shard_data_module
     from skuvision.model.module import load_classifier
     from skuvision.model.ridge import RandomProjection, split_model, split_statistics
 
     model = load_classifier(str(month["ckpt"]))
     trunk, last = split_model(model)
-    dm = SKUDataModule(str(month["base"]), image_size=48, batch_size=8, num_workers=0, backbone="resnet10t")
+    dm = shard_data_module(str(month["base"]), image_size=48, batch_size=8, num_workers=0, backbone="resnet10t")
     batches = ((b["image"], b["label"]) for b in dm.ordered_eval_dataloader("train"))
     proj = RandomProjection(last.in_features, **projection) if projection else None
     stats = split_statistics(trunk, batches, dm.num_classes, "cpu", proj)

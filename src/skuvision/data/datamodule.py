@@ -383,9 +383,10 @@ class SKUDataModule(L.LightningDataModule):
         )
         if self.cache_dir:
             kwargs["cache_dir"] = os.path.join(self.cache_dir, split)
-        dataset = SKUShardDataset(
-            self._split_dir(split), eval_transform(self.preprocess), num_classes=self.num_classes, **kwargs
-        )
+        if is_s3(self.root):
+            allow_http_endpoint_for_litdata()
+        directory = split_dir(self.root, self.manifest, split, if_empty=f"rebuild shards with --{split} > 0")
+        dataset = SKUShardDataset(directory, eval_transform(self.preprocess), num_classes=self.num_classes, **kwargs)
         return StreamingDataLoader(
             dataset,
             batch_size=self.eval_batch_size,
