@@ -41,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=128, help="rendered and trained image side (px)")
     p.add_argument("--epochs", type=int, default=6, help="epochs of the base model and of the full retrain")
     p.add_argument("--replay", type=int, default=5, help="onboard.replay_per_sku")
+    p.add_argument("--projection", type=int, default=4096, help="onboard.projection of the RanPAC variant")
     p.add_argument("--rounds", type=int, default=10, help="successive closed-form rounds for the drift check")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--data", default=None, help="GroceryStoreDataset dir (train.txt/val.txt/test.txt) instead")
@@ -174,10 +175,11 @@ def main(argv=None) -> int:
     full_manifest = build(old_rows + rounds[0], work / "full.csv", full, base, args.size)
     prep_seconds = time.perf_counter() - t0
 
+    # real photos: the real-photo recipe at its own 160 px; synthetic: the quickstart's at --size
+    sized = ["experiment=photos"] if args.data else ["experiment=quickstart", f"data.image_size={args.size}"]
     recipe = [
-        "experiment=quickstart",
+        *sized,
         f"trainer.max_epochs={args.epochs}",
-        f"data.image_size={args.size}",
         "trainer.enable_progress_bar=false",
         "~callbacks.progress_bar",
     ]
@@ -188,6 +190,7 @@ def main(argv=None) -> int:
             "top1_old": base_metrics["test/top1"],
             "wall_s": base_wall,
             "train_s": base_metrics.get("train/seconds"),
+            "ridge_s": base_metrics.get("ridge/seconds"),
         }
     }
     full_metrics, full_wall = train_py(work / "runs" / "full", *recipe, f"data.root={full}")
@@ -206,9 +209,15 @@ def main(argv=None) -> int:
         "finetune": ["onboard.strategy=finetune"],
         "closed_form (means)": ["onboard.strategy=closed_form", "onboard.solver=mean"],
         "closed_form (ridge)": ["onboard.strategy=closed_form", "onboard.solver=ridge"],
+        f"closed_form (ridge, projection {args.projection})": [
+            "onboard.strategy=closed_form",
+            "onboard.solver=ridge",
+            f"onboard.projection={args.projection}",
+            "onboard.ridge=null",
+        ],
     }
     for name, extra in variants.items():
-        run_dir = work / "runs" / (name.split(" ")[0] + ("_ridge" if "ridge" in name else ""))
+        run_dir = work / "runs" / "".join(c if c.isalnum() else "_" for c in name)
         m, wall = onboard_py(run_dir, *onboard, *extra)
         results[name] = {
             "top1_old": m["test/top1_old"],
@@ -237,6 +246,7 @@ def main(argv=None) -> int:
         "epochs": args.epochs,
         "replay_per_sku": args.replay,
         "size": args.size,
+        "recipe": "experiment=photos at 160 px" if args.data else f"quickstart recipe at {args.size} px",
         "prep_s": prep_seconds,
         "data": args.data or "synthetic",
         "machine": machine(),
@@ -287,16 +297,22 @@ def _pct(x) -> str:
 
 def render(results: dict, drift: dict) -> str:
     meta, base, full = results["_meta"], results["base"], results["full retrain"]
+    png = "benchmark_onboarding.png" if meta["data"] == "synthetic" else "benchmark_onboarding_grocery.png"
     lines = [
         "## Monthly onboarding vs full retrain (`scripts/benchmark_onboarding.py`)",
         "",
         f"{meta['data']}: base model on {meta['old_skus']} SKUs ({meta['base_train_images']} train images, "
-        f"{meta['epochs']} epochs, quickstart recipe at {meta['size']} px), then +{meta['new_skus']} new SKUs"
+        f"{meta['epochs']} epochs, {meta['recipe']}), then +{meta['new_skus']} new SKUs"
         + (" from the same brand families" if meta["same_family_new"] else "")
         + f"; replay {meta['replay_per_sku']} "
         f"images per old SKU. {meta['machine']}; all rows measured in the same run, on 2 CPU cores shared with other work.",
         "",
-        f"Base model: old-SKU test top-1 {_pct(base['top1_old'])} %.",
+        f"Base model: old-SKU test top-1 {_pct(base['top1_old'])} %"
+        + (
+            f"; its pass over the train split for the ridge sums (`ridge/seconds`) took {base['ridge_s']:.0f} s."
+            if base.get("ridge_s")
+            else "."
+        ),
         "",
         "| method | old top-1 % (Δ vs base) | new top-1 % | all top-1 % | wall s | × full | train-side s | × full | backbone images | × full |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -321,7 +337,7 @@ def render(results: dict, drift: dict) -> str:
     lines += [
         "",
         f"Test images: {meta.get('old_test', '?')} of old SKUs, {meta.get('new_test', '?')} of new ones (one "
-        f"new-SKU image is worth several points).{note} ![onboarding](docs/benchmark_onboarding.png)",
+        f"new-SKU image is worth several points).{note} ![onboarding](docs/{png})",
     ]
     lines += [
         "",

@@ -16,7 +16,7 @@ import torch
 from skuvision.data.labels import LabelMap
 from skuvision.errors import DataError
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, TINY_MODEL, compose_train_cfg, run_cli
 
 OLD_SKUS = 6  # of the 8 in the catalogue; the last 2 arrive "next month"
 
@@ -133,7 +133,7 @@ def test_growing_keeps_every_old_row_bit_identical(month):
 
 
 def test_ridge_statistics_added_month_by_month_equal_the_joint_solution():
-    from skuvision.onboarding.heads import RidgeStats
+    from skuvision.model.ridge import RidgeStats
 
     g = torch.Generator().manual_seed(0)
     feats, labels = torch.randn(90, 16, generator=g), torch.arange(90) % 9
@@ -394,3 +394,162 @@ def test_container_entry_runs_an_onboarding_job_and_exports_its_model(month, tmp
     ckpt = torch.load(tmp_path / "model" / "model.ckpt", weights_only=True)
     assert len(ckpt["label_map"]["sku_to_index"]) == 8 and ckpt["preprocess"]["crop"] == 48
     assert (tmp_path / "output" / "run" / "per_sku.csv").is_file()
+
+
+def _with_base_sums(month, out: Path, **projection) -> Path:
+    """The fixture's checkpoint plus the ridge sums a training run leaves: its train split through the
+    trunk with the datamodule's ordered eval loader, as the RidgeStatistics callback reads it."""
+    from skuvision.config.data_module import shard_data_module
+    from skuvision.model.module import load_classifier
+    from skuvision.model.ridge import RandomProjection, split_model, split_statistics
+
+    model = load_classifier(str(month["ckpt"]))
+    trunk, last = split_model(model)
+    dm = shard_data_module(str(month["base"]), image_size=48, batch_size=8, num_workers=0, backbone="resnet10t")
+    batches = ((b["image"], b["label"]) for b in dm.ordered_eval_dataloader("train"))
+    proj = RandomProjection(last.in_features, **projection) if projection else None
+    stats = split_statistics(trunk, batches, dm.num_classes, "cpu", proj)
+    ckpt = torch.load(month["ckpt"], weights_only=True)
+    assert stats.count == json.loads((month["base"] / "manifest.json").read_text())["splits"]["train"]["count"]
+    ckpt["onboarding"] = {"ridge": stats.state()}
+    torch.save(ckpt, out)
+    return out
+
+
+def _joint_solution(model, month, penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ridge layer solved at once on every training image of the base and the delta."""
+    from skuvision.data.transforms import eval_transform
+    from skuvision.model.ridge import RidgeStats, split_model
+    from skuvision.onboarding.features import FeatureCache
+    from skuvision.onboarding.replay import read_picks, split_picks
+
+    trunk, last = split_model(model)
+    picks = []
+    for root in (month["base"], month["delta"]):
+        picks += split_picks(str(root), json.loads((root / "manifest.json").read_text()), "train")
+    feats, labels = FeatureCache(trunk, batch_size=5).extract(read_picks(picks), eval_transform(model.preprocess))
+    joint = RidgeStats(feats.shape[1])
+    joint.add(feats, labels, last.out_features)
+    return joint.solve(penalty)
+
+
+@pytest.mark.parametrize("projection", [{}, {"dim": 96, "seed": 3, "nonlinearity": "relu"}])
+def test_base_sums_make_onboarding_equal_the_joint_ridge_solution(month, tmp_path, projection):
+    """With the base run's sums in the checkpoint, onboarding reads only the delta's train images and its
+    SKU layer is the ridge solution over base + delta train images at once (RanPAC's property)."""
+    from skuvision.model.module import load_classifier
+    from skuvision.onboarding.task import run
+
+    ckpt = _with_base_sums(month, tmp_path / "with_sums.ckpt", **projection)
+    extra = [f"onboard.projection={projection['dim']}", "onboard.projection_seed=3"] if projection else []
+    run(_onboard_cfg(month, tmp_path / "run", f"onboard.from={ckpt}", "onboard.ridge=0.5", *extra))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    delta = json.loads((month["delta"] / "manifest.json").read_text())
+    assert metrics["onboard/backbone_images"] == delta["splits"]["train"]["count"]  # nothing old re-read
+    assert metrics["onboard/replay_images"] == 0 and metrics["onboard/ridge_from_base"] is True
+    base_train = json.loads((month["base"] / "manifest.json").read_text())["splits"]["train"]["count"]
+    assert metrics["onboard/ridge_images"] == base_train + delta["splits"]["train"]["count"]
+    model = load_classifier(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    weight, bias = _joint_solution(model, month, 0.5)
+    assert torch.allclose(model.head[-1].weight, weight, atol=1e-4, rtol=1e-3)
+    assert torch.allclose(model.head[-1].bias, bias, atol=1e-4, rtol=1e-3)
+
+
+def test_ridge_penalty_chosen_on_held_out_images(month, tmp_path):
+    from skuvision.onboarding.task import run
+
+    run(_onboard_cfg(month, tmp_path, "onboard.ridge=null", "onboard.ridge_grid=[0.01,1.0,100.0]"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    scores = {float(k): v for k, v in metrics["onboard/ridge_val_top1"].items()}
+    assert set(scores) == {0.01, 1.0, 100.0}
+    assert metrics["onboard/ridge_penalty"] in scores
+    assert scores[metrics["onboard/ridge_penalty"]] == max(scores.values())
+
+
+def test_projected_model_exports_to_onnx_and_predicts_as_the_checkpoint(month, tmp_path):
+    """The RanPAC projection is part of the model: checkpoint, ONNX graph and predict agree."""
+    import numpy as np
+    import onnx
+
+    from skuvision.export.bundle import export_checkpoint
+    from skuvision.export.predict import collect_inputs, predict_paths
+    from skuvision.export.runtime import load_predictor
+
+    extra = ["onboard.projection=96", "onboard.projection_seed=3", "onboard.ridge=0.5"]
+    from skuvision.onboarding.task import run as onboard
+
+    onboard(_onboard_cfg(month, tmp_path / "run", *extra))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["head"]["projection"] == {
+        "dim": 96,
+        "seed": 3,
+        "nonlinearity": "relu",
+    }
+    summary = export_checkpoint(ckpt, tmp_path / "export")
+    assert summary["parity_max_abs_diff"] < 1e-4 and summary["parity_top1_identical"]
+    graph = onnx.load(str(tmp_path / "export" / "model.onnx")).graph
+    assert any(list(t.dims) in ([32, 96], [96, 32]) for t in graph.initializer)  # the projection travels
+    paths = collect_inputs([str(month["root"] / "images")])[:12]
+    by_ckpt = predict_paths(load_predictor(ckpt), paths, topk=3, progress=False)
+    by_export = predict_paths(load_predictor(tmp_path / "export"), paths, topk=3, progress=False)
+    assert len(by_ckpt) == 12
+    for a, b in zip(by_ckpt, by_export):
+        assert [p["sku_id"] for p in a["predictions"]] == [p["sku_id"] for p in b["predictions"]]
+        assert np.allclose(
+            [p["probability"] for p in a["predictions"]], [p["probability"] for p in b["predictions"]], atol=1e-5
+        )
+
+
+@pytest.mark.slow  # ~40 s: a real (tiny) training run
+def test_training_run_leaves_the_train_splits_ridge_sums_in_its_tested_checkpoint(month, tmp_path):
+    from skuvision.train import run as train
+
+    cfg = compose_train_cfg(
+        tmp_path,
+        [
+            f"data.root={month['base']}",
+            *TINY_MODEL,
+            "data.num_workers=0",
+            "data.batch_size=8",
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu",
+            "logger=csv",
+            "~callbacks.progress_bar",
+        ],
+    )
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    base = json.loads((month["base"] / "manifest.json").read_text())
+    assert metrics["ridge/images"] == base["splits"]["train"]["count"] and metrics["ridge/seconds"] > 0
+    sums = torch.load(metrics["best_checkpoint"], weights_only=False)["onboarding"]["ridge"]
+    assert sums["count"] == base["splits"]["train"]["count"]
+    assert tuple(sums["cross"].shape) == (32 + 1, len(base["label_map"]["sku_to_index"]))
+    per_class = torch.tensor([float(c.get("train", 0)) for c in base["per_sku"].values()], dtype=torch.float64)
+    assert torch.equal(sums["cross"][-1], per_class)  # the bias row counts each SKU's train images
+
+
+@pytest.mark.slow  # ~60 s: two CPU ranks
+def test_ddp_training_run_sums_every_train_image_once_across_ranks(month, tmp_path):
+    result = run_cli(
+        "train.py",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.strategy.timeout.seconds=60",
+        f"data.root={month['base']}",
+        *TINY_MODEL,
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "~callbacks.progress_bar",
+        f"hydra.run.dir={tmp_path}",
+        timeout=480,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    base = json.loads((month["base"] / "manifest.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ridge/images"] == base["splits"]["train"]["count"]
+    sums = torch.load(metrics["best_checkpoint"], weights_only=False)["onboarding"]["ridge"]
+    per_class = torch.tensor([float(c.get("train", 0)) for c in base["per_sku"].values()], dtype=torch.float64)
+    assert torch.equal(sums["cross"][-1], per_class)

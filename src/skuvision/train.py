@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from skuvision.callbacks.collectives import EpochMetricsSync
+from skuvision.callbacks.ridge_statistics import RidgeStatistics
 from skuvision.callbacks.summary import TrainingReport
 from skuvision.checkpoints import AtomicCheckpointIO, newest_loadable
 from skuvision.config.schema import validate
@@ -101,6 +102,10 @@ def collect_metrics(trainer, model, test_results: list[dict] | None, datamodule=
     if report and report.images_per_sec:
         metrics["train/images_per_sec"] = statistics.median(report.images_per_sec)
         metrics["train/seconds"] = report.train_seconds
+    ridge = next((c for c in trainer.callbacks if isinstance(c, RidgeStatistics)), None)
+    if ridge and ridge.seconds is not None:  # the extra pass that leaves onboarding's ridge sums in the checkpoint
+        metrics["ridge/seconds"] = ridge.seconds
+        metrics["ridge/images"] = ridge.images
     return metrics
 
 

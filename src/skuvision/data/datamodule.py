@@ -375,6 +375,25 @@ class SKUDataModule(L.LightningDataModule):
     def test_dataloader(self) -> StreamingDataLoader:
         return self._loader("test", self.eval_batch_size)
 
+    def ordered_eval_dataloader(self, split: str) -> StreamingDataLoader:
+        """Every image of ``split`` once, in shard order, with the eval transform (the trained model's view of
+        its own training images: the ridge statistics' pass); under DDP each rank reads its share."""
+        kwargs: dict[str, Any] = dict(
+            shuffle=False, drop_last=False, seed=self.seed, max_cache_size=self.max_cache_size
+        )
+        if self.cache_dir:
+            kwargs["cache_dir"] = os.path.join(self.cache_dir, split)
+        if is_s3(self.root):
+            allow_http_endpoint_for_litdata()
+        directory = split_dir(self.root, self.manifest, split, if_empty=f"rebuild shards with --{split} > 0")
+        dataset = SKUShardDataset(directory, eval_transform(self.preprocess), num_classes=self.num_classes, **kwargs)
+        return StreamingDataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            num_workers=self.num_workers,
+            collate_fn=integrity.collate_skipping_bad(default_collate),
+        )
+
     def describe(self) -> str:
         counts = {s: i["count"] for s, i in self.manifest["splits"].items()}
         return f"{self.root}: {self.num_classes} SKUs, " + json.dumps(counts)

@@ -14,15 +14,6 @@ import torch
 from torch import nn
 
 
-def split_model(model) -> tuple[nn.Module, nn.Linear]:
-    """(trunk: backbone + hidden head layers, in eval mode; the final SKU layer)."""
-    trunk = nn.Sequential(model.backbone, *list(model.head)[:-1]).eval()
-    last = model.head[-1]
-    if not isinstance(last, nn.Linear):  # pragma: no cover - mlp_head always ends in Linear
-        raise TypeError("the model's head does not end in a Linear layer")
-    return trunk, last
-
-
 class FeatureCache:
     """Features and labels of the images pushed through the trunk; counts them (the onboarding cost)."""
 

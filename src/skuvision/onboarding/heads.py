@@ -10,9 +10,9 @@ scaled like the old rows (SimpleCIL, Zhou et al. 2024). From there:
   small grid search: keep the replayed old images' top-1 first, then the best leave-one-out
   new-SKU top-1.
 * ``closed_form`` ``ridge``: a ridge-regression layer on the features (RanPAC's closed-form
-  head, without its random projection), solved from running sums G = sum f f^T and
-  C = sum f y^T kept in the checkpoint. Next month only adds the new images' terms, and
-  the solution equals the one from all months' images at once.
+  head, optionally on its random projection), solved from running sums kept in the checkpoint
+  (``skuvision.model.ridge``). Next month only adds the new images' terms, and the solution
+  equals the one from all months' images at once.
 * ``finetune``: the grown layer trained by gradient descent on cached features of a few
   augmented copies of each image; by default only the new rows move, so old-vs-old decisions cannot change.
 """
@@ -93,42 +93,6 @@ def calibrate_new_rows(
     layer.weight[old_count:] = w_new * best[2]
     layer.bias[old_count:] = b_new + best[3]
     return {"replay_top1_old": best[0], "loo_top1_new": best[1], "gain": best[2], "bias_offset": best[3]}
-
-
-class RidgeStats:
-    """Running sums for a ridge layer on features f (with a constant 1 for the bias), in float64."""
-
-    def __init__(self, dim: int, num_classes: int = 0):
-        self.gram = torch.zeros(dim + 1, dim + 1, dtype=torch.float64)
-        self.cross = torch.zeros(dim + 1, num_classes, dtype=torch.float64)
-        self.count = 0
-
-    def add(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-        """Add images' terms; the class dimension grows to ``num_classes`` (new SKUs' columns start at 0)."""
-        if num_classes > self.cross.shape[1]:
-            self.cross = torch.cat(
-                [self.cross, self.cross.new_zeros(self.cross.shape[0], num_classes - self.cross.shape[1])], 1
-            )
-        f = torch.cat([features.double(), features.new_ones(len(features), 1).double()], 1)
-        self.gram += f.T @ f
-        self.cross += f.T @ F.one_hot(labels, num_classes).double()
-        self.count += len(features)
-
-    def solve(self, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight [K, d], bias [K]) minimising ||F W - Y||^2 + ridge ||W||^2."""
-        eye = torch.eye(self.gram.shape[0], dtype=torch.float64)
-        eye[-1, -1] = 0.0  # the bias is not shrunk
-        solution = torch.linalg.solve(self.gram + ridge * eye, self.cross)
-        return solution[:-1].T.float(), solution[-1].float()
-
-    def state(self) -> dict:
-        return {"gram": self.gram, "cross": self.cross, "count": self.count}
-
-    @classmethod
-    def from_state(cls, state: dict) -> RidgeStats:
-        stats = cls(state["gram"].shape[0] - 1)
-        stats.gram, stats.cross, stats.count = state["gram"].double(), state["cross"].double(), int(state["count"])
-        return stats
 
 
 def finetune_rows(

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from skuvision.errors import ConfigError
+from skuvision.model.ridge import NONLINEARITIES
 
 STRATEGIES = ("closed_form", "finetune")
 SOLVERS = ("mean", "ridge")
@@ -24,7 +25,11 @@ class OnboardSettings:
     strategy: str
     solver: str
     old_tolerance: float
-    ridge: float
+    ridge: Optional[float]
+    ridge_grid: list[float]
+    projection: int
+    projection_seed: int
+    projection_nonlinearity: str
     replay_per_sku: int
     augmented_copies: int
     epochs: int
@@ -76,16 +81,33 @@ def read_settings(cfg: DictConfig) -> OnboardSettings:
         raise ConfigError(f"onboard.strategy={ob.strategy}: use {' or '.join(STRATEGIES)}")
     if ob.solver not in SOLVERS:
         raise ConfigError(f"onboard.solver={ob.solver}: use {' or '.join(SOLVERS)}")
-    at_least = {"replay_per_sku": 0, "augmented_copies": 1, "epochs": 1, "fallback_image_size": 32}
+    at_least = {"replay_per_sku": 0, "augmented_copies": 1, "epochs": 1, "fallback_image_size": 32, "projection": 0}
     for key, low in at_least.items():
         if getattr(ob, key) < low:
             raise ConfigError(f"onboard.{key}={getattr(ob, key)}: must be >= {low}")
     for key in ("ridge", "lr"):
-        if getattr(ob, key) <= 0:
-            raise ConfigError(f"onboard.{key}={getattr(ob, key)}: must be positive")
+        if getattr(ob, key) is not None and getattr(ob, key) <= 0:
+            raise ConfigError(f"onboard.{key}={getattr(ob, key)}: must be positive (ridge: or null, chosen on val)")
+    if ob.ridge is None and (not ob.ridge_grid or min(ob.ridge_grid) <= 0):
+        raise ConfigError(f"onboard.ridge_grid={ob.ridge_grid}: onboard.ridge=null needs positive candidates")
+    if ob.projection and not (ob.strategy == "closed_form" and ob.solver == "ridge"):
+        raise ConfigError(
+            f"onboard.projection={ob.projection}: the projection needs onboard.strategy=closed_form onboard.solver=ridge"
+        )
+    if ob.projection_nonlinearity not in NONLINEARITIES:
+        raise ConfigError(
+            f"onboard.projection_nonlinearity={ob.projection_nonlinearity}: use {' or '.join(NONLINEARITIES)}"
+        )
     if not 0.0 <= ob.old_tolerance <= 1.0:
         raise ConfigError(f"onboard.old_tolerance={ob.old_tolerance}: must be in [0, 1]")
     return ob
+
+
+def projection_of(ob: OnboardSettings) -> dict | None:
+    """The projection onboarding asks for, as the head's hyper-parameters and the ridge sums record it."""
+    if not ob.projection:
+        return None
+    return {"dim": ob.projection, "seed": ob.projection_seed, "nonlinearity": ob.projection_nonlinearity}
 
 
 def validate(cfg: DictConfig, need_data: bool = True) -> None:

@@ -24,13 +24,14 @@ from skuvision.data.manifest import manifest_hash, read_manifest
 from skuvision.data.preprocess import preprocess_spec
 from skuvision.data.remote import explain, is_s3, s3_client, split_s3_uri
 from skuvision.data.transforms import AugmentConfig, eval_transform, train_transform
-from skuvision.errors import DataError
+from skuvision.errors import ConfigError, DataError
 from skuvision.files import atomic_path, write_json
+from skuvision.model.ridge import RidgeStats, projection_spec, split_model
 from skuvision.onboarding import heads
-from skuvision.onboarding.features import FeatureCache, split_model
+from skuvision.onboarding.features import FeatureCache
 from skuvision.onboarding.grow import grown_model, load_checkpoint
 from skuvision.onboarding.replay import Pick, old_sku_picks, read_picks, split_picks
-from skuvision.onboarding.settings import OnboardSettings, read_settings
+from skuvision.onboarding.settings import OnboardSettings, projection_of, read_settings
 from skuvision.report.per_sku import write_per_sku_report
 
 # Deferred on purpose: boto3/botocore are slow to import and only S3 paths need them.
@@ -142,20 +143,48 @@ def _finetune(ob: OnboardSettings, layer, old_count: int, cache: FeatureCache, t
 
 
 def _solve_ridge(ob: OnboardSettings, layer, old_count: int, cache, month: Month, eval_tf, state: dict) -> dict:
-    """Re-solve every row from the running sums; with sums from earlier rounds only the new images are added."""
-    previous = state.get("ridge")
-    # the sums must cover exactly the old classes: a mean/finetune round in between added rows they lack
-    use_stats = previous is not None and tuple(previous["cross"].shape) == (layer.in_features + 1, old_count)
+    """Re-solve every row from the running sums. Sums that already cover the old classes (from the base
+    training run or earlier rounds) get only the new images; otherwise they start from the replay."""
+    previous = RidgeStats.from_state(state["ridge"]) if state.get("ridge") else None
+    # the sums must be of this trunk's features (same projection) over exactly the old classes: a
+    # mean/finetune round in between added rows they lack
+    use_stats = previous is not None and previous.covers(layer.in_features, old_count, state.get("projection"))
     train_new, train_old = month.picks("train", ob.replay_per_sku)
     feats, labels = cache.extract(read_picks(train_new if use_stats else train_new + train_old), eval_tf)
-    stats = heads.RidgeStats.from_state(previous) if use_stats else heads.RidgeStats(feats.shape[1])
+    stats = previous if use_stats else RidgeStats(feats.shape[1], projection=state.get("projection"))
     stats.add(feats, labels, layer.out_features)
-    weight, bias = stats.solve(ob.ridge)
+    penalty, held_out = ob.ridge, {}
+    if penalty is None:
+        penalty, held_out = _choose_ridge(ob, stats, cache, month, eval_tf)
+    weight, bias = stats.solve(penalty)
     with torch.no_grad():
         layer.weight.copy_(weight)
         layer.bias.copy_(bias)
     state["ridge"] = stats.state()
-    return {"ridge_images": stats.count, "replay_images": 0 if use_stats else len(train_old)}
+    return {
+        "ridge_images": stats.count,
+        "ridge_penalty": penalty,
+        "ridge_from_base": bool(use_stats),
+        "replay_images": 0 if use_stats else len(train_old),
+        **({"ridge_val_top1": held_out} if held_out else {}),
+    }
+
+
+def _choose_ridge(ob: OnboardSettings, stats: RidgeStats, cache, month: Month, eval_tf) -> tuple[float, dict]:
+    """The penalty of ``ridge_grid`` with the best top-1 on the held-out val images (delta + replayed old)."""
+    val_new, val_old = month.picks("val", ob.replay_per_sku)
+    feats, labels = cache.extract(read_picks(val_new + val_old), eval_tf)
+    if not len(labels):
+        penalty = sorted(ob.ridge_grid)[len(ob.ridge_grid) // 2]
+        log.info("no val images to choose onboard.ridge on: using %s, the middle of onboard.ridge_grid", penalty)
+        return penalty, {}
+    scores = {}
+    for penalty in sorted(ob.ridge_grid):
+        weight, bias = stats.solve(penalty)
+        scores[penalty] = float(((feats @ weight.T + bias).argmax(1) == labels).float().mean())
+    best = max(scores, key=lambda p: (scores[p], p))  # ties: the larger penalty, the smoother head
+    log.info("onboard.ridge=%s chosen on %d val images (top-1 by penalty: %s)", best, len(labels), scores)
+    return best, scores
 
 
 def _place_class_means(ob: OnboardSettings, layer, old_count: int, cache, train: list[Pick], eval_tf) -> dict:
@@ -259,14 +288,19 @@ def run(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     start = time.perf_counter()
     month = load_month(ob, cfg.data.root, output_dir)
-    model, old_count = grown_model(month.ckpt, month.new_map)
+    model, old_count = grown_model(month.ckpt, month.new_map, projection_of(ob))
+    if ob.projection and projection_spec(model) != projection_of(ob):
+        raise ConfigError(
+            f"onboard.projection={ob.projection}: {month.ckpt_path} already projects with {projection_spec(model)}; "
+            "keep its settings (or onboard.projection=0), or retrain to change them"
+        )
     preprocess = checkpoint_preprocess(month, model.hparams.backbone, ob)
     augment = AugmentConfig(**dict(cfg.data.get("augment") or {}))
     transforms = eval_transform(preprocess), train_transform(int(preprocess["crop"]), augment, preprocess)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trunk, _ = split_model(model)
     cache = FeatureCache(trunk, batch_size=int(cfg.data.batch_size), device=device)
-    state = dict(month.ckpt.get("onboarding") or {})
+    state = dict(month.ckpt.get("onboarding") or {}, projection=projection_spec(model))
     info = fit_head(ob, model, old_count, cache, month, transforms, state)
     cost = {
         "seconds": time.perf_counter() - start,
