@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from helpers import ROOT, run_cli
 
 STEPS, EVERY, WORKERS = 160, 10, 2
 
 
+@pytest.mark.slow  # 40 s: a real 160-step training run; the fast suite's budget is ~10 min
 def test_soak_writes_samples_summary_and_plot(tmp_path):
     out = tmp_path / "out"
     result = run_cli(
