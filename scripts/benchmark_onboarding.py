@@ -349,8 +349,9 @@ class HeadEvaluator:
             json.loads((shard_sets[-1] / "manifest.json").read_text())["label_map"]
         ).skus
 
-    def top1(self, ckpt_path: str, original: int) -> dict:
-        """Top-1 on the original classes' test images, on the later classes the model knows, and overall."""
+    def top1(self, ckpt_path: str, original: int, resolve: float | None = None) -> dict:
+        """Top-1 on the original classes' test images, on the later classes the model knows, and overall.
+        ``resolve``: the SKU layer re-solved from the checkpoint's own ridge sums with this penalty instead."""
         import torch
 
         from skuvision.data.labels import LabelMap
@@ -364,21 +365,29 @@ class HeadEvaluator:
         for key, value in self.trunk_state.items():
             if key in state and not torch.equal(state[key], value):
                 raise SystemExit(f"{ckpt_path}: trunk weight {key} differs from the base's")
-        known = LabelMap.from_dict(ckpt["label_map"]).skus
-        if list(known) != list(self.sku_order[: len(known)]):
-            raise SystemExit(f"{ckpt_path}: label map is not a prefix of the last round's")
+        index = LabelMap.from_dict(ckpt["label_map"]).sku_to_index
+        if any(index.get(sku) != i for i, sku in enumerate(self.sku_order[:original])):
+            raise SystemExit(f"{ckpt_path}: the original classes moved in its label map")
+        # the test images' labels (the last round's label map) as this checkpoint's class indices; -1: unknown
+        remap = torch.tensor([index.get(sku, -1) for sku in self.sku_order])
         last = max(int(k.split(".")[1]) for k in state if k.startswith("head."))
         feats = self.feats
         projection = (ckpt["hyper_parameters"].get("head") or {}).get("projection")
         if projection:  # RanPAC: relu(f W), W a buffer just before the SKU layer
             feats = feats @ state[f"head.{last - 1}.weight"].to(feats.dtype)
             feats = feats.clamp_min(0) if projection.get("nonlinearity", "relu") == "relu" else feats
-        logits = feats @ state[f"head.{last}.weight"].T + state[f"head.{last}.bias"]
-        n = len(known)
-        seen = self.labels < n
-        hit = logits[seen].argmax(1) == self.labels[seen]
-        labels = self.labels[seen]
-        orig, later = labels < original, labels >= original
+        weight, bias = state[f"head.{last}.weight"], state[f"head.{last}.bias"]
+        if resolve is not None:
+            from skuvision.model.ridge import RidgeStats
+
+            weight, bias = RidgeStats.from_state(ckpt["onboarding"]["ridge"]).solve(resolve)
+        logits = feats @ weight.T + bias
+        n = len(index)
+        labels = remap[self.labels]
+        seen = labels >= 0
+        hit = logits[seen].argmax(1) == labels[seen]
+        orig = self.labels[seen] < original
+        later = ~orig
         return {
             "top1_original": float(hit[orig].float().mean()),
             "top1_onboarded": float(hit[later].float().mean()) if later.any() else None,
@@ -403,22 +412,35 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
     original = len(old_skus)
     evaluator = HeadEvaluator(base_ckpt, [base, *deltas])
     base_eval = evaluator.top1(base_ckpt, original)
+    # the same base with its SKU layer re-solved from its own sums (no new class): the ridge head's reference
+    base_ridge = evaluator.top1(base_ckpt, original, resolve=1.0)
     quiet = ["onboard.test=false", f"onboard.replay_per_sku={args.replay}"]
-    rounds, ckpt = [], base_ckpt
-    for i, delta in enumerate(deltas, 1):
-        run_dir = work / "runs" / f"drift_ridge_{i:02d}"
-        m, wall = onboard_py(run_dir, f"onboard.from={ckpt}", f"data.root={delta}", "onboard.solver=ridge", *quiet)
-        ckpt = m["best_checkpoint"]
-        row = {"round": i, "wall_s": wall, "onboard_s": m["onboard/seconds"], **evaluator.top1(ckpt, original)}
-        row["backbone_images"] = m["onboard/backbone_images"]
-        row["ridge_from_base"] = m.get("onboard/ridge_from_base")
-        rounds.append(row)
-        print(json.dumps(row), flush=True)
+    chains = {"ridge": ["onboard.solver=ridge"], "ridge_val": ["onboard.solver=ridge", "onboard.ridge=null"]}
+    series = {}
+    for chain, extra in chains.items():
+        rounds, ckpt = [], base_ckpt
+        for i, delta in enumerate(deltas, 1):
+            run_dir = work / "runs" / f"drift_{chain}_{i:02d}"
+            m, wall = onboard_py(run_dir, f"onboard.from={ckpt}", f"data.root={delta}", *extra, *quiet)
+            ckpt = m["best_checkpoint"]
+            row = {"round": i, "wall_s": wall, "onboard_s": m["onboard/seconds"], **evaluator.top1(ckpt, original)}
+            row["backbone_images"] = m["onboard/backbone_images"]
+            row["ridge_from_base"] = m.get("onboard/ridge_from_base")
+            row["ridge_penalty"] = m.get("onboard/ridge_penalty")
+            rounds.append(row)
+            print(json.dumps({chain: row}), flush=True)
+        series[chain] = rounds
+    rounds = series["ridge"]
     variants = {}
     if not args.no_variants:
         delta4 = work / "shards" / "delta4"
         rows4 = [r for part in grocery_rows(args)[1][:2] for r in part]
         build_once(rows4, work / "delta4.csv", delta4, base, args.size)
+        every = work / "shards" / "all_held_out"
+        build_once(
+            [r for part in grocery_rows(args)[1] for r in part], work / "all_held_out.csv", every, base, args.size
+        )
+        joint = {"delta": every, "base": base_ckpt, "name": f"all {meta_held(deltas)} held-out classes in one round"}
         solvers = {
             "closed_form ridge (base sums)": ["onboard.solver=ridge"],
             "closed_form means": ["onboard.solver=mean"],
@@ -426,11 +448,25 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
                 "onboard.solver=ridge",
                 f"onboard.projection={args.projection}",
                 "onboard.ridge=null",
+                f"onboard.ridge_grid={PROJECTION_GRID}",
+            ],
+            # the base run's sums are of the unprojected features: replaying every old train image gives the
+            # projected sums that a base trained with callbacks.ridge_statistics.projection would have left
+            f"closed_form ridge + projection {args.projection} (ridge on val), every base train image replayed": [
+                "onboard.solver=ridge",
+                f"onboard.projection={args.projection}",
+                "onboard.ridge=null",
+                f"onboard.ridge_grid={PROJECTION_GRID}",
+                "onboard.replay_per_sku=1000000",
             ],
         }
+        solvers[joint["name"] + " (= the joint ridge solution)"] = ["onboard.solver=ridge"]
         for name, extra in solvers.items():
             run_dir = work / "runs" / ("v4_" + "".join(c if c.isalnum() else "_" for c in name))
-            m, wall = onboard_py(run_dir, f"onboard.from={base_ckpt}", f"data.root={delta4}", *extra, *quiet)
+            delta = every if name.startswith(joint["name"]) else delta4
+            keys = {e.split("=", 1)[0] for e in extra}
+            mine = [q for q in quiet if q.split("=", 1)[0] not in keys]
+            m, wall = onboard_py(run_dir, f"onboard.from={base_ckpt}", f"data.root={delta}", *extra, *mine)
             variants[name] = {
                 "wall_s": wall,
                 "onboard_s": m["onboard/seconds"],
@@ -443,7 +479,7 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
     base_manifest = json.loads((base / "manifest.json").read_text())
     meta = {
         "original": original,
-        "held_out": sum(len(json.loads((d / "manifest.json").read_text())["per_sku"]) for d in deltas),
+        "held_out": meta_held(deltas),
         "base_train_images": base_manifest["splits"]["train"]["count"],
         "epochs": args.epochs,
         "base_wall_s": base_wall,
@@ -456,27 +492,50 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
         "machine": machine(),
         "load_average": Path("/proc/loadavg").read_text().split()[:3],
     }
-    results = {"meta": meta, "base": base_eval, "rounds": rounds, "variants": variants}
+    results = {
+        "meta": meta,
+        "base": base_eval,
+        "base_ridge": base_ridge,
+        "rounds": rounds,
+        "rounds_ridge_val": series["ridge_val"],
+        "variants": variants,
+    }
     (work / "drift.json").write_text(json.dumps(results, indent=1))
     plot_drift(results, ROOT / "docs" / "benchmark_onboarding_grocery_drift.png")
     return publish("benchmark_onboarding_grocery_drift", render_drift(results), results, args)
+
+
+PROJECTION_GRID = "[1.0,10.0,100.0,1000.0,10000.0,100000.0]"  # RanPAC's D-dim features want larger penalties
+
+
+def meta_held(deltas) -> int:
+    return sum(len(json.loads((d / "manifest.json").read_text())["per_sku"]) for d in deltas)
 
 
 def render_drift(results: dict) -> str:
     meta, base = results["meta"], results["base"]
     lines = [
         "| round | classes | original top-1 % (Δ vs base) | onboarded so far % | all % | ridge sums: images | "
-        "backbone images | onboarding s | command s | eval s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "backbone images | onboarding s | command s | eval s | ridge on val: original % | onboarded % | penalty |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| base | {base['classes']} | {_pct(base['top1_original'])} | — | {_pct(base['top1_all'])} | "
-        f"{meta['base_train_images']} | — | — | — | {base['eval_s']:.1f} |",
+        f"{meta['base_train_images']} | — | — | — | {base['eval_s']:.1f} | | | |",
     ]
-    for r in results["rounds"]:
+    if results.get("base_ridge"):
+        ref = results["base_ridge"]
+        drop = 100 * (ref["top1_original"] - base["top1_original"])
+        lines.append(
+            f"| base, SKU layer re-solved from its sums (ridge 1.0, no new class) | {ref['classes']} | "
+            f"{_pct(ref['top1_original'])} ({drop:+.1f}) | — | {_pct(ref['top1_all'])} | {ref['ridge_images']} | 0 "
+            f"| — | — | {ref['eval_s']:.1f} | | | |"
+        )
+    for r, v in zip(results["rounds"], results.get("rounds_ridge_val") or [{}] * len(results["rounds"])):
         drop = 100 * (r["top1_original"] - base["top1_original"])
         lines.append(
             f"| {r['round']} | {r['classes']} | {_pct(r['top1_original'])} ({drop:+.1f}) | "
             f"{_pct(r['top1_onboarded'])} | {_pct(r['top1_all'])} | {r['ridge_images']} | {r['backbone_images']} | "
-            f"{r['onboard_s']:.1f} | {r['wall_s']:.1f} | {r['eval_s']:.1f} |"
+            f"{r['onboard_s']:.1f} | {r['wall_s']:.1f} | {r['eval_s']:.1f} | {_pct(v.get('top1_original'))} | "
+            f"{_pct(v.get('top1_onboarded'))} | {v.get('ridge_penalty', '—')} |"
         )
     if results["variants"]:
         lines += [
@@ -516,7 +575,15 @@ def plot_drift(results: dict, path: Path) -> Path:
         alpha=0.7,
         label="classes onboarded so far",
     )
-    ax.axhline(100 * base["top1_original"], color="k", ls=":", lw=1, label="base model")
+    ax.axhline(100 * base["top1_original"], color="k", ls=":", lw=1, label="base model (its SGD head)")
+    if results.get("base_ridge"):
+        ax.axhline(
+            100 * results["base_ridge"]["top1_original"],
+            color="tab:green",
+            ls="--",
+            lw=1,
+            label="base, SKU layer re-solved from its sums",
+        )
     ax.axhspan(
         100 * base["top1_original"] - 1,
         100 * base["top1_original"],
@@ -524,6 +591,16 @@ def plot_drift(results: dict, path: Path) -> Path:
         alpha=0.5,
         label="goal: within 1 point",
     )
+    if results.get("rounds_ridge_val"):
+        val = results["rounds_ridge_val"]
+        ax.plot(
+            xs,
+            [100 * base["top1_original"]] + [100 * r["top1_original"] for r in val],
+            marker=".",
+            ls="--",
+            alpha=0.8,
+            label="original, onboard.ridge=null (penalty on val)",
+        )
     for r in rounds:
         ax.annotate(
             f"{100 * r['top1_original']:.1f}",
