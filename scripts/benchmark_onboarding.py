@@ -13,7 +13,10 @@ Per method: old-SKU, new-SKU and all-SKU test top-1, wall seconds of the whole c
 the training side alone, images pushed through the backbone for training, and ratios to (a).
 Then ten successive closed-form rounds (each adding as many SKUs again) report the original
 SKUs' top-1 after each round: drift. ``--data DIR`` runs the comparison on the
-GroceryStoreDataset instead (~5 % of its classes held out as new; no drift rounds).
+GroceryStoreDataset instead (~5 % of its classes held out as new; no drift rounds). ``--data DIR
+--holdout-every 4 --per-round 2 --drift-only``: real-photo drift instead: 20 classes held out, ten
+chained ridge rounds (fixed penalty, and penalty on val), each evaluated on test features computed
+once (``onboard.test=false``), then the 4-class delta with each solver and all 20 classes at once.
 Writes the ``benchmark_onboarding`` section of BENCHMARKS.md and a PNG beside it.
 """
 
@@ -598,6 +601,7 @@ def plot_drift(results: dict, path: Path) -> Path:
             [100 * base["top1_original"]] + [100 * r["top1_original"] for r in val],
             marker=".",
             ls="--",
+            color="tab:purple",
             alpha=0.8,
             label="original, onboard.ridge=null (penalty on val)",
         )
