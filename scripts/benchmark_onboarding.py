@@ -13,7 +13,10 @@ Per method: old-SKU, new-SKU and all-SKU test top-1, wall seconds of the whole c
 the training side alone, images pushed through the backbone for training, and ratios to (a).
 Then ten successive closed-form rounds (each adding as many SKUs again) report the original
 SKUs' top-1 after each round: drift. ``--data DIR`` runs the comparison on the
-GroceryStoreDataset instead (~5 % of its classes held out as new; no drift rounds).
+GroceryStoreDataset instead (~5 % of its classes held out as new; no drift rounds). ``--data DIR
+--holdout-every 4 --per-round 2 --drift-only``: real-photo drift instead: 20 classes held out, ten
+chained ridge rounds (fixed penalty, and penalty on val), each evaluated on test features computed
+once (``onboard.test=false``), then the 4-class delta with each solver and all 20 classes at once.
 Writes the ``benchmark_onboarding`` section of BENCHMARKS.md and a PNG beside it.
 """
 
@@ -45,6 +48,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=10, help="successive closed-form rounds for the drift check")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--data", default=None, help="GroceryStoreDataset dir (train.txt/val.txt/test.txt) instead")
+    p.add_argument(
+        "--holdout-every",
+        type=int,
+        default=20,
+        help="--data: classes whose fine id %% N == N-1 are held out as new (20: 4 classes; 4: 20 classes)",
+    )
+    p.add_argument(
+        "--per-round",
+        type=int,
+        default=0,
+        help="--data: held-out classes onboarded per drift round, in fine-id order (0: all in one round, no drift)",
+    )
+    p.add_argument(
+        "--drift-only",
+        action="store_true",
+        help="--data: only the base model and the chained ridge rounds (no retrain, no other variants)",
+    )
+    p.add_argument("--no-variants", action="store_true", help="--drift-only: skip the 4-class delta's solvers")
+    p.add_argument("--base-only", action="store_true", help="stop after the shards and the base model")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep --work: reuse its shards and base run (runs/base/metrics.json) when present",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-markdown", action="store_true")
     return p.parse_args(argv)
@@ -87,14 +114,16 @@ def synthetic_rows(args, out: Path) -> tuple[list[dict], list[list[dict]]]:
 
 
 def grocery_rows(args) -> tuple[list[dict], list[list[dict]]]:
-    """GroceryStoreDataset with its own splits; every 20th class (by fine id) is the month's new SKUs."""
+    """GroceryStoreDataset with its own splits; every ``--holdout-every``-th class (by fine id) is new:
+    one month's delta, or ``--per-round`` of them per drift round in fine-id order."""
     data = Path(args.data)
     names = {}
     with (data / "classes.csv").open() as fh:
         for row in csv.reader(fh):
             if row and row[1].strip().isdigit():
                 names[int(row[1])] = (row[0].strip(), row[2].strip())
-    old, new = [], []
+    every = args.holdout_every
+    old, new = [], {}
     for split in ("train", "val", "test"):
         for line in (data / f"{split}.txt").read_text().splitlines():
             if not line.strip():
@@ -102,8 +131,20 @@ def grocery_rows(args) -> tuple[list[dict], list[list[dict]]]:
             path, fine, _ = (x.strip() for x in line.split(","))
             sku, brand = names[int(fine)]
             row = {"path": str(data / path), "sku_id": sku, "brand": brand, "category": brand, "split": split}
-            (new if int(fine) % 20 == 19 else old).append(row)
-    return old, [new]
+            if int(fine) % every == every - 1:
+                new.setdefault(int(fine), []).append(row)
+            else:
+                old.append(row)
+    held = sorted(new)
+    per_round = args.per_round or len(held)
+    return old, [[r for f in held[i : i + per_round] for r in new[f]] for i in range(0, len(held), per_round)]
+
+
+def build_once(rows: list[dict], listing: Path, out: Path, base: Path | None, size: int) -> dict:
+    """``build``, or the manifest of an earlier build of the same shards (``--resume``)."""
+    if (out / "manifest.json").is_file():
+        return json.loads((out / "manifest.json").read_text())
+    return build(rows, listing, out, base, size)
 
 
 def write_listing(rows: list[dict], path: Path) -> Path:
@@ -156,23 +197,25 @@ def per_sku_top1(run_dir: Path, skus: set[str]) -> float:
 def main(argv=None) -> int:
     args = parse_args(argv)
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if not args.resume:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     old_rows, rounds = grocery_rows(args) if args.data else synthetic_rows(args, work / "images")
     if args.data:
-        args.rounds = 1
+        args.rounds = min(args.rounds, len(rounds)) if args.per_round else 1
     old_skus = sorted({r["sku_id"] for r in old_rows})
     new_skus = sorted({r["sku_id"] for r in rounds[0]})
     base = work / "shards" / "base"
-    base_manifest = build(old_rows, work / "base.csv", base, None, args.size)
+    base_manifest = build_once(old_rows, work / "base.csv", base, None, args.size)
     deltas, previous = [], base
     for i, rows in enumerate(rounds[: args.rounds], 1):
         deltas.append(work / "shards" / f"delta{i:02d}")
-        build(rows, work / f"delta{i:02d}.csv", deltas[-1], previous, args.size)
+        build_once(rows, work / f"delta{i:02d}.csv", deltas[-1], previous, args.size)
         previous = deltas[-1]
-    full = work / "shards" / "full"
-    full_manifest = build(old_rows + rounds[0], work / "full.csv", full, base, args.size)
+    if not args.drift_only:
+        full = work / "shards" / "full"
+        full_manifest = build_once(old_rows + rounds[0], work / "full.csv", full, base, args.size)
     prep_seconds = time.perf_counter() - t0
 
     # real photos: the real-photo recipe at its own 160 px; synthetic: the quickstart's at --size
@@ -183,8 +226,18 @@ def main(argv=None) -> int:
         "trainer.enable_progress_bar=false",
         "~callbacks.progress_bar",
     ]
-    base_metrics, base_wall = train_py(work / "runs" / "base", *recipe, f"data.root={base}")
+    if args.resume and (work / "runs" / "base" / "metrics.json").is_file():
+        base_metrics = json.loads((work / "runs" / "base" / "metrics.json").read_text())
+        base_wall = json.loads((work / "runs" / "base" / "wall.json").read_text())["wall_s"]
+    else:
+        base_metrics, base_wall = train_py(work / "runs" / "base", *recipe, f"data.root={base}")
+        (work / "runs" / "base" / "wall.json").write_text(json.dumps({"wall_s": base_wall}))
     base_ckpt = base_metrics["best_checkpoint"]
+    if args.base_only:
+        print(json.dumps({"base": base_metrics, "wall_s": base_wall, "prep_s": prep_seconds}, indent=1, default=str))
+        return 0
+    if args.drift_only:
+        return grocery_drift(args, work, base, base_metrics, base_wall, deltas, old_skus, prep_seconds)
     results: dict[str, dict] = {
         "base": {
             "top1_old": base_metrics["test/top1"],
@@ -259,6 +312,318 @@ def main(argv=None) -> int:
     )
     name = "benchmark_onboarding_grocery" if args.data else "benchmark_onboarding"
     return publish(name, table, {"methods": results, "drift": drift}, args)
+
+
+# -- chained rounds on real photos ----------------------------------------------------------------
+class HeadEvaluator:
+    """Test top-1 of onboarded checkpoints from test features computed once.
+
+    Closed-form onboarding never changes the trunk (backbone + hidden head layers), so every round's
+    model sees the same test features; only its last layer (and a RanPAC projection, a fixed buffer)
+    differs. Each checkpoint's trunk weights and preprocessing are checked against the base's.
+    """
+
+    def __init__(self, base_ckpt: str, shard_sets: list[Path], batch_size: int = 64):
+        import torch
+
+        from skuvision.data.labels import LabelMap
+        from skuvision.data.transforms import eval_transform
+        from skuvision.model.ridge import split_model
+        from skuvision.onboarding.features import FeatureCache
+        from skuvision.onboarding.grow import grown_model, load_checkpoint
+        from skuvision.onboarding.replay import read_picks, split_picks
+
+        start = time.perf_counter()
+        base = load_checkpoint(base_ckpt)
+        self.preprocess = base["preprocess"]
+        self.trunk_state = {k: v for k, v in base["state_dict"].items() if _in_trunk(k, base["state_dict"])}
+        model, _ = grown_model(base, LabelMap.from_dict(base["label_map"]))
+        trunk, _ = split_model(model)
+        picks = []
+        for root in shard_sets:
+            manifest = json.loads((root / "manifest.json").read_text())
+            picks += split_picks(str(root), manifest, "test")
+        torch.set_grad_enabled(False)
+        self.feats, self.labels = FeatureCache(trunk, batch_size=batch_size).extract(
+            read_picks(picks), eval_transform(self.preprocess)
+        )
+        self.seconds = time.perf_counter() - start
+        self.sku_order = LabelMap.from_dict(
+            json.loads((shard_sets[-1] / "manifest.json").read_text())["label_map"]
+        ).skus
+
+    def top1(self, ckpt_path: str, original: int, resolve: float | None = None) -> dict:
+        """Top-1 on the original classes' test images, on the later classes the model knows, and overall.
+        ``resolve``: the SKU layer re-solved from the checkpoint's own ridge sums with this penalty instead."""
+        import torch
+
+        from skuvision.data.labels import LabelMap
+        from skuvision.onboarding.grow import load_checkpoint
+
+        start = time.perf_counter()
+        ckpt = load_checkpoint(ckpt_path)
+        state = ckpt["state_dict"]
+        if ckpt.get("preprocess") != self.preprocess:
+            raise SystemExit(f"{ckpt_path}: preprocessing {ckpt.get('preprocess')} differs from the base's")
+        for key, value in self.trunk_state.items():
+            if key in state and not torch.equal(state[key], value):
+                raise SystemExit(f"{ckpt_path}: trunk weight {key} differs from the base's")
+        index = LabelMap.from_dict(ckpt["label_map"]).sku_to_index
+        if any(index.get(sku) != i for i, sku in enumerate(self.sku_order[:original])):
+            raise SystemExit(f"{ckpt_path}: the original classes moved in its label map")
+        # the test images' labels (the last round's label map) as this checkpoint's class indices; -1: unknown
+        remap = torch.tensor([index.get(sku, -1) for sku in self.sku_order])
+        last = max(int(k.split(".")[1]) for k in state if k.startswith("head."))
+        feats = self.feats
+        projection = (ckpt["hyper_parameters"].get("head") or {}).get("projection")
+        if projection:  # RanPAC: relu(f W), W a buffer just before the SKU layer
+            feats = feats @ state[f"head.{last - 1}.weight"].to(feats.dtype)
+            feats = feats.clamp_min(0) if projection.get("nonlinearity", "relu") == "relu" else feats
+        weight, bias = state[f"head.{last}.weight"], state[f"head.{last}.bias"]
+        if resolve is not None:
+            from skuvision.model.ridge import RidgeStats
+
+            weight, bias = RidgeStats.from_state(ckpt["onboarding"]["ridge"]).solve(resolve)
+        logits = feats @ weight.T + bias
+        n = len(index)
+        labels = remap[self.labels]
+        seen = labels >= 0
+        hit = logits[seen].argmax(1) == labels[seen]
+        orig = self.labels[seen] < original
+        later = ~orig
+        return {
+            "top1_original": float(hit[orig].float().mean()),
+            "top1_onboarded": float(hit[later].float().mean()) if later.any() else None,
+            "top1_all": float(hit.float().mean()),
+            "test_images": int(seen.sum()),
+            "classes": n,
+            "ridge_images": int((ckpt.get("onboarding") or {}).get("ridge", {}).get("count", 0)) or None,
+            "eval_s": time.perf_counter() - start,
+        }
+
+
+def _in_trunk(key: str, state: dict) -> bool:
+    """Backbone and hidden head layers: everything but the SKU layer and the brand/category heads."""
+    last = max(int(k.split(".")[1]) for k in state if k.startswith("head."))
+    return not key.startswith(("aux.", f"head.{last}."))
+
+
+def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: float, deltas, old_skus, prep_s):
+    """Chained closed-form ridge rounds on real photos, each from the previous round's checkpoint, evaluated
+    on cached test features; then the 4-class delta (the first two rounds' classes at once) with each solver."""
+    base_ckpt = base_metrics["best_checkpoint"]
+    original = len(old_skus)
+    evaluator = HeadEvaluator(base_ckpt, [base, *deltas])
+    base_eval = evaluator.top1(base_ckpt, original)
+    # the same base with its SKU layer re-solved from its own sums (no new class): the ridge head's reference
+    base_ridge = evaluator.top1(base_ckpt, original, resolve=1.0)
+    quiet = ["onboard.test=false", f"onboard.replay_per_sku={args.replay}"]
+    chains = {"ridge": ["onboard.solver=ridge"], "ridge_val": ["onboard.solver=ridge", "onboard.ridge=null"]}
+    series = {}
+    for chain, extra in chains.items():
+        rounds, ckpt = [], base_ckpt
+        for i, delta in enumerate(deltas, 1):
+            run_dir = work / "runs" / f"drift_{chain}_{i:02d}"
+            m, wall = onboard_py(run_dir, f"onboard.from={ckpt}", f"data.root={delta}", *extra, *quiet)
+            ckpt = m["best_checkpoint"]
+            row = {"round": i, "wall_s": wall, "onboard_s": m["onboard/seconds"], **evaluator.top1(ckpt, original)}
+            row["backbone_images"] = m["onboard/backbone_images"]
+            row["ridge_from_base"] = m.get("onboard/ridge_from_base")
+            row["ridge_penalty"] = m.get("onboard/ridge_penalty")
+            rounds.append(row)
+            print(json.dumps({chain: row}), flush=True)
+        series[chain] = rounds
+    rounds = series["ridge"]
+    variants = {}
+    if not args.no_variants:
+        delta4 = work / "shards" / "delta4"
+        rows4 = [r for part in grocery_rows(args)[1][:2] for r in part]
+        build_once(rows4, work / "delta4.csv", delta4, base, args.size)
+        every = work / "shards" / "all_held_out"
+        build_once(
+            [r for part in grocery_rows(args)[1] for r in part], work / "all_held_out.csv", every, base, args.size
+        )
+        joint = {"delta": every, "base": base_ckpt, "name": f"all {meta_held(deltas)} held-out classes in one round"}
+        solvers = {
+            "closed_form ridge (base sums)": ["onboard.solver=ridge"],
+            "closed_form means": ["onboard.solver=mean"],
+            f"closed_form ridge + projection {args.projection} (ridge on val)": [
+                "onboard.solver=ridge",
+                f"onboard.projection={args.projection}",
+                "onboard.ridge=null",
+                f"onboard.ridge_grid={PROJECTION_GRID}",
+            ],
+            # the base run's sums are of the unprojected features: replaying every old train image gives the
+            # projected sums that a base trained with callbacks.ridge_statistics.projection would have left
+            f"closed_form ridge + projection {args.projection} (ridge on val), every base train image replayed": [
+                "onboard.solver=ridge",
+                f"onboard.projection={args.projection}",
+                "onboard.ridge=null",
+                f"onboard.ridge_grid={PROJECTION_GRID}",
+                "onboard.replay_per_sku=1000000",
+            ],
+        }
+        solvers[joint["name"] + " (= the joint ridge solution)"] = ["onboard.solver=ridge"]
+        for name, extra in solvers.items():
+            run_dir = work / "runs" / ("v4_" + "".join(c if c.isalnum() else "_" for c in name))
+            delta = every if name.startswith(joint["name"]) else delta4
+            keys = {e.split("=", 1)[0] for e in extra}
+            mine = [q for q in quiet if q.split("=", 1)[0] not in keys]
+            m, wall = onboard_py(run_dir, f"onboard.from={base_ckpt}", f"data.root={delta}", *extra, *mine)
+            variants[name] = {
+                "wall_s": wall,
+                "onboard_s": m["onboard/seconds"],
+                "backbone_images": m["onboard/backbone_images"],
+                "replay_images": m.get("onboard/replay_images"),
+                "ridge_penalty": m.get("onboard/ridge_penalty"),
+                **evaluator.top1(m["best_checkpoint"], original),
+            }
+            print(json.dumps({name: variants[name]}), flush=True)
+    base_manifest = json.loads((base / "manifest.json").read_text())
+    meta = {
+        "original": original,
+        "held_out": meta_held(deltas),
+        "base_train_images": base_manifest["splits"]["train"]["count"],
+        "epochs": args.epochs,
+        "base_wall_s": base_wall,
+        "base_train_s": base_metrics.get("train/seconds"),
+        "base_ridge_s": base_metrics.get("ridge/seconds"),
+        "base_test_top1": base_metrics.get("test/top1"),
+        "eval_features_s": evaluator.seconds,
+        "test_images": len(evaluator.labels),
+        "prep_s": prep_s,
+        "machine": machine(),
+        "load_average": Path("/proc/loadavg").read_text().split()[:3],
+    }
+    results = {
+        "meta": meta,
+        "base": base_eval,
+        "base_ridge": base_ridge,
+        "rounds": rounds,
+        "rounds_ridge_val": series["ridge_val"],
+        "variants": variants,
+    }
+    (work / "drift.json").write_text(json.dumps(results, indent=1))
+    plot_drift(results, ROOT / "docs" / "benchmark_onboarding_grocery_drift.png")
+    return publish("benchmark_onboarding_grocery_drift", render_drift(results), results, args)
+
+
+PROJECTION_GRID = "[1.0,10.0,100.0,1000.0,10000.0,100000.0]"  # RanPAC's D-dim features want larger penalties
+
+
+def meta_held(deltas) -> int:
+    return sum(len(json.loads((d / "manifest.json").read_text())["per_sku"]) for d in deltas)
+
+
+def render_drift(results: dict) -> str:
+    meta, base = results["meta"], results["base"]
+    lines = [
+        "| round | classes | original top-1 % (Δ vs base) | onboarded so far % | all % | ridge sums: images | "
+        "backbone images | onboarding s | command s | eval s | ridge on val: original % | onboarded % | penalty |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| base | {base['classes']} | {_pct(base['top1_original'])} | — | {_pct(base['top1_all'])} | "
+        f"{meta['base_train_images']} | — | — | — | {base['eval_s']:.1f} | | | |",
+    ]
+    if results.get("base_ridge"):
+        ref = results["base_ridge"]
+        drop = 100 * (ref["top1_original"] - base["top1_original"])
+        lines.append(
+            f"| base, SKU layer re-solved from its sums (ridge 1.0, no new class) | {ref['classes']} | "
+            f"{_pct(ref['top1_original'])} ({drop:+.1f}) | — | {_pct(ref['top1_all'])} | {ref['ridge_images']} | 0 "
+            f"| — | — | {ref['eval_s']:.1f} | | | |"
+        )
+    for r, v in zip(results["rounds"], results.get("rounds_ridge_val") or [{}] * len(results["rounds"])):
+        drop = 100 * (r["top1_original"] - base["top1_original"])
+        lines.append(
+            f"| {r['round']} | {r['classes']} | {_pct(r['top1_original'])} ({drop:+.1f}) | "
+            f"{_pct(r['top1_onboarded'])} | {_pct(r['top1_all'])} | {r['ridge_images']} | {r['backbone_images']} | "
+            f"{r['onboard_s']:.1f} | {r['wall_s']:.1f} | {r['eval_s']:.1f} | {_pct(v.get('top1_original'))} | "
+            f"{_pct(v.get('top1_onboarded'))} | {v.get('ridge_penalty', '—')} |"
+        )
+    if results["variants"]:
+        lines += [
+            "",
+            "| 4-class delta, same base | old top-1 % (Δ vs base) | new top-1 % | all % | backbone images | "
+            "onboarding s | command s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, v in results["variants"].items():
+            drop = 100 * (v["top1_original"] - base["top1_original"])
+            lines.append(
+                f"| {name} | {_pct(v['top1_original'])} ({drop:+.1f}) | {_pct(v['top1_onboarded'])} | "
+                f"{_pct(v['top1_all'])} | {v['backbone_images']} | {v['onboard_s']:.1f} | {v['wall_s']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_drift(results: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base, rounds = results["base"], results["rounds"]
+    fig, ax = plt.subplots(1, 1, figsize=(7, 4.2), constrained_layout=True)
+    xs = [0] + [r["round"] for r in rounds]
+    ax.plot(
+        xs,
+        [100 * base["top1_original"]] + [100 * r["top1_original"] for r in rounds],
+        marker="o",
+        label=f"original {results['meta']['original']} classes",
+    )
+    ax.plot(
+        [r["round"] for r in rounds],
+        [100 * (r["top1_onboarded"] or 0) for r in rounds],
+        marker="s",
+        alpha=0.7,
+        label="classes onboarded so far",
+    )
+    ax.axhline(100 * base["top1_original"], color="k", ls=":", lw=1, label="base model (its SGD head)")
+    if results.get("base_ridge"):
+        ax.axhline(
+            100 * results["base_ridge"]["top1_original"],
+            color="tab:green",
+            ls="--",
+            lw=1,
+            label="base, SKU layer re-solved from its sums",
+        )
+    ax.axhspan(
+        100 * base["top1_original"] - 1,
+        100 * base["top1_original"],
+        color="0.85",
+        alpha=0.5,
+        label="goal: within 1 point",
+    )
+    if results.get("rounds_ridge_val"):
+        val = results["rounds_ridge_val"]
+        ax.plot(
+            xs,
+            [100 * base["top1_original"]] + [100 * r["top1_original"] for r in val],
+            marker=".",
+            ls="--",
+            color="tab:purple",
+            alpha=0.8,
+            label="original, onboard.ridge=null (penalty on val)",
+        )
+    for r in rounds:
+        ax.annotate(
+            f"{100 * r['top1_original']:.1f}",
+            (r["round"], 100 * r["top1_original"]),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            fontsize=7,
+        )
+    ax.set(
+        title=f"chained ridge rounds, GroceryStoreDataset ({results['meta']['epochs']}-epoch base)",
+        xlabel="round (0 = base)",
+        ylabel="test top-1 %",
+    )
+    ax.legend(fontsize=8, loc="lower left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def drift_rounds(args, work: Path, base_ckpt: str, deltas: list[Path], original: set[str]) -> dict:

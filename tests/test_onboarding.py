@@ -244,6 +244,19 @@ def test_ridge_second_month_adds_only_the_new_images(month, tmp_path):
     assert metrics["onboard/backbone_images"] == delta2["splits"]["train"]["count"]
     assert metrics["onboard/rounds"] == 2 and metrics["num_classes"] == 9
     assert metrics["test/images"] > delta2["splits"]["test"]["count"]  # months 0 and 1 still tested
+    first = torch.load(tmp_path / "m1/checkpoints/last.ckpt", weights_only=True)["onboarding"]["ridge"]
+    second = torch.load(tmp_path / "m2/checkpoints/last.ckpt", weights_only=True)["onboarding"]["ridge"]
+    assert second["count"] == first["count"] + delta2["splits"]["train"]["count"]  # sums carried forward
+
+    # onboard.test=false (chained rounds evaluated elsewhere): the same checkpoint, no val/test pass
+    month2 = [f"onboard.from={tmp_path / 'm1/checkpoints/last.ckpt'}", f"data.root={tmp_path / 'delta2'}"]
+    run(_onboard_cfg(month, tmp_path / "m2q", *ridge, *month2, "onboard.test=false"))
+    quiet = json.loads((tmp_path / "m2q" / "metrics.json").read_text())
+    assert quiet["test/images"] == 0 and quiet["test/top1"] is None and quiet["onboard/eval_backbone_images"] == 0
+    assert not (tmp_path / "m2q" / "per_sku.csv").exists()
+    a = torch.load(tmp_path / "m2/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "m2q/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_checkpoint_not_trained_on_the_delta_base_stops_with_one_line(month, tmp_path):

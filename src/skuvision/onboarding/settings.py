@@ -38,6 +38,7 @@ class OnboardSettings:
     base: Optional[str]
     fallback_image_size: int
     seed: int
+    test: bool
 
 
 def _values(cfg: DictConfig) -> dict:

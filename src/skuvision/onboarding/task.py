@@ -314,9 +314,13 @@ def run(cfg: DictConfig) -> float | None:
         cost["seconds"],
         cost["backbone_images"],
     )
-    val, test, cost["eval_backbone_images"] = evaluate_splits(
-        model, trunk, cache.batch_size, device, month, ob, transforms[0], old_count
-    )
+    if ob.test:
+        val, test, cost["eval_backbone_images"] = evaluate_splits(
+            model, trunk, cache.batch_size, device, month, ob, transforms[0], old_count
+        )
+    else:  # onboard.test=false: the caller evaluates (the whole command is then start-up + onboarding)
+        val, test, cost["eval_backbone_images"] = {"n": 0}, {"n": 0}, 0
+        model.cpu()
     state.update(
         rounds=int(state.get("rounds", 0)) + 1,
         strategy=ob.strategy,
