@@ -60,18 +60,26 @@ def build_shards(
             Path(out), lambda staging: _build(listing, input_path, staging, settings, previous, progress)
         )
 
-    uploader = S3ShardUploader(str(out))
+    manifest = into_s3_out(
+        str(out), lambda local, upload: _build(listing, input_path, local, settings, previous, progress, upload)
+    )
+    manifest["output"] = str(out)
+    return manifest
+
+
+def into_s3_out(out: str, write: Callable[[Path, Callable], dict]) -> dict:
+    """Run ``write(scratch, on_chunk)`` in a local scratch folder, uploading each chunk as it closes; manifest last."""
+    uploader = S3ShardUploader(out)
     uploader.prepare()  # bucket, credentials and prefix checked before any image is read
     with tempfile.TemporaryDirectory(prefix="skuvision-shards-") as scratch:
         local = Path(scratch) / "build"
         local.mkdir()
         try:
-            manifest = _build(listing, input_path, local, settings, previous, progress, uploader.submit)
+            manifest = write(local, uploader.submit)
             uploader.upload_tree(local)
             uploader.finish(local / MANIFEST)
         finally:
             uploader.close()  # no upload outlives the scratch directory
-    manifest["output"] = str(out)
     return manifest
 
 
