@@ -176,3 +176,18 @@ def _sku_result(record: dict) -> SKUResult:
     values["samples"] = [Sample(split, b"", digest, position) for split, digest, position in record["samples"]]
     values["rejects"] = [tuple(r) for r in record["rejects"]]
     return SKUResult(**values)
+
+
+def wait_for_partitions(out: str | Path, partitions: int, timeout: float, poll: float = 10.0) -> list[int]:
+    """Wait (at most ``timeout`` s) until every partition's completion marker is there; returns those still missing.
+
+    Bounded on purpose: litdata's multi-node merge polls for its peers forever, and a Processing job
+    whose other instance died would then run (and bill) until max_run.
+    """
+    store = partition_store(out)
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = missing_partitions(store, partitions)
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))

@@ -35,18 +35,23 @@ def partition_name(partition: int, partitions: int) -> str:
     return f"{partition}-of-{partitions}"
 
 
-def partitions_of_host(resource_config: str | Path, partitions: int) -> list[int]:
-    """The partitions this instance builds: K with K mod N = its rank among the N hosts (sorted by name)."""
+def host_rank(resource_config: str | Path) -> tuple[int, int]:
+    """This instance's rank among the job's hosts (sorted by name: SageMaker does not promise an order), and their number."""
     try:
         config = json.loads(Path(resource_config).read_text())
         hosts, current = sorted(config["hosts"]), config["current_host"]
-        rank = hosts.index(current)
+        return hosts.index(current), len(hosts)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(
             f"--partition host: cannot read this instance's rank from {resource_config} ({exc}); "
             "inside a SageMaker Processing job it is written by SageMaker, elsewhere pass --partition K"
         ) from None
-    return [k for k in range(partitions) if k % len(hosts) == rank]
+
+
+def partitions_of_host(resource_config: str | Path, partitions: int) -> list[int]:
+    """The partitions this instance builds: K with K mod N = its rank among the N hosts (sorted by name)."""
+    rank, hosts = host_rank(resource_config)
+    return [k for k in range(partitions) if k % hosts == rank]
 
 
 def assign_partitions(listing: Listing, partitions: int) -> dict[str, int]:
