@@ -137,6 +137,8 @@ def test_bad_input_is_one_line_and_submits_nothing(aws, tmp_path):
     assert "--on sagemaker --out" in line and "pass --out s3://" in line
     line = one_error_line(shards_build_cli(*submit_args(tmp_path, "--retry-partition", "4"), env=aws.env))
     assert "--retry-partition 4: need 0 <= K < --partitions (4)" in line
+    line = one_error_line(shards_build_cli(*submit_args(tmp_path, "--label-map", "manifest.json"), env=aws.env))
+    assert "--label-map manifest.json: the instances cannot read this machine's files" in line
     assert aws.client("sagemaker").list_processing_jobs()["ProcessingJobSummaries"] == []
 
 

@@ -91,8 +91,7 @@ def load_partitions(store) -> list[dict]:
 
 def missing_partitions(store, partitions: int) -> list[int]:
     """The partitions (0..P-1) whose completion marker is not there yet."""
-    found = store.records()
-    return [k for k in range(partitions) if partition_name(k, partitions) not in found]
+    return [k for k in range(partitions) if not store.complete(partition_name(k, partitions))]
 
 
 def _present(store, found: dict, record: dict, k: int) -> dict:

@@ -41,6 +41,9 @@ class LocalPartitions:
         paths = sorted(p for p in self.root.glob(f"*/{PARTIAL}") if not p.parent.name.startswith(STAGING))
         return {p.parent.name: json.loads(p.read_text()) for p in paths}
 
+    def complete(self, name: str) -> bool:
+        return (self.root / name / PARTIAL).is_file()
+
     def started(self, name: str) -> bool:
         """Whether a build of ``name`` left something behind without completing (killed, or still running)."""
         return any(self.root.glob(f"{STAGING}{name}-*"))
@@ -81,6 +84,20 @@ class S3Partitions:
                 body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
                 found[name] = json.loads(body)
         return dict(sorted(found.items()))
+
+    def complete(self, name: str) -> bool:
+        """Whether ``name``'s marker is there: one HEAD, not the partition's (large) record."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=join_key(join_key(self.prefix, name), PARTIAL))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise explain(exc, f"--out {self.uri}", self.bucket) from None
+        except BotoCoreError as exc:
+            raise explain(exc, f"--out {self.uri}", self.bucket) from None
 
     def started(self, name: str) -> bool:
         return bool(self._keys(join_key(self.prefix, name)))

@@ -77,6 +77,9 @@ def check_job(job: ShardBuildJob) -> None:
             f"--input {job.input}: a CSV of s3:// originals is not supported on SageMaker yet (the builder reads "
             "files); pass the s3:// prefix of the SKU folders"
         )
+    label_map = dict(zip(job.build_args[::2], job.build_args[1::2])).get("--label-map")
+    if label_map and not is_s3(label_map):
+        raise DataError(f"--label-map {label_map}: the instances cannot read this machine's files; pass its s3:// copy")
     if job.retry_partition is not None and not 0 <= job.retry_partition < job.partitions:
         raise DataError(f"--retry-partition {job.retry_partition}: need 0 <= K < --partitions ({job.partitions})")
 
