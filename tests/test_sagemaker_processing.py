@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from skuvision.data.build_settings import BuildSettings
 from skuvision.data.shard_verify import verify_shards
+from skuvision.data.shards import build_shards
 from skuvision.sagemaker.processing import (
     CODE_DIR,
     ENTRY_MODULE,
-    ORIGINALS_DIR,
     ProcessingSubmitter,
     ShardBuildJob,
     launcher_settings,
@@ -75,12 +76,11 @@ def test_the_processing_job_request_read_back_from_the_server(aws, tmp_path):
     assert app["ImageUri"] == IMAGE and app["ContainerEntrypoint"][:2] == ["bash", "-c"]
     assert f"python -m {ENTRY_MODULE}" in app["ContainerEntrypoint"][2]
     args = app["ContainerArguments"]
-    assert args[args.index("--input") + 1] == ORIGINALS_DIR and args[args.index("--out") + 1] == OUT
+    assert args[args.index("--input") + 1] == INPUT and args[args.index("--out") + 1] == OUT
     assert args[args.index("--partitions") + 1] == "8" and args[args.index("--size") + 1] == "64"
     assert described["NetworkConfig"]["VpcConfig"] == {"Subnets": SUBNETS, "SecurityGroupIds": GROUPS}
     inputs = {i["InputName"]: i["S3Input"] for i in described["ProcessingInputs"]}
-    assert inputs["originals"]["S3Uri"] == INPUT.rstrip("/") or inputs["originals"]["S3Uri"] == INPUT
-    assert inputs["originals"]["S3DataDistributionType"] == "FullyReplicated"
+    assert list(inputs) == ["code"]  # the originals are streamed by the instances, not downloaded up front
     assert inputs["code"]["LocalPath"] == CODE_DIR
     code_key = inputs["code"]["S3Uri"].split("sm-bucket/", 1)[1]
     assert s3.head_object(Bucket="sm-bucket", Key=code_key)["ContentLength"] > 0  # the submitted source
@@ -143,14 +143,17 @@ def test_bad_input_is_one_line_and_submits_nothing(aws, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_local_rehearsal_of_two_instances_writing_to_s3_merges_and_verifies(aws, tiny_catalogue, tmp_path):
-    """Two processes of the container entry, each with its own resourceconfig.json, as SageMaker starts them."""
-    s3 = make_buckets(aws, "shards")
+def test_a_local_rehearsal_of_two_instances_from_s3_to_s3_merges_and_verifies(aws, tiny_catalogue, tmp_path):
+    """Two processes of the container entry, each with its own resourceconfig.json, as SageMaker starts them,
+    streaming the originals from one moto bucket and writing the shards to another."""
+    s3 = make_buckets(aws, "shards", "originals")
+    for path in sorted(p for p in tiny_catalogue.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), "originals", f"catalogue/{path.relative_to(tiny_catalogue).as_posix()}")
     running = []
     for host in ("algo-2", "algo-1"):
         config = tmp_path / f"{host}.json"
         config.write_text(json.dumps({"current_host": host, "hosts": ["algo-1", "algo-2"]}))
-        command = [sys.executable, "-m", ENTRY_MODULE, "--input", str(tiny_catalogue), "--out", OUT,
+        command = [sys.executable, "-m", ENTRY_MODULE, "--input", INPUT, "--out", OUT,
                    "--partitions", "2", "--size", "32", "--val", "0.2", "--test", "0.2", "--workers", "1",
                    "--quiet", "--poll", "0.5", "--merge-timeout", "300"]  # fmt: skip
         env = {**aws.env, "SKUVISION_RESOURCE_CONFIG": str(config)}
@@ -160,7 +163,9 @@ def test_a_local_rehearsal_of_two_instances_writing_to_s3_merges_and_verifies(aw
     assert [p.returncode for p in running] == [0, 0], outputs
     assert "manifest.json written" in outputs[1][0] and "manifest.json" not in outputs[0][0]  # algo-1 merges
     manifest = s3_json(s3, "shards", "catalogue/v2/manifest.json")
-    assert manifest["partitions"]["count"] == 2
+    assert manifest["partitions"]["count"] == 2 and manifest["rejects"] == 0
+    one = build_shards(tiny_catalogue, tmp_path / "one", BuildSettings(size=32, val=0.2, test=0.2), progress=False)
+    assert manifest["label_map"] == one["label_map"] and manifest["splits"] == one["splits"]
     assert verify_shards(OUT, progress=False) == []
 
 
@@ -175,8 +180,6 @@ def test_the_merging_instance_gives_up_with_the_retry_command(aws, tiny_catalogu
             ENTRY_MODULE,
             "--input",
             str(tiny_catalogue),
-            "--submitted-input",
-            INPUT,
             "--out",
             OUT,
             "--partitions",
@@ -198,4 +201,6 @@ def test_the_merging_instance_gives_up_with_the_retry_command(aws, tiny_catalogu
     )
     line = one_error_line(result, other_output=True)
     assert "partition(s) 1-of-2 not complete after 1 s" in line
-    assert f"--input {INPUT} --out {OUT} --partitions 2" in line and "--on sagemaker --retry-partition 1" in line
+    assert (
+        f"--input {tiny_catalogue} --out {OUT} --partitions 2" in line and "--on sagemaker --retry-partition 1" in line
+    )

@@ -53,7 +53,35 @@ def s3_client(connections: int = 10):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", config=Config(max_pool_connections=connections))
+    # standard retry mode: throttling (SlowDown, 503) and transient errors are retried with backoff
+    return boto3.client(
+        "s3", config=Config(max_pool_connections=connections, retries={"mode": "standard", "max_attempts": 8})
+    )
+
+
+_READER = None  # one client per process: the build's worker processes each read originals from S3
+
+
+def read_object(uri: str) -> bytes:
+    """The bytes of one S3 object (an original streamed by a build worker); botocore errors propagate."""
+    global _READER
+    if _READER is None:
+        _READER = s3_client()
+    bucket, key = split_s3_uri(uri)
+    return _READER.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def list_keys(uri: str) -> list[str]:
+    """Every key under ``uri`` (a prefix), sorted; one line for a missing bucket or denied access."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_s3_uri(uri)
+    client = s3_client()
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "")
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+    except (BotoCoreError, ClientError) as exc:
+        raise explain(exc, f"--input {uri}", bucket) from None
 
 
 def explain(exc: Exception, what: str, bucket: str) -> DataError:

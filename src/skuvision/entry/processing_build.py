@@ -27,8 +27,7 @@ BUILD_FLAGS = ("size", "quality", "val", "test", "dedup_distance", "label_map")
 def parse(argv: list[str] | None) -> argparse.Namespace:
     defaults = BuildSettings()
     p = argparse.ArgumentParser(prog="python -m skuvision.entry.processing_build")
-    p.add_argument("--input", required=True, help="the originals as this instance sees them")
-    p.add_argument("--submitted-input", default=None, help="the --input the job was submitted with (for messages)")
+    p.add_argument("--input", required=True, help="the originals: s3:// prefix or CSV, or a path in the container")
     p.add_argument("--out", required=True)
     p.add_argument("--partitions", type=int, required=True)
     p.add_argument("--retry-partition", type=int, default=None)
@@ -52,7 +51,7 @@ def retry_command(args: argparse.Namespace, k: int) -> str:
         value = getattr(args, name)
         if value is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]
-    line = ["skuvision", "shards", "build", "--input", args.submitted_input or args.input, "--out", args.out]
+    line = ["skuvision", "shards", "build", "--input", args.input, "--out", args.out]
     line += ["--partitions", str(args.partitions), *flags, "--on", "sagemaker", "--retry-partition", str(k)]
     return shlex.join(line)
 

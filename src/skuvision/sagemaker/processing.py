@@ -8,9 +8,9 @@ volume, environment), checked by ``settings.check_processing``; defaults come fr
 ``--launcher-config FILE`` (the launcher's keys, YAML) overrides them, so there is no second copy.
 
 The job runs the submitted code, not the copy in the image: the source archive (``source.py``) is
-uploaded and passed as an input, and the container command unpacks it first. Originals given as an
-``s3://`` prefix are a FullyReplicated input: every instance downloads all of them (see README,
-"Building shards at catalogue scale", for what that costs and what is missing).
+uploaded and passed as an input, and the container command unpacks it first. Originals on S3 (a
+prefix of SKU folders or a CSV) are not a ProcessingInput: the instances list them and stream each
+original with ``get_object`` (``skuvision.data.s3_sources``), so no instance downloads the catalogue.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from skuvision.sagemaker.source import SourceArchive, build_archive, project_roo
 
 ENTRY_MODULE = "skuvision.entry.processing_build"
 CODE_DIR = "/opt/ml/processing/input/code"
-ORIGINALS_DIR = "/opt/ml/processing/input/originals"
 ARCHIVE = "sourcedir.tar.gz"
 # unpack the submitted code, put its src/ first, run the entry with the job's arguments ("$@")
 LAUNCH = (
@@ -51,14 +50,10 @@ class ShardBuildJob:
     retry_partition: Optional[int] = None
     merge_timeout: int = 1800
 
-    def container_input(self) -> str:
-        """Where the instances read the originals: an s3:// prefix is downloaded to ORIGINALS_DIR."""
-        return ORIGINALS_DIR if is_s3(self.input) else self.input
-
     def arguments(self) -> list[str]:
         retry = [] if self.retry_partition is None else ["--retry-partition", str(self.retry_partition)]
         return [
-            "--input", self.container_input(), "--submitted-input", self.input, "--out", self.out,
+            "--input", self.input, "--out", self.out,
             "--partitions", str(self.partitions), "--merge-timeout", str(self.merge_timeout),
             *retry, *self.build_args,
         ]  # fmt: skip
@@ -72,11 +67,6 @@ def check_job(job: ShardBuildJob) -> None:
             "pass --out s3://BUCKET/PREFIX"
         )
     split_s3_uri(job.out)
-    if is_s3(job.input) and job.input.lower().endswith(".csv"):
-        raise DataError(
-            f"--input {job.input}: a CSV of s3:// originals is not supported on SageMaker yet (the builder reads "
-            "files); pass the s3:// prefix of the SKU folders"
-        )
     label_map = dict(zip(job.build_args[::2], job.build_args[1::2])).get("--label-map")
     if label_map and not is_s3(label_map):
         raise DataError(f"--label-map {label_map}: the instances cannot read this machine's files; pass its s3:// copy")
@@ -151,19 +141,11 @@ class ProcessingSubmitter:
             network_config=network if s.subnets else None,
         )
 
-    def inputs(self, job: ShardBuildJob, name: str) -> list:
+    def inputs(self, name: str) -> list:
+        """The submitted code only: originals on S3 are streamed by the instances, not downloaded up front."""
         from sagemaker.processing import ProcessingInput
 
-        code = ProcessingInput(source=self.code_uri(name), destination=CODE_DIR, input_name="code")
-        if not is_s3(job.input):
-            return [code]
-        originals = ProcessingInput(
-            source=job.input,
-            destination=ORIGINALS_DIR,
-            input_name="originals",
-            s3_data_distribution_type="FullyReplicated",
-        )
-        return [code, originals]
+        return [ProcessingInput(source=self.code_uri(name), destination=CODE_DIR, input_name="code")]
 
     def request(self, job: ShardBuildJob) -> dict[str, Any]:
         """The CreateProcessingJob request the SDK sends for ``job`` (dry run: built, not sent)."""
@@ -173,7 +155,7 @@ class ProcessingSubmitter:
         with aws_errors(f"building the request for {name}"):
             processor = self.processor()
             inputs, outputs = processor._normalize_args(
-                job_name=name, arguments=job.arguments(), inputs=self.inputs(job, name)
+                job_name=name, arguments=job.arguments(), inputs=self.inputs(name)
             )
             args = ProcessingJob._get_process_args(processor, inputs, outputs, None)
             return self.session._get_process_request(**args)
@@ -187,7 +169,7 @@ class ProcessingSubmitter:
             )
         with aws_errors(f"CreateProcessingJob {name}"):
             self.processor().run(
-                inputs=self.inputs(job, name), arguments=job.arguments(), wait=False, logs=False, job_name=name
+                inputs=self.inputs(name), arguments=job.arguments(), wait=False, logs=False, job_name=name
             )
         return name
 
