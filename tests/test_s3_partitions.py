@@ -78,3 +78,24 @@ def test_an_s3_partition_without_its_marker_is_incomplete_and_a_rerun_replaces_o
     with pytest.raises(DataError, match="belongs to another build"):  # two builds into one prefix
         build_partition(tiny_catalogue, OUT, BuildSettings(**{**SETTINGS, "size": 48}), 2, 0, progress=False)
     assert merge_partitions(OUT, progress=False)["partitions"]["count"] == 2
+
+
+def test_originals_streamed_from_s3_folders_or_a_csv_of_uris_build_like_local_files(aws, tiny_catalogue, tmp_path):
+    s3 = make_bucket(aws, "originals")
+    images = sorted(tiny_catalogue.glob("*/*.jpg"))
+    rows = ["path,sku_id"]
+    for path in images:
+        key = f"folders/{path.parent.name}/{path.name}"
+        s3.upload_file(str(path), "originals", key)
+        rows.append(f"s3://originals/{key},{path.parent.name}")
+    s3.put_object(Bucket="originals", Key=f"folders/{images[0].parent.name}/broken.jpg", Body=b"\xff\xd8 not a jpeg")
+    s3.put_object(Bucket="originals", Key="list.csv", Body="\n".join(rows).encode())
+    settings = BuildSettings(**SETTINGS)
+    local = build_shards(tiny_catalogue, tmp_path / "local", settings, progress=False)
+    expected = split_samples(str(tmp_path / "local"), tmp_path)
+    for name, uri in (("folders", "s3://originals/folders/"), ("csv", "s3://originals/list.csv")):
+        built = build_shards(uri, tmp_path / name, settings, progress=False)
+        classes = {k: v for k, v in built["label_map"].items() if k not in ("brands", "categories")}  # not listed
+        assert classes == {k: v for k, v in local["label_map"].items() if k in classes} and classes, name
+        assert built["rejects"] == (1 if name == "folders" else 0), name  # an unreadable object: a counted reject
+        assert split_samples(str(tmp_path / name), tmp_path) == expected, name
