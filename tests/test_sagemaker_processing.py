@@ -114,12 +114,12 @@ def test_what_the_server_does_not_store_is_what_was_sent(aws, tmp_path):
 
 def test_dry_run_prints_the_request_and_submits_nothing(aws, tmp_path):
     s3 = make_buckets(aws, "sm-bucket")
-    result = shards_build_cli(*submit_args(tmp_path, "--retry-partition", "2", "--dry-run"), env=aws.env)
+    result = shards_build_cli(*submit_args(tmp_path, "--retry-partition", "3,1", "--dry-run"), env=aws.env)
     assert result.returncode == 0, result.stderr[-3000:]
     request = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert request["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1  # a retry is one instance
     args = request["AppSpecification"]["ContainerArguments"]
-    assert args[args.index("--retry-partition") + 1] == "2" and args[args.index("--partitions") + 1] == "4"
+    assert args[args.index("--retry-partition") + 1] == "1,3" and args[args.index("--partitions") + 1] == "4"
     assert "dry run" in result.stdout
     assert aws.client("sagemaker").list_processing_jobs()["ProcessingJobSummaries"] == []
     assert s3.list_objects_v2(Bucket="sm-bucket").get("KeyCount", 0) == 0
@@ -169,38 +169,20 @@ def test_a_local_rehearsal_of_two_instances_from_s3_to_s3_merges_and_verifies(aw
     assert verify_shards(OUT, progress=False) == []
 
 
-def test_the_merging_instance_gives_up_with_the_retry_command(aws, tiny_catalogue, tmp_path):
-    make_buckets(aws, "shards")
+@pytest.mark.slow
+def test_the_merging_instance_gives_up_with_the_retry_command_and_the_retry_merges(aws, tiny_catalogue, tmp_path):
+    s3 = make_buckets(aws, "shards")
     config = tmp_path / "algo-1.json"
     config.write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            ENTRY_MODULE,
-            "--input",
-            str(tiny_catalogue),
-            "--out",
-            OUT,
-            "--partitions",
-            "2",
-            "--size",
-            "32",
-            "--workers",
-            "1",
-            "--quiet",
-            "--poll",
-            "0.2",
-            "--merge-timeout",
-            "1",
-        ],  # fmt: skip
-        env={**os.environ, **aws.env, "SKUVISION_RESOURCE_CONFIG": str(config)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    line = one_error_line(result, other_output=True)
+    env = {**os.environ, **aws.env, "SKUVISION_RESOURCE_CONFIG": str(config)}
+    entry = [sys.executable, "-m", ENTRY_MODULE, "--input", str(tiny_catalogue), "--out", OUT, "--partitions", "2",
+             "--size", "32", "--workers", "1", "--quiet", "--poll", "0.2", "--merge-timeout", "1"]  # fmt: skip
+    result = subprocess.run(entry, env=env, capture_output=True, text=True, timeout=300)
+    line = one_error_line(result, other_output=True)  # algo-2 never ran: partition 1 is missing
     assert "partition(s) 1-of-2 not complete after 1 s" in line
-    assert (
-        f"--input {tiny_catalogue} --out {OUT} --partitions 2" in line and "--on sagemaker --retry-partition 1" in line
-    )
+    retry = f"skuvision shards build --input {tiny_catalogue} --out {OUT} --partitions 2 --size 32"
+    assert retry in line and "--on sagemaker --retry-partition 1`" in line
+
+    result = subprocess.run([*entry, "--retry-partition", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]  # what the one-instance retry job runs
+    assert s3_json(s3, "shards", "catalogue/v2/manifest.json")["partitions"]["count"] == 2

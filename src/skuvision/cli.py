@@ -266,10 +266,9 @@ def _add_on_sagemaker(b) -> None:
     g.add_argument("--dry-run", action="store_true", help="print the CreateProcessingJob request, submit nothing")
     g.add_argument(
         "--retry-partition",
-        type=int,
         default=None,
-        metavar="K",
-        help="submit a one-instance job that rebuilds partition K alone, then merges",
+        metavar="K[,K...]",
+        help="submit a one-instance job that rebuilds these partitions alone, then merges",
     )
     g.add_argument(
         "--merge-timeout",

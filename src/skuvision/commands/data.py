@@ -8,7 +8,7 @@ import sys
 from skuvision.data.build_settings import BuildSettings
 from skuvision.data.manifest import read_manifest
 from skuvision.data.partition_merge import merge_partitions
-from skuvision.data.partitions import build_partition, partition_name, partitions_of_host
+from skuvision.data.partitions import build_partition, partition_list, partition_name, partitions_of_host
 from skuvision.data.remote import is_s3
 from skuvision.data.shard_verify import verify_shards
 from skuvision.data.shards import build_shards
@@ -87,7 +87,7 @@ def _build_on_sagemaker(args: argparse.Namespace) -> int:
 
     if args.partition is not None:
         raise UserError("--partition goes with a local build; --on sagemaker assigns partitions to instances")
-    retry = args.retry_partition is not None
+    retry = partition_list(args.retry_partition) if args.retry_partition is not None else []
     settings = launcher_settings(
         args.launcher_config,
         instance_type=args.instance_type,
@@ -99,7 +99,7 @@ def _build_on_sagemaker(args: argparse.Namespace) -> int:
         out=args.out,
         partitions=args.partitions or args.instances,
         build_args=tuple(_build_flags(args)),
-        retry_partition=args.retry_partition,
+        retry_partitions=tuple(retry),
         merge_timeout=args.merge_timeout,
     )
     name, request = submit_shard_build(job, settings)
@@ -107,7 +107,11 @@ def _build_on_sagemaker(args: argparse.Namespace) -> int:
         print(describe_request(request))
         print(f"dry run: {name} not submitted")
         return 0
-    what = f"rebuilds partition {args.retry_partition}" if retry else f"{settings.instance_count} instance(s)"
+    what = (
+        f"rebuilds partition(s) {args.retry_partition}, then merges"
+        if retry
+        else f"{settings.instance_count} instance(s)"
+    )
     print(f"submitted SageMaker Processing job {name} ({what}); the shards land in {args.out}")
     return 0
 

@@ -54,6 +54,14 @@ def partitions_of_host(resource_config: str | Path, partitions: int) -> list[int
     return [k for k in range(partitions) if k % hosts == rank]
 
 
+def partition_list(text: str) -> list[int]:
+    """``K[,K...]`` as given to ``--retry-partition``: sorted, without repeats; one line for anything else."""
+    try:
+        return sorted({int(k) for k in str(text).split(",")})
+    except ValueError:
+        raise DataError(f"--retry-partition {text}: pass partition numbers, e.g. 2 or 1,3") from None
+
+
 def assign_partitions(listing: Listing, partitions: int) -> dict[str, int]:
     """SKU -> partition: largest SKUs first, each to the partition with the fewest images (ties: lowest K)."""
     sizes = [(len(images), images[0].sku_id) for images, _ in by_sku(listing.images)]

@@ -3,9 +3,9 @@
 Each instance builds the partitions of its rank (``resourceconfig.json``, hosts sorted by name; the
 path can be overridden with ``SKUVISION_RESOURCE_CONFIG`` for a local rehearsal); the first host then
 waits, bounded by ``--merge-timeout``, for every partition's completion marker and merges. On timeout
-it exits 2 with one line naming the missing partitions and the ``--retry-partition`` command that
-rebuilds each (no instance of a Processing job can be retried alone). ``--retry-partition K`` (a
-one-instance job) rebuilds K alone, then merges.
+it exits 2 with one line naming the missing partitions and the ``--retry-partition K,...`` command
+that rebuilds them (no instance of a Processing job can be retried alone). ``--retry-partition
+K[,K...]`` (a one-instance job) rebuilds those partitions alone, then merges.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from skuvision.commands.data import build_settings, print_build_summary
 from skuvision.data.build_settings import RESOURCE_CONFIG, BuildSettings
 from skuvision.data.partition_merge import merge_partitions, wait_for_partitions
-from skuvision.data.partitions import build_partition, host_rank, partition_name, partitions_of_host
+from skuvision.data.partitions import build_partition, host_rank, partition_list, partition_name, partitions_of_host
 from skuvision.errors import DataError, exit_on_user_error
 
 BUILD_FLAGS = ("size", "quality", "val", "test", "dedup_distance", "label_map")
@@ -30,7 +30,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="the originals: s3:// prefix or CSV, or a path in the container")
     p.add_argument("--out", required=True)
     p.add_argument("--partitions", type=int, required=True)
-    p.add_argument("--retry-partition", type=int, default=None)
+    p.add_argument("--retry-partition", type=partition_list, default=None, metavar="K[,K...]")
     p.add_argument("--merge-timeout", type=float, default=1800.0, help="seconds the first host waits for the others")
     p.add_argument("--poll", type=float, default=10.0)
     p.add_argument("--size", type=int, default=defaults.size)
@@ -44,15 +44,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def retry_command(args: argparse.Namespace, k: int) -> str:
-    """The `skuvision shards build ... --on sagemaker --retry-partition K` that reruns partition ``k`` alone."""
+def retry_command(args: argparse.Namespace, missing: list[int]) -> str:
+    """The `skuvision shards build ... --on sagemaker --retry-partition K,...` that reruns ``missing`` alone."""
     flags = []
     for name in BUILD_FLAGS:
         value = getattr(args, name)
         if value is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]
     line = ["skuvision", "shards", "build", "--input", args.input, "--out", args.out]
-    line += ["--partitions", str(args.partitions), *flags, "--on", "sagemaker", "--retry-partition", str(k)]
+    line += [
+        "--partitions",
+        str(args.partitions),
+        *flags,
+        "--on",
+        "sagemaker",
+        "--retry-partition",
+        ",".join(map(str, missing)),
+    ]
     return shlex.join(line)
 
 
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     config = os.environ.get("SKUVISION_RESOURCE_CONFIG", RESOURCE_CONFIG)
     retry = args.retry_partition is not None
-    mine = [args.retry_partition] if retry else partitions_of_host(config, args.partitions)
+    mine = args.retry_partition if retry else partitions_of_host(config, args.partitions)
     for k in mine:
         build_partition(
             args.input, args.out, build_settings(args), args.partitions, k, args.label_map, progress=not args.quiet
@@ -73,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         names = ", ".join(partition_name(k, args.partitions) for k in missing)
         raise DataError(
-            f"{args.out}: partition(s) {names} not complete after {args.merge_timeout:g} s; rerun each with "
-            f"`{retry_command(args, missing[0])}` (K = {', '.join(map(str, missing))})"
+            f"{args.out}: partition(s) {names} not complete after {args.merge_timeout:g} s; rebuild them and "
+            f"merge with `{retry_command(args, missing)}`"
         )
     print_build_summary(args.out, merge_partitions(args.out, progress=not args.quiet))
     return 0

@@ -47,11 +47,11 @@ class ShardBuildJob:
     out: str
     partitions: int
     build_args: tuple[str, ...] = ()  # --size 256 --quality 90 ... as given to `shards build`
-    retry_partition: Optional[int] = None
+    retry_partitions: tuple[int, ...] = ()  # a one-instance job that rebuilds these alone, then merges
     merge_timeout: int = 1800
 
     def arguments(self) -> list[str]:
-        retry = [] if self.retry_partition is None else ["--retry-partition", str(self.retry_partition)]
+        retry = ["--retry-partition", ",".join(map(str, self.retry_partitions))] if self.retry_partitions else []
         return [
             "--input", self.input, "--out", self.out,
             "--partitions", str(self.partitions), "--merge-timeout", str(self.merge_timeout),
@@ -70,8 +70,9 @@ def check_job(job: ShardBuildJob) -> None:
     label_map = dict(zip(job.build_args[::2], job.build_args[1::2])).get("--label-map")
     if label_map and not is_s3(label_map):
         raise DataError(f"--label-map {label_map}: the instances cannot read this machine's files; pass its s3:// copy")
-    if job.retry_partition is not None and not 0 <= job.retry_partition < job.partitions:
-        raise DataError(f"--retry-partition {job.retry_partition}: need 0 <= K < --partitions ({job.partitions})")
+    wrong = [k for k in job.retry_partitions if not 0 <= k < job.partitions]
+    if wrong:
+        raise DataError(f"--retry-partition {wrong[0]}: need 0 <= K < --partitions ({job.partitions})")
 
 
 def launcher_settings(path: Optional[str], **overrides: Any) -> SageMakerLauncherConf:
@@ -112,8 +113,8 @@ class ProcessingSubmitter:
         self.s3_prefix = prefix
 
     def name(self, job: ShardBuildJob) -> str:
-        base = f"{self.settings.base_job_name}-shards" + ("" if job.retry_partition is None else "-retry")
-        return job_name(base, self.started, job.retry_partition or 0)
+        base = f"{self.settings.base_job_name}-shards" + ("-retry" if job.retry_partitions else "")
+        return job_name(base, self.started, min(job.retry_partitions, default=0))
 
     def code_uri(self, name: str) -> str:
         return f"{self.s3_prefix}/code/{name}/{ARCHIVE}"
