@@ -78,6 +78,7 @@ def test_the_processing_job_request_read_back_from_the_server(aws, tmp_path):
     args = app["ContainerArguments"]
     assert args[args.index("--input") + 1] == INPUT and args[args.index("--out") + 1] == OUT
     assert args[args.index("--partitions") + 1] == "8" and args[args.index("--size") + 1] == "64"
+    assert args[args.index("--submitted-with") + 1].startswith("--instance-type ml.c5.9xlarge --launcher-config ")
     assert described["NetworkConfig"]["VpcConfig"] == {"Subnets": SUBNETS, "SecurityGroupIds": GROUPS}
     inputs = {i["InputName"]: i["S3Input"] for i in described["ProcessingInputs"]}
     assert list(inputs) == ["code"]  # the originals are streamed by the instances, not downloaded up front
@@ -176,12 +177,16 @@ def test_the_merging_instance_gives_up_with_the_retry_command_and_the_retry_merg
     config.write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}))
     env = {**os.environ, **aws.env, "SKUVISION_RESOURCE_CONFIG": str(config)}
     entry = [sys.executable, "-m", ENTRY_MODULE, "--input", str(tiny_catalogue), "--out", OUT, "--partitions", "2",
-             "--size", "32", "--workers", "1", "--quiet", "--poll", "0.2", "--merge-timeout", "1"]  # fmt: skip
+             "--size", "32", "--workers", "1", "--quiet", "--poll", "0.2", "--merge-timeout", "1",
+             "--submitted-with", "--instance-type ml.c5.9xlarge --launcher-config 'my launcher.yaml'"]  # fmt: skip
     result = subprocess.run(entry, env=env, capture_output=True, text=True, timeout=300)
     line = one_error_line(result, other_output=True)  # algo-2 never ran: partition 1 is missing
     assert "partition(s) 1-of-2 not complete after 1 s" in line
     retry = f"skuvision shards build --input {tiny_catalogue} --out {OUT} --partitions 2 --size 32"
-    assert retry in line and "--on sagemaker --retry-partition 1`" in line
+    assert retry in line
+    assert (
+        "--on sagemaker --retry-partition 1 --instance-type ml.c5.9xlarge --launcher-config 'my launcher.yaml'`" in line
+    )
 
     result = subprocess.run([*entry, "--retry-partition", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]  # what the one-instance retry job runs

@@ -101,6 +101,8 @@ def _build_on_sagemaker(args: argparse.Namespace) -> int:
         build_args=tuple(_build_flags(args)),
         retry_partitions=tuple(retry),
         merge_timeout=args.merge_timeout,
+        submitted_with=("--instance-type", args.instance_type)
+        + (("--launcher-config", args.launcher_config) if args.launcher_config else ()),
     )
     name, request = submit_shard_build(job, settings)
     if settings.dry_run:

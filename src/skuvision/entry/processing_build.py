@@ -31,6 +31,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True)
     p.add_argument("--partitions", type=int, required=True)
     p.add_argument("--retry-partition", type=partition_list, default=None, metavar="K[,K...]")
+    p.add_argument("--submitted-with", default="", help="the submitting command's own flags, for the retry command")
     p.add_argument("--merge-timeout", type=float, default=1800.0, help="seconds the first host waits for the others")
     p.add_argument("--poll", type=float, default=10.0)
     p.add_argument("--size", type=int, default=defaults.size)
@@ -60,6 +61,7 @@ def retry_command(args: argparse.Namespace, missing: list[int]) -> str:
         "sagemaker",
         "--retry-partition",
         ",".join(map(str, missing)),
+        *shlex.split(args.submitted_with),
     ]
     return shlex.join(line)
 

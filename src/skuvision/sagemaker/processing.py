@@ -16,6 +16,7 @@ original with ``get_object`` (``skuvision.data.s3_sources``), so no instance dow
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,9 +50,12 @@ class ShardBuildJob:
     build_args: tuple[str, ...] = ()  # --size 256 --quality 90 ... as given to `shards build`
     retry_partitions: tuple[int, ...] = ()  # a one-instance job that rebuilds these alone, then merges
     merge_timeout: int = 1800
+    submitted_with: tuple[str, ...] = ()  # --launcher-config FILE --instance-type T: named in the retry command
 
     def arguments(self) -> list[str]:
         retry = ["--retry-partition", ",".join(map(str, self.retry_partitions))] if self.retry_partitions else []
+        if self.submitted_with:
+            retry += ["--submitted-with", shlex.join(self.submitted_with)]
         return [
             "--input", self.input, "--out", self.out,
             "--partitions", str(self.partitions), "--merge-timeout", str(self.merge_timeout),
