@@ -34,13 +34,13 @@ from skuvision.data.shards import (
 from skuvision.data.sku_work import Sample, SKUResult
 from skuvision.errors import DataError
 
-CACHE = "2GB"  # per partition and split read from S3: a merge never holds the whole shard set on local disk
+CACHE = "2GB"  # litdata's max_cache_size per partition and split read from S3 (eviction not yet measured)
 
 
 def merge_partitions(out: str | Path, progress: bool = True) -> dict:
     """Check that every partition under ``out/partitions`` is there, complete and of one build; write the shard set.
 
-    ``out`` may be ``s3://``: the partitions are streamed from S3 through a bounded local cache and the
+    ``out`` may be ``s3://``: the partitions are read from S3 through a local litdata cache and the
     merged shard set is uploaded chunk by chunk, manifest last (as a one-machine build to S3 does).
     """
     store = partition_store(out)
