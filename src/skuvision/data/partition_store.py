@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from skuvision.data.remote import S3ShardUploader, explain, is_s3, join_key, s3_client, split_s3_uri
@@ -67,22 +69,28 @@ class S3Partitions:
     def staging(self, name: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=f"skuvision-{name}-"))
 
-    def _keys(self, under: str) -> list[str]:
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """One line (missing bucket, denied access, no credentials) instead of a botocore traceback."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{under}/")
-            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+            yield
         except (BotoCoreError, ClientError) as exc:
             raise explain(exc, f"--out {self.uri}", self.bucket) from None
+
+    def _keys(self, under: str) -> list[str]:
+        with self._errors():
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{under}/")
+            return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
     def records(self) -> dict[str, dict]:
         found = {}
         for key in self._keys(self.prefix):
             name, _, rest = key[len(self.prefix) + 1 :].partition("/")
             if rest == PARTIAL:
-                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-                found[name] = json.loads(body)
+                with self._errors():
+                    found[name] = json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         return dict(sorted(found.items()))
 
     def complete(self, name: str) -> bool:
@@ -104,9 +112,10 @@ class S3Partitions:
 
     def _delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
-            reply = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
-            )
+            with self._errors():
+                reply = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
+                )
             if reply.get("Errors"):
                 err = reply["Errors"][0]
                 raise DataError(f"{self.uri}: cannot delete s3://{self.bucket}/{err.get('Key')} ({err.get('Code')})")
