@@ -34,13 +34,13 @@ from skuvision.data.shards import (
 from skuvision.data.sku_work import Sample, SKUResult
 from skuvision.errors import DataError
 
-CACHE = "2GB"  # litdata's max_cache_size per partition and split read from S3 (eviction not yet measured)
+CACHE = "1GB"  # litdata's max_cache_size per partition and split read from S3 (P x 3 readers at most)
 
 
 def merge_partitions(out: str | Path, progress: bool = True) -> dict:
     """Check that every partition under ``out/partitions`` is there, complete and of one build; write the shard set.
 
-    ``out`` may be ``s3://``: the partitions are read from S3 through a local litdata cache and the
+    ``out`` may be ``s3://``: the partitions are iterated from S3 through a local litdata cache (whole chunks) and the
     merged shard set is uploaded chunk by chunk, manifest last (as a one-machine build to S3 does).
     """
     store = partition_store(out)
@@ -109,18 +109,24 @@ def _rebuild_hint(record: dict, k, partitions: int) -> str:
 
 
 class _PartitionReader:
-    """A partition's samples of one split, read in order: each sample is taken once, by its listing index."""
+    """A partition's samples of one split, read in order: each sample is taken once, by its listing index.
+
+    On S3 the samples are iterated, not indexed: litdata's iterator downloads whole chunks (a few
+    ahead, evicted past ``max_cache_size``), where ``dataset[i]`` would send a ranged GET per sample,
+    millions of round trips at catalogue scale.
+    """
 
     def __init__(self, directory: str, cache: str | None = None):
         self.directory = directory
-        kwargs = {"cache_dir": os.path.join(cache, directory[5:]), "max_cache_size": CACHE} if cache else {}
-        self.dataset = StreamingDataset(directory, shuffle=False, **kwargs)
-        self.position = 0
+        if cache:
+            kwargs = {"cache_dir": os.path.join(cache, directory[5:]), "max_cache_size": CACHE}
+            self.samples = iter(StreamingDataset(directory, shuffle=False, **kwargs))
+        else:
+            dataset = StreamingDataset(directory, shuffle=False)
+            self.samples = (dataset[i] for i in range(len(dataset)))
 
     def image(self, index: int) -> bytes:
-        while self.position < len(self.dataset):
-            sample = self.dataset[self.position]
-            self.position += 1
+        for sample in self.samples:
             if int(sample["index"]) == index:
                 return bytes(sample["image"])
             if int(sample["index"]) > index:
