@@ -140,6 +140,10 @@ def test_bad_input_is_one_line_and_submits_nothing(aws, tmp_path):
     assert "--retry-partition 4: need 0 <= K < --partitions (4)" in line
     line = one_error_line(shards_build_cli(*submit_args(tmp_path, "--label-map", "manifest.json"), env=aws.env))
     assert "--label-map manifest.json: the instances cannot read this machine's files" in line
+    on_sagemaker = submit_args(tmp_path)
+    del on_sagemaker[on_sagemaker.index("--on") : on_sagemaker.index("--on") + 2]
+    line = one_error_line(shards_build_cli(*on_sagemaker, env=aws.env))
+    assert line.endswith("--instances, --launcher-config and --dry-run go with --on sagemaker")
     assert aws.client("sagemaker").list_processing_jobs()["ProcessingJobSummaries"] == []
 
 

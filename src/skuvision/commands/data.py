@@ -47,6 +47,8 @@ def shards_build(args: argparse.Namespace) -> int:
         return _build_on_sagemaker(args)
     if args.retry_partition is not None:
         raise UserError("--retry-partition K goes with --on sagemaker; locally, rebuild with --partition K")
+    if args.dry_run or args.launcher_config or args.instances != 1:
+        raise UserError("--instances, --launcher-config and --dry-run go with --on sagemaker")
     if (args.partitions is None) != (args.partition is None):
         raise UserError("--partitions P and --partition K go together: P partitions, and which one (0..P-1) to build")
     if args.partitions is not None:
