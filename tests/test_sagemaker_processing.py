@@ -17,6 +17,7 @@ from skuvision.data.shards import build_shards
 from skuvision.sagemaker.processing import (
     CODE_DIR,
     ENTRY_MODULE,
+    ENTRYPOINT,
     ProcessingSubmitter,
     ShardBuildJob,
     launcher_settings,
@@ -75,6 +76,7 @@ def test_the_processing_job_request_read_back_from_the_server(aws, tmp_path):
     app = described["AppSpecification"]
     assert app["ImageUri"] == IMAGE and app["ContainerEntrypoint"][:2] == ["bash", "-c"]
     assert f"python -m {ENTRY_MODULE}" in app["ContainerEntrypoint"][2]
+    assert "export TMPDIR=/opt/ml/processing/" in app["ContainerEntrypoint"][2]  # partitions stage on the volume
     args = app["ContainerArguments"]
     assert args[args.index("--input") + 1] == INPUT and args[args.index("--out") + 1] == OUT
     assert args[args.index("--partitions") + 1] == "8" and args[args.index("--size") + 1] == "64"
@@ -195,3 +197,21 @@ def test_the_merging_instance_gives_up_with_the_retry_command_and_the_retry_merg
     result = subprocess.run([*entry, "--retry-partition", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]  # what the one-instance retry job runs
     assert s3_json(s3, "shards", "catalogue/v2/manifest.json")["partitions"]["count"] == 2
+
+
+def test_the_container_command_runs_the_entry_from_the_submitted_code(tmp_path):
+    """The job's entrypoint, with /opt/ml moved under tmp_path: it unpacks the archive and runs its own src/."""
+    code = tmp_path / "opt/ml/processing/input/code"
+    code.mkdir(parents=True)
+    (code / "sourcedir.tar.gz").write_bytes(
+        build_archive(project_root(Path(__file__).resolve().parents[1] / "conf")).data
+    )
+    script = (
+        ENTRYPOINT[2].replace("/opt/ml", str(tmp_path / "opt/ml")).replace("exec python ", f"exec {sys.executable} ")
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(["bash", "-c", script, ENTRYPOINT[3], "--help"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"usage: python -m {ENTRY_MODULE}" in result.stdout
+    assert (tmp_path / "opt/ml/code/src/skuvision/entry/processing_build.py").is_file()
+    assert (tmp_path / "opt/ml/processing/scratch").is_dir()  # TMPDIR: partitions stage on the job's volume

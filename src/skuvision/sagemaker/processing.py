@@ -31,9 +31,11 @@ from skuvision.sagemaker.source import SourceArchive, build_archive, project_roo
 ENTRY_MODULE = "skuvision.entry.processing_build"
 CODE_DIR = "/opt/ml/processing/input/code"
 ARCHIVE = "sourcedir.tar.gz"
-# unpack the submitted code, put its src/ first, run the entry with the job's arguments ("$@")
+SCRATCH = "/opt/ml/processing/scratch"  # on the job's volume (volume_size_gb), not the container's small root disk
+# unpack the submitted code, put its src/ first, stage on the volume, run the entry with the job's arguments ("$@")
 LAUNCH = (
-    f"set -e; mkdir -p /opt/ml/code; tar -xzf {CODE_DIR}/{ARCHIVE} -C /opt/ml/code; "
+    f"set -e; mkdir -p /opt/ml/code {SCRATCH}; export TMPDIR={SCRATCH}; "
+    f"tar -xzf {CODE_DIR}/{ARCHIVE} -C /opt/ml/code; "
     'export PYTHONPATH="/opt/ml/code/src${PYTHONPATH:+:$PYTHONPATH}"; '
     f'exec python -m {ENTRY_MODULE} "$@"'
 )
