@@ -117,7 +117,9 @@ def test_what_the_server_does_not_store_is_what_was_sent(aws, tmp_path):
 
 def test_dry_run_prints_the_request_and_submits_nothing(aws, tmp_path):
     s3 = make_buckets(aws, "sm-bucket")
-    result = shards_build_cli(*submit_args(tmp_path, "--retry-partition", "3,1", "--dry-run"), env=aws.env)
+    result = shards_build_cli(
+        *submit_args(tmp_path, "--partitions", "4", "--retry-partition", "3,1", "--dry-run"), env=aws.env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     request = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert request["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1  # a retry is one instance
@@ -138,7 +140,9 @@ def test_bad_input_is_one_line_and_submits_nothing(aws, tmp_path):
     local_out[local_out.index(OUT)] = str(tmp_path / "shards")
     line = one_error_line(shards_build_cli(*local_out, env=aws.env))
     assert "--on sagemaker --out" in line and "pass --out s3://" in line
-    line = one_error_line(shards_build_cli(*submit_args(tmp_path, "--retry-partition", "4"), env=aws.env))
+    line = one_error_line(
+        shards_build_cli(*submit_args(tmp_path, "--partitions", "4", "--retry-partition", "4"), env=aws.env)
+    )
     assert "--retry-partition 4: need 0 <= K < --partitions (4)" in line
     line = one_error_line(shards_build_cli(*submit_args(tmp_path, "--label-map", "manifest.json"), env=aws.env))
     assert "--label-map manifest.json: the instances cannot read this machine's files" in line

@@ -90,6 +90,8 @@ def _build_on_sagemaker(args: argparse.Namespace) -> int:
     if args.partition is not None:
         raise UserError("--partition goes with a local build; --on sagemaker assigns partitions to instances")
     retry = partition_list(args.retry_partition) if args.retry_partition is not None else []
+    if retry and args.partitions is None:
+        raise UserError("--retry-partition K needs --partitions P: the P of the build whose partition K it rebuilds")
     settings = launcher_settings(
         args.launcher_config,
         instance_type=args.instance_type,
