@@ -93,8 +93,9 @@ def test_originals_streamed_from_s3_folders_or_a_csv_of_uris_build_like_local_fi
     settings = BuildSettings(**SETTINGS)
     local = build_shards(tiny_catalogue, tmp_path / "local", settings, progress=False)
     expected = split_samples(str(tmp_path / "local"), tmp_path)
-    for name, uri in (("folders", "s3://originals/folders/"), ("csv", "s3://originals/list.csv")):
-        built = build_shards(uri, tmp_path / name, settings, progress=False)
+    for name, uri, workers in (("folders", "s3://originals/folders/", 1), ("csv", "s3://originals/list.csv", 2)):
+        # workers=2 after 1: forked workers of a process that already holds an S3 client make their own
+        built = build_shards(uri, tmp_path / name, BuildSettings(**{**SETTINGS, "workers": workers}), progress=False)
         classes = {k: v for k, v in built["label_map"].items() if k not in ("brands", "categories")}  # not listed
         assert classes == {k: v for k, v in local["label_map"].items() if k in classes} and classes, name
         assert built["rejects"] == (1 if name == "folders" else 0), name  # an unreadable object: a counted reject

@@ -59,16 +59,17 @@ def s3_client(connections: int = 10):
     )
 
 
-_READER = None  # one client per process: the build's worker processes each read originals from S3
+_READERS: dict[int, object] = {}  # pid -> client: a forked build worker must not share its parent's connections
 
 
 def read_object(uri: str) -> bytes:
     """The bytes of one S3 object (an original streamed by a build worker); botocore errors propagate."""
-    global _READER
-    if _READER is None:
-        _READER = s3_client()
+    client = _READERS.get(os.getpid())
+    if client is None:
+        _READERS.clear()
+        client = _READERS[os.getpid()] = s3_client()
     bucket, key = split_s3_uri(uri)
-    return _READER.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def list_keys(uri: str) -> list[str]:
