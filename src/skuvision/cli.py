@@ -244,8 +244,39 @@ def _add_shards_build(shards) -> None:
         metavar="JSON",
         help="with --partition host: the instance's current_host and hosts",
     )
+    _add_on_sagemaker(b)
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(command_name="shards build")
+
+
+def _add_on_sagemaker(b) -> None:
+    g = b.add_argument_group(
+        "on SageMaker", "one Processing job: N instances build the partitions of their rank, the first merges"
+    )
+    g.add_argument("--on", choices=["local", "sagemaker"], default="local", help="where the build runs")
+    g.add_argument("--instances", type=_positive_int, default=1, metavar="N", help="instances (default 1)")
+    g.add_argument("--instance-type", default="ml.c5.9xlarge", help="instance type (default ml.c5.9xlarge)")
+    g.add_argument(
+        "--launcher-config",
+        default=None,
+        metavar="YAML",
+        help="the training launcher's settings (role, image_uri, region, subnets, security_group_ids, tags, "
+        "volume_size_gb, s3_prefix, ...); unset keys keep hydra/launcher=sagemaker's defaults",
+    )
+    g.add_argument("--dry-run", action="store_true", help="print the CreateProcessingJob request, submit nothing")
+    g.add_argument(
+        "--retry-partition",
+        default=None,
+        metavar="K[,K...]",
+        help="submit a one-instance job that rebuilds these partitions alone, then merges",
+    )
+    g.add_argument(
+        "--merge-timeout",
+        type=_positive_int,
+        default=1800,
+        metavar="S",
+        help="seconds the merging instance waits for the others' partitions (default 1800)",
+    )
 
 
 def _add_shards_merge(shards) -> None:

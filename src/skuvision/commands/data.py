@@ -8,7 +8,7 @@ import sys
 from skuvision.data.build_settings import BuildSettings
 from skuvision.data.manifest import read_manifest
 from skuvision.data.partition_merge import merge_partitions
-from skuvision.data.partitions import build_partition, partition_name, partitions_of_host
+from skuvision.data.partitions import build_partition, partition_list, partition_name, partitions_of_host
 from skuvision.data.remote import is_s3
 from skuvision.data.shard_verify import verify_shards
 from skuvision.data.shards import build_shards
@@ -43,6 +43,12 @@ def build_settings(args: argparse.Namespace) -> BuildSettings:
 
 
 def shards_build(args: argparse.Namespace) -> int:
+    if args.on == "sagemaker":
+        return _build_on_sagemaker(args)
+    if args.retry_partition is not None:
+        raise UserError("--retry-partition K goes with --on sagemaker; locally, rebuild with --partition K")
+    if args.dry_run or args.launcher_config or args.instances != 1:
+        raise UserError("--instances, --launcher-config and --dry-run go with --on sagemaker")
     if (args.partitions is None) != (args.partition is None):
         raise UserError("--partitions P and --partition K go together: P partitions, and which one (0..P-1) to build")
     if args.partitions is not None:
@@ -75,6 +81,51 @@ def _build_partition(args: argparse.Namespace) -> int:
         where = f"{args.out}/partitions/{partition_name(k, args.partitions)}"
         print(f"{where}: {len(record['skus'])} SKUs, {images} images; merge with `skuvision shards merge {args.out}`")
     return 0
+
+
+def _build_on_sagemaker(args: argparse.Namespace) -> int:
+    """Submit the build as one SageMaker Processing job (``skuvision.sagemaker.processing``)."""
+    from skuvision.sagemaker.processing import ShardBuildJob, describe_request, launcher_settings, submit_shard_build
+
+    if args.partition is not None:
+        raise UserError("--partition goes with a local build; --on sagemaker assigns partitions to instances")
+    retry = partition_list(args.retry_partition) if args.retry_partition is not None else []
+    if retry and args.partitions is None:
+        raise UserError("--retry-partition K needs --partitions P: the P of the build whose partition K it rebuilds")
+    settings = launcher_settings(
+        args.launcher_config,
+        instance_type=args.instance_type,
+        instance_count=1 if retry else args.instances,
+        dry_run=args.dry_run or None,
+    )
+    job = ShardBuildJob(
+        input=args.input,
+        out=args.out,
+        partitions=args.partitions or args.instances,
+        build_args=tuple(_build_flags(args)),
+        retry_partitions=tuple(retry),
+        merge_timeout=args.merge_timeout,
+        submitted_with=("--instance-type", args.instance_type)
+        + (("--launcher-config", args.launcher_config) if args.launcher_config else ()),
+    )
+    name, request = submit_shard_build(job, settings)
+    if settings.dry_run:
+        print(describe_request(request))
+        print(f"dry run: {name} not submitted")
+        return 0
+    what = (
+        f"rebuilds partition(s) {args.retry_partition}, then merges"
+        if retry
+        else f"{settings.instance_count} instance(s)"
+    )
+    print(f"submitted SageMaker Processing job {name} ({what}); the shards land in {args.out}")
+    return 0
+
+
+def _build_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--size", str(args.size), "--quality", str(args.quality), "--val", str(args.val), "--test", str(args.test)]
+    flags += ["--dedup-distance", str(args.dedup_distance)]
+    return flags + (["--label-map", args.label_map] if args.label_map else [])
 
 
 def shards_merge(args: argparse.Namespace) -> int:

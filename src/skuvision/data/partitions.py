@@ -3,17 +3,16 @@
 A SKU never spans partitions (its splits and near-duplicate groups need all its images), and
 partitions are balanced by image count. A partition holds its chunks (samples carry their listing
 index, not a label: the label map is assigned once, by the merge), and ``partial.json`` with each
-SKU's decisions; that file is written last and the folder renamed into place, so a partition
-killed mid-write is never taken for complete. ``skuvision.data.partition_merge`` joins them.
+SKU's decisions; that file is written last (``skuvision.data.partition_store``: renamed into place on a
+local path, uploaded last on S3), so a partition killed mid-write is never taken for complete.
+``skuvision.data.partition_merge`` joins them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from skuvision.data.build_settings import BuildSettings
-from skuvision.data.remote import is_s3
-from skuvision.data.shard_dirs import PARTITIONS, STAGING, PreviousBuild
+from skuvision.data.partition_store import PARTIAL, partition_store
+from skuvision.data.remote import check_bucket, is_s3
+from skuvision.data.shard_dirs import PreviousBuild
 from skuvision.data.shard_writers import SplitWriters
 from skuvision.data.shards import by_sku, previous_for, read_listing, sku_results
 from skuvision.data.sku_work import SKUResult
@@ -30,25 +30,36 @@ from skuvision.data.sources import Listing
 from skuvision.errors import DataError
 from skuvision.files import write_json
 
-PARTIAL = "partial.json"
-
 
 def partition_name(partition: int, partitions: int) -> str:
     return f"{partition}-of-{partitions}"
 
 
-def partitions_of_host(resource_config: str | Path, partitions: int) -> list[int]:
-    """The partitions this instance builds: K with K mod N = its rank among the N hosts (sorted by name)."""
+def host_rank(resource_config: str | Path) -> tuple[int, int]:
+    """This instance's rank among the job's hosts (sorted by name: SageMaker does not promise an order), and their number."""
     try:
         config = json.loads(Path(resource_config).read_text())
         hosts, current = sorted(config["hosts"]), config["current_host"]
-        rank = hosts.index(current)
+        return hosts.index(current), len(hosts)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(
             f"--partition host: cannot read this instance's rank from {resource_config} ({exc}); "
             "inside a SageMaker Processing job it is written by SageMaker, elsewhere pass --partition K"
         ) from None
-    return [k for k in range(partitions) if k % len(hosts) == rank]
+
+
+def partitions_of_host(resource_config: str | Path, partitions: int) -> list[int]:
+    """The partitions this instance builds: K with K mod N = its rank among the N hosts (sorted by name)."""
+    rank, hosts = host_rank(resource_config)
+    return [k for k in range(partitions) if k % hosts == rank]
+
+
+def partition_list(text: str) -> list[int]:
+    """``K[,K...]`` as given to ``--retry-partition``: sorted, without repeats; one line for anything else."""
+    try:
+        return sorted({int(k) for k in str(text).split(",")})
+    except ValueError:
+        raise DataError(f"--retry-partition {text}: pass partition numbers, e.g. 2 or 1,3") from None
 
 
 def assign_partitions(listing: Listing, partitions: int) -> dict[str, int]:
@@ -104,18 +115,17 @@ def build_partition(
     settings.validate()
     if partitions < 1 or not 0 <= partition < partitions:
         raise DataError(f"--partition {partition} --partitions {partitions}: need 0 <= K < P")
-    if is_s3(out):
-        raise DataError(f"--out {out}: a partitioned build writes to a local or FSx path for now; pass one")
     listing = read_listing(input_path)
     previous = previous_for(label_map_path, out)
     fingerprint = build_fingerprint(listing, settings, previous, partitions)
-    root = Path(out) / PARTITIONS
-    root.mkdir(parents=True, exist_ok=True)
-    _refuse_other_builds(root, fingerprint, out)
+    store = partition_store(out)
+    if is_s3(out):
+        check_bucket(store.client, str(out))  # bucket and credentials checked before any image is read
+    _refuse_other_builds(store, fingerprint, out)
     owner = assign_partitions(listing, partitions)
     mine = [(images, offset) for images, offset in by_sku(listing.images) if owner[images[0].sku_id] == partition]
     name = partition_name(partition, partitions)
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{name}-", dir=root))
+    staging = store.staging(name)
     try:
         record = _write_partition(mine, settings, previous, staging, progress)
         record.update(
@@ -128,25 +138,18 @@ def build_partition(
             settings=_recorded(settings),
         )
         write_json(staging / PARTIAL, record)  # last: a partition without it is incomplete
-        shutil.rmtree(root / name, ignore_errors=True)  # a rerun replaces this partition only
-        os.replace(staging, root / name)
+        store.publish(staging, name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
 
 
-def complete_partitions(root: Path) -> list[Path]:
-    """The partial.json of every partition renamed into place (a staging folder may hold one: killed before its rename)."""
-    return sorted(p for p in root.glob(f"*/{PARTIAL}") if not p.parent.name.startswith(STAGING))
-
-
-def _refuse_other_builds(root: Path, fingerprint: str, out) -> None:
-    for path in complete_partitions(root):
-        theirs = json.loads(path.read_text()).get("fingerprint")
-        if theirs != fingerprint:
+def _refuse_other_builds(store, fingerprint: str, out) -> None:
+    for name, record in store.records().items():
+        if record.get("fingerprint") != fingerprint:
             raise DataError(
-                f"--out {out}: {path.parent} belongs to another build (other input, settings, --label-map or "
-                f"--partitions); merge or remove {root} first, or choose another --out"
+                f"--out {out}: {store.where(name)} belongs to another build (other input, settings, --label-map or "
+                f"--partitions); merge or remove {store.where('')} first, or choose another --out"
             )
 
 

@@ -27,6 +27,9 @@ from skuvision.errors import DataError
 
 OURS = ("train", "val", "test")  # top-level folders a build writes, next to manifest.json and rejects.csv
 OUR_FILES = ("manifest.json", "rejects.csv")
+PARTITIONS = (
+    "partitions"  # a partitioned build's parts: kept when the build over them is replaced (the merge reads them)
+)
 
 
 def is_s3(uri: str | os.PathLike | None) -> bool:
@@ -50,7 +53,36 @@ def s3_client(connections: int = 10):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", config=Config(max_pool_connections=connections))
+    # standard retry mode: throttling (SlowDown, 503) and transient errors are retried with backoff
+    return boto3.client(
+        "s3", config=Config(max_pool_connections=connections, retries={"mode": "standard", "max_attempts": 8})
+    )
+
+
+_READERS: dict[int, object] = {}  # pid -> client: a forked build worker must not share its parent's connections
+
+
+def read_object(uri: str) -> bytes:
+    """The bytes of one S3 object (an original streamed by a build worker); botocore errors propagate."""
+    client = _READERS.get(os.getpid())
+    if client is None:
+        _READERS.clear()
+        client = _READERS[os.getpid()] = s3_client()
+    bucket, key = split_s3_uri(uri)
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def list_keys(uri: str) -> list[str]:
+    """Every key under ``uri`` (a prefix), sorted; one line for a missing bucket or denied access."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_s3_uri(uri)
+    client = s3_client()
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "")
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+    except (BotoCoreError, ClientError) as exc:
+        raise explain(exc, f"--input {uri}", bucket) from None
 
 
 def explain(exc: Exception, what: str, bucket: str) -> DataError:
@@ -186,6 +218,7 @@ class S3ShardUploader:
                 f"--out {self.uri}: holds objects that are not skuvision shards (e.g. s3://{self.bucket}/"
                 f"{foreign[0]}); choose an empty prefix"
             )
+        keys = [k for k in keys if k[len(base) :].split("/", 1)[0] != PARTITIONS]
         manifest = join_key(self.prefix, "manifest.json")  # first: a half-replaced build never looks complete
         keys.sort(key=lambda k: k != manifest)
         for start in range(0, len(keys), 1000):
@@ -204,7 +237,7 @@ class S3ShardUploader:
 
     @staticmethod
     def _ours(rel: str) -> bool:
-        return rel in OUR_FILES or rel.split("/", 1)[0] in OURS
+        return rel in OUR_FILES or rel.split("/", 1)[0] in (*OURS, PARTITIONS)
 
     def _put(self, path: Path, rel: str, remove: bool) -> None:
         from boto3.s3.transfer import TransferConfig
@@ -224,11 +257,11 @@ class S3ShardUploader:
         if len(self.pending) > 2 * self.threads:  # backpressure: local disk holds a few chunks, not the dataset
             self._drain(keep=self.threads)
 
-    def upload_tree(self, local_root: Path, remove: bool = True) -> None:
-        """Everything still under ``local_root`` except the manifest, which :meth:`finish` sends last."""
+    def upload_tree(self, local_root: Path, remove: bool = True, last: str = "manifest.json") -> None:
+        """Everything still under ``local_root`` except ``last`` (the manifest), which :meth:`finish` sends last."""
         for path in sorted(p for p in Path(local_root).rglob("*") if p.is_file()):
             rel = path.relative_to(local_root).as_posix()
-            if rel != "manifest.json" and rel not in self.submitted:
+            if rel != last and rel not in self.submitted:
                 self.submit(path, rel, remove)
 
     def _drain(self, keep: int = 0) -> None:
@@ -240,10 +273,10 @@ class S3ShardUploader:
             except (BotoCoreError, ClientError) as exc:
                 raise explain(exc, f"--out {self.uri}: upload", self.bucket) from None
 
-    def finish(self, manifest: Path) -> None:
-        """Wait for every upload, then publish the manifest."""
+    def finish(self, manifest: Path, rel: str = "manifest.json") -> None:
+        """Wait for every upload, then publish the manifest (or a partition's completion marker)."""
         self._drain()
-        self._put(Path(manifest), "manifest.json", remove=False)
+        self._put(Path(manifest), rel, remove=False)
 
     def close(self) -> None:
         """Stop: uploads not yet started are dropped (after a failure no manifest is written)."""

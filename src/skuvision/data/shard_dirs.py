@@ -17,7 +17,7 @@ from pathlib import Path
 from skuvision.data.labels import LabelMap
 from skuvision.data.lineage import base_record
 from skuvision.data.manifest import MANIFEST, REJECTS
-from skuvision.data.remote import is_s3, read_json
+from skuvision.data.remote import PARTITIONS, is_s3, read_json
 from skuvision.data.splits import SPLITS
 from skuvision.errors import DataError
 
@@ -52,7 +52,6 @@ def previous_state(label_map_path: str | None) -> PreviousBuild:
 
 
 STAGING = ".building-"
-PARTITIONS = "partitions"  # a partitioned build's parts: out/partitions/<K>-of-<P>/
 
 
 def local_out(out: Path) -> Path:

@@ -29,6 +29,7 @@ from skuvision.data.imageio import UnreadableImage, content_hash
 from skuvision.data.labels import LabelMap
 from skuvision.data.manifest import FORMAT_VERSION, MANIFEST, REJECTS
 from skuvision.data.remote import S3ShardUploader, is_s3
+from skuvision.data.s3_sources import list_s3_sources
 from skuvision.data.shard_dirs import STAGING, PreviousBuild, local_out, previous_state, swap_in
 from skuvision.data.shard_writers import SplitWriters
 from skuvision.data.sku_work import Sample, SKUResult, init_worker, process_sku_task, read_bytes
@@ -60,24 +61,32 @@ def build_shards(
             Path(out), lambda staging: _build(listing, input_path, staging, settings, previous, progress)
         )
 
-    uploader = S3ShardUploader(str(out))
+    manifest = into_s3_out(
+        str(out), lambda local, upload: _build(listing, input_path, local, settings, previous, progress, upload)
+    )
+    manifest["output"] = str(out)
+    return manifest
+
+
+def into_s3_out(out: str, write: Callable[[Path, Callable], dict]) -> dict:
+    """Run ``write(scratch, on_chunk)`` in a local scratch folder, uploading each chunk as it closes; manifest last."""
+    uploader = S3ShardUploader(out)
     uploader.prepare()  # bucket, credentials and prefix checked before any image is read
     with tempfile.TemporaryDirectory(prefix="skuvision-shards-") as scratch:
         local = Path(scratch) / "build"
         local.mkdir()
         try:
-            manifest = _build(listing, input_path, local, settings, previous, progress, uploader.submit)
+            manifest = write(local, uploader.submit)
             uploader.upload_tree(local)
             uploader.finish(local / MANIFEST)
         finally:
             uploader.close()  # no upload outlives the scratch directory
-    manifest["output"] = str(out)
     return manifest
 
 
 def read_listing(input_path: str | Path) -> Listing:
     """The input's images and skipped rows, refused when it could never give a training split."""
-    listing = list_sources(input_path)
+    listing = list_s3_sources(str(input_path)) if is_s3(input_path) else list_sources(input_path)
     if all(s.split for s in listing.images) and not any(s.split == "train" for s in listing.images):
         raise DataError(
             f"--input {input_path}: every row has a split and none is train; "

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from skuvision.data.build_settings import BuildSettings
 from skuvision.data.imageio import UnreadableImage, prepare_image
+from skuvision.data.remote import is_s3, read_object
 from skuvision.data.sources import SourceImage
 from skuvision.data.splits import assign_splits, near_duplicate_groups
 
@@ -31,11 +32,25 @@ class SKUResult:
 
 
 def read_bytes(path: str) -> bytes:
+    """An original's bytes, from a file or streamed from S3; unreadable either way is a counted reject."""
+    if is_s3(path):
+        return _read_s3(path)
     try:
         with open(path, "rb") as fh:
             return fh.read()
     except OSError as exc:
         raise UnreadableImage(f"unreadable: {exc.strerror or exc}") from None
+
+
+def _read_s3(uri: str) -> bytes:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return read_object(uri)
+    except ClientError as exc:
+        raise UnreadableImage(f"unreadable: S3 {exc.response.get('Error', {}).get('Code', exc)}") from None
+    except BotoCoreError as exc:
+        raise UnreadableImage(f"unreadable: {exc}") from None
 
 
 def process_sku(

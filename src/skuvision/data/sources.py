@@ -61,56 +61,67 @@ class Listing:
 
 
 def read_csv_listing(csv_path: Path) -> Listing:
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        return read_csv_rows(fh, csv_path, _local_path(csv_path))
+
+
+def _local_path(csv_path: Path):
+    def resolve(raw: str) -> tuple[str, str]:
+        path = Path(raw)
+        if not path.is_absolute():
+            path = csv_path.parent / path
+        return str(path), os.path.normpath(os.path.abspath(path))
+
+    return resolve
+
+
+def read_csv_rows(fh, csv_path, resolve) -> Listing:
+    """The listing of an open CSV; ``resolve(path column) -> (path, key)``: where the image is, and the
+    normalised key that finds a path listed twice."""
     listing = Listing([])
     first: dict[str, tuple[int, str]] = {}  # normalised path -> (line, sku_id) of its first row
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"path", "sku_id"} - set(reader.fieldnames or [])
-        if missing:
+    reader = csv.DictReader(fh)
+    missing = {"path", "sku_id"} - set(reader.fieldnames or [])
+    if missing:
+        raise DataError(
+            f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
+            "the CSV needs a header with path,sku_id[,brand,category,split]"
+        )
+    for line, row in enumerate(reader, start=2):
+        sku_id = (row["sku_id"] or "").strip()
+        if not (row["path"] or "").strip() or not sku_id:
+            raise DataError(f"{csv_path}:{line}: empty path or sku_id; fix or remove that row")
+        split = (row.get("split") or "").strip()
+        if split and split.lower() not in SPLIT_VALUES:
             raise DataError(
-                f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
-                "the CSV needs a header with path,sku_id[,brand,category,split]"
+                f"{csv_path}:{line}: split {split!r} is not one of {', '.join(SPLIT_VALUES)}; "
+                "fix it, or leave it empty to have the build split that image"
             )
-        for line, row in enumerate(reader, start=2):
-            sku_id = (row["sku_id"] or "").strip()
-            if not (row["path"] or "").strip() or not sku_id:
-                raise DataError(f"{csv_path}:{line}: empty path or sku_id; fix or remove that row")
-            split = (row.get("split") or "").strip()
-            if split and split.lower() not in SPLIT_VALUES:
-                raise DataError(
-                    f"{csv_path}:{line}: split {split!r} is not one of {', '.join(SPLIT_VALUES)}; "
-                    "fix it, or leave it empty to have the build split that image"
-                )
-            path = Path(row["path"])
-            if not path.is_absolute():
-                path = csv_path.parent / path
-            key = os.path.normpath(os.path.abspath(path))
-            if key in first:
-                first_line, first_sku = first[key]
-                if first_sku == sku_id:
-                    listing.skipped.append(
-                        (str(path), f"duplicate row: line {line} lists the path of line {first_line}")
+        path, key = resolve(row["path"])
+        if key in first:
+            first_line, first_sku = first[key]
+            if first_sku == sku_id:
+                listing.skipped.append((str(path), f"duplicate row: line {line} lists the path of line {first_line}"))
+            else:
+                listing.skipped.append(
+                    (
+                        str(path),
+                        f"label conflict: line {line} lists it as SKU {sku_id!r}, line {first_line} as "
+                        f"{first_sku!r} (kept there)",
                     )
-                else:
-                    listing.skipped.append(
-                        (
-                            str(path),
-                            f"label conflict: line {line} lists it as SKU {sku_id!r}, line {first_line} as "
-                            f"{first_sku!r} (kept there)",
-                        )
-                    )
-                    listing.conflicts.append(Conflict(str(path), sku_id, str(path), first_sku, "same path"))
-                continue
-            first[key] = (line, sku_id)
-            listing.images.append(
-                SourceImage(
-                    str(path),
-                    sku_id,
-                    (row.get("brand") or "").strip(),
-                    (row.get("category") or "").strip(),
-                    split.lower(),
                 )
+                listing.conflicts.append(Conflict(str(path), sku_id, str(path), first_sku, "same path"))
+            continue
+        first[key] = (line, sku_id)
+        listing.images.append(
+            SourceImage(
+                str(path),
+                sku_id,
+                (row.get("brand") or "").strip(),
+                (row.get("category") or "").strip(),
+                split.lower(),
             )
+        )
     return listing
 
 

@@ -116,6 +116,27 @@ def _bad(key: str, value: Any, what: str) -> ConfigError:
 
 def check(s: SageMakerLauncherConf) -> None:
     """Raise ConfigError naming the first setting SageMaker would reject or that cannot work."""
+    _check_identity(s)
+    _check_cluster(s)
+    _check_common(s)
+    _check_fsx(s)
+    _check_spot(s)
+    _check_environment(s)
+
+
+def check_processing(s: SageMakerLauncherConf) -> None:
+    """``check`` for a Processing job (the shard build): the same account, image, network and environment
+    checks; no distribution, FSx channel or spot (a Processing job has none of them)."""
+    _check_identity(s)
+    if not s.instance_type.startswith("ml."):
+        raise _bad("instance_type", s.instance_type, "not a SageMaker instance type (e.g. ml.c5.9xlarge)")
+    if s.instance_count < 1:
+        raise _bad("instance_count", s.instance_count, "must be at least 1")
+    _check_common(s)
+    _check_environment(s)
+
+
+def _check_identity(s: SageMakerLauncherConf) -> None:
     if not s.role:
         raise ConfigError(
             f"{PREFIX}.role is missing: pass {PREFIX}.role=arn:aws:iam::<account>:role/<name> "
@@ -128,7 +149,9 @@ def check(s: SageMakerLauncherConf) -> None:
             f"{PREFIX}.image_uri is missing: build and push the training image with "
             "scripts/build_and_push_image.sh and pass the URI it prints (or set SKUVISION_IMAGE_URI)"
         )
-    _check_cluster(s)
+
+
+def _check_common(s: SageMakerLauncherConf) -> None:
     for key in ("volume_size_gb", "max_run", "poll_seconds"):
         if getattr(s, key) < 1:
             raise _bad(key, getattr(s, key), "must be positive")
@@ -137,9 +160,6 @@ def check(s: SageMakerLauncherConf) -> None:
         if value and not S3_URI.match(value):
             raise _bad(key, value, "not an S3 URI; expected s3://<bucket>/<prefix>")
     _check_network(s)
-    _check_fsx(s)
-    _check_spot(s)
-    _check_environment(s)
 
 
 def _check_cluster(s: SageMakerLauncherConf) -> None:
