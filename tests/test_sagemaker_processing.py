@@ -24,7 +24,7 @@ from skuvision.sagemaker.processing import (
 )
 from skuvision.sagemaker.source import build_archive, project_root
 
-from helpers import one_error_line, shards_build_cli
+from helpers import FAST_TRAIN, one_error_line, run_cli, shards_build_cli
 from helpers.moto_aws import REGION, s3_json
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerSkuvision"
@@ -178,6 +178,14 @@ def test_a_local_rehearsal_of_two_instances_from_s3_to_s3_merges_and_verifies(aw
     one = build_shards(tiny_catalogue, tmp_path / "one", BuildSettings(size=32, val=0.2, test=0.2), progress=False)
     assert manifest["label_map"] == one["label_map"] and manifest["splits"] == one["splits"]
     assert verify_shards(OUT, progress=False) == []
+
+    # and the merged shards train: one epoch straight from the bucket, through a local cache
+    run_dir = tmp_path / "run"
+    result = run_cli("train.py", f"data.root={OUT}", f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}",
+                     *FAST_TRAIN, "data.image_size=32", "trainer.max_epochs=1", env=aws.env, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["test/top1"] >= 0
 
 
 @pytest.mark.slow
