@@ -30,6 +30,7 @@ from skuvision.errors import ConfigError
 from skuvision.files import write_json
 from skuvision.loggers import wandb_report
 from skuvision.model.export_backbone import export_backbone
+from skuvision.model.warm_start import check_path, warm_start
 from skuvision.quiet import quiet_library_noise
 
 # Deferred on purpose: wandb is slow to import and loads only when a run logs to it.
@@ -124,6 +125,15 @@ def build_model(cfg: DictConfig, datamodule):
     model = instantiate(
         cfg.model, num_classes=datamodule.num_classes, label_map=datamodule.label_map.to_dict(), _convert_="all"
     )
+    if cfg.get("init_from"):
+        carried = warm_start(model, str(cfg.init_from))
+        log.info(
+            "init_from %s: %d tensors, %d SKU rows carried over, %d new SKUs start fresh",
+            cfg.init_from,
+            carried["tensors"],
+            carried["skus_carried"],
+            carried["skus_new"],
+        )
     table = model.parameter_table()
     log.info(
         "model: %s freeze_depth=%d, %s params, %s trainable",
@@ -199,6 +209,8 @@ def train_and_test(cfg: DictConfig) -> float | None:
 
 def run(cfg: DictConfig) -> float | None:
     validate(cfg)
+    if cfg.get("init_from"):
+        check_path(str(cfg.init_from))
     quiet_library_noise()
     L.seed_everything(cfg.seed, workers=True)
     try:
