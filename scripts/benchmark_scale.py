@@ -9,6 +9,13 @@ and resident memory). Per-image build time and per-SKU start-up cost should be
 flat between the two sizes: nothing may grow quadratically with the catalogue.
 Also times LabelMap lookups at 100,000 SKUs. Writes the ``benchmark_scale``
 section of BENCHMARKS.md; ``--json`` prints the figures.
+
+``--rehearsal --skus 1200,3000,12000``: the month end to end at each catalogue size (issue 20's
+rehearsal; stages in scripts/rehearsal.py): build (P=1, and P=4 + merge, checked equal), data
+module start-up, one training epoch of a tiny model with an N-class head, evaluate, export,
+predict, onboarding the next 5 % of SKUs, compare; wall time and peak RSS per stage, and each
+stage's growth from the smallest size to the largest against the growth in SKUs. Writes the
+``benchmark_rehearsal`` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -49,14 +56,23 @@ print(json.dumps({"import_s": imported - t0, "setup_s": ready - imported, "first
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=str(ROOT / "data" / "benchmark"))
-    p.add_argument("--skus", type=int, default=2000)
-    p.add_argument("--images-per-sku", type=int, default=20)
-    p.add_argument("--size", type=int, default=112, help="side of the rendered images (px)")
+    p.add_argument("--skus", default="2000", help="catalogue size; with --rehearsal a comma-separated list")
+    p.add_argument("--images-per-sku", type=int, default=None, help="default 20; 10 with --rehearsal")
+    p.add_argument("--size", type=int, default=None, help="side of the rendered images (px); default 112, 48")
+    p.add_argument("--rehearsal", action="store_true", help="every stage of a month at each --skus size")
+    p.add_argument("--image-size", type=int, default=32, help="--rehearsal: the model's input side (px)")
+    p.add_argument("--originals", help="--rehearsal: a catalogue `skuvision synth` rendered (enough SKUs)")
+    p.add_argument("--onboard-fraction", type=float, default=0.05, help="--rehearsal: new SKUs onboarded")
     p.add_argument("--subset", type=int, default=500, help="smaller catalogue (first N SKUs) to compare against")
     p.add_argument("--workers", type=int, default=2, help="render and build processes")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-markdown", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.sizes = [int(x) for x in args.skus.split(",")]
+    args.skus = max(args.sizes)
+    args.images_per_sku = args.images_per_sku or (10 if args.rehearsal else 20)
+    args.size = args.size or (48 if args.rehearsal else 112)
+    return args
 
 
 def log(msg: str) -> None:
@@ -172,16 +188,71 @@ def markdown(res: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rehearsal_markdown(res: dict, args) -> str:
+    """The rehearsal's table: seconds and peak RSS per stage and size, and the growth first -> last size."""
+    from rehearsal import STAGES
+
+    sizes = res["sizes"]
+    head = " | ".join(f"{r['skus']:,} SKUs: s / MiB" for r in sizes)
+    lines = [
+        "## 12,000-SKU rehearsal — `scripts/benchmark_scale.py --rehearsal`",
+        "",
+        f"`python scripts/benchmark_scale.py {' '.join(res['argv'])}` — {res['date']}, {res['machine']}, "
+        f"load average before {res['load_before']}, after {res['load_after']}. Synthetic catalogue, "
+        f"{args.images_per_sku} images per SKU rendered at {args.size} px; every stage its own process "
+        "(wall seconds / peak RSS of it and its reaped children, GNU time's `%M`).",
+        "",
+        f"| stage | {head} | growth s / RSS (SKUs ×{sizes[-1]['skus'] / sizes[0]['skus']:.1f}) |",
+        "|---|" + "---|" * (len(sizes) + 1),
+    ]
+    for stage in STAGES:
+        cells = [f"{r['stages'][stage]['s']:.1f} / {r['stages'][stage]['rss_mb']:.0f}" for r in sizes]
+        a, b = sizes[0]["stages"][stage], sizes[-1]["stages"][stage]
+        flag = " **worse than linear**" if b["s"] / a["s"] > 1.2 * sizes[-1]["skus"] / sizes[0]["skus"] else ""
+        lines.append(
+            f"| {stage} | {' | '.join(cells)} | ×{b['s'] / a['s']:.1f} / ×{b['rss_mb'] / a['rss_mb']:.2f}{flag} |"
+        )
+    lines += ["", "| SKUs | images (train/val/test) | new SKUs | train top-1 (test) | onboard top-1 old / new |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for r in sizes:
+        c, m = r["counts"], r["metrics"]
+        lines.append(
+            f"| {r['skus']:,} | {r['images']:,} ({c.get('train', 0):,}/{c.get('val', 0):,}/{c.get('test', 0):,}) | "
+            f"{r['new_skus']} | {m['train'].get('test/top1', float('nan')):.3f} | "
+            f"{m['onboard'].get('test/top1_old', float('nan')):.3f} / {m['onboard'].get('test/top1_new', float('nan')):.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def load_average() -> str:
+    import os
+
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_rehearsal(args, res: dict) -> int:
+    from rehearsal import rehearse
+
+    args.skus = round(max(args.sizes) * (1 + args.onboard_fraction))  # the delta's SKUs rendered too
+    originals = Path(args.originals) if args.originals else ensure_originals(args)
+    res["load_before"] = load_average()
+    res["sizes"] = [rehearse(originals, n, args) for n in args.sizes]
+    res["load_after"] = load_average()
+    return publish("benchmark_rehearsal", rehearsal_markdown(res, args), res, args)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import skuvision  # noqa: F401
 
-    originals = ensure_originals(args)
     res = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "argv": sys.argv[1:] if argv is None else list(argv),
     }
+    if args.rehearsal:
+        return run_rehearsal(args, res)
+    originals = ensure_originals(args)
     for key, n in (("subset", args.subset), ("full", args.skus)):
         log(f"build + load {n} SKUs ...")
         res[key] = build_and_load(listing(originals, n), Path(args.data_dir) / f"scale-shards-{n}", args)
