@@ -188,6 +188,26 @@ def markdown(res: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+REHEARSAL_FINDINGS = """\
+What the rehearsal looked for (classes x classes or images x classes structures, per-class Python
+loops in hot paths) and what was fixed on the way (issue 20, item 4; tests/test_scale_memory.py):
+
+- `skuvision evaluate` kept the logits of the whole split (test images x classes float32: 576 MB at
+  12,000 SKUs and 12,000 test images), arg-sorted them whole (int64, twice that) and took a float
+  softmax of all of them for brand accuracy. Now each batch is reduced to its top-5 SKUs and top-5
+  brands (`export.evaluate.TopK`): images x 5 at any catalogue size.
+- Ridge sums (`model.ridge.RidgeStats.add`, run on the whole train split after every training run
+  and on the new images of every onboarding) built a one-hot images x classes float64 matrix and
+  multiplied it: 484 MB for a 12,000-SKU month's new images, and O(images x classes) work per
+  training batch. Now `index_add_`: O(images x features).
+- Onboarding scored every test (and val) image against every class at once: images x classes logits
+  (12,000 x 12,600 float32 = 605 MB). Now 1,024 rows at a time (`onboarding.task.hits`).
+- Already sparse, left as they were: confusions (`report.confusions`: only the (true, predicted)
+  pairs that occurred, at most one per misclassified image; the plot is 20 x 21), the training
+  run's per-SKU counts (two vectors of N), W&B (the 50 worst SKUs), `compare` (one row per run).
+"""
+
+
 def rehearsal_markdown(res: dict, args) -> str:
     """The rehearsal's table: seconds and peak RSS per stage and size, and the growth first -> last size."""
     from rehearsal import STAGES
@@ -221,7 +241,7 @@ def rehearsal_markdown(res: dict, args) -> str:
             f"{r['new_skus']} | {m['train'].get('test/top1', float('nan')):.3f} | "
             f"{m['onboard'].get('test/top1_old', float('nan')):.3f} / {m['onboard'].get('test/top1_new', float('nan')):.3f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", REHEARSAL_FINDINGS])
 
 
 def load_average() -> str:

@@ -117,6 +117,19 @@ def train_cmd(shards: Path, run_dir: Path, args) -> list[str]:
              "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]  # fmt: skip
 
 
+class Recorded(dict):
+    """Stage results that land in ``path`` as each stage ends: a run stopped part-way (the 12,000-SKU
+    size takes about an hour on two cores) still leaves the stages it finished."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def __setitem__(self, key: str, value: dict) -> None:
+        super().__setitem__(key, value)
+        self.path.write_text(json.dumps(self, indent=1))
+
+
 def best_checkpoint(run_dir: Path) -> Path:
     return Path(json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"])
 
@@ -147,7 +160,7 @@ def rehearse(originals: Path, n: int, args) -> dict:
 
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    logs, res = work / "logs", {}
+    logs, res = work / "logs", Recorded(work / "stages.json")
     listing = write_listing(originals, 0, n, work / "base.csv")
     new = max(1, round(n * args.onboard_fraction))
     delta_listing = write_listing(originals, n, n + new, work / "delta.csv")
@@ -167,4 +180,4 @@ def rehearse(originals: Path, n: int, args) -> dict:
     res["compare"] = run_stage(compare, logs / "compare.log")
     metrics = {k: json.loads((work / d / "metrics.json").read_text()) for k, d in
                (("train", "train"), ("evaluate", "eval"), ("onboard", "onboard"))}  # fmt: skip
-    return {"skus": n, "new_skus": new, **data, "stages": res, "metrics": metrics}
+    return {"skus": n, "new_skus": new, **data, "stages": dict(res), "metrics": metrics}

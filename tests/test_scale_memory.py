@@ -62,3 +62,48 @@ def test_brand_top_matches_summed_probabilities_of_each_brands_skus():
     top, brand_top = kept.result(9)
     assert top[0, 0] == 0 and list(brand_top[0, :3]) == [1, 0, 2]  # B1 sums 0.5 and beats SKU 0's brand
     assert brand_accuracy(brand_top, np.array([3]), labels_map, "test")["test/brand_top1"] == 1.0
+
+
+def _largest_allocation(fn) -> int:
+    """The largest CPU memory one call of a torch op allocated (bytes, its children included) while ``fn`` ran."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return max((e.cpu_memory_usage for e in prof.events()), default=0)
+
+
+def test_ridge_sums_add_without_a_one_hot_of_images_x_classes():
+    """Every training run's ridge pass and every onboarding add these sums; a one-hot matmul was
+    images x classes float64 (here 2,000 x 4,000 x 8 = 64 MB; 484 MB for a 12,000-SKU month)."""
+    import torch
+    import torch.nn.functional as F
+
+    from skuvision.model.ridge import RidgeStats
+
+    images, dim = 2000, 16
+    feats, labels = torch.randn(images, dim), torch.randint(0, CLASSES, (images,))
+    stats = RidgeStats(dim, CLASSES)
+    peak = _largest_allocation(lambda: stats.add(feats, labels, CLASSES))
+    assert peak < images * CLASSES * 8 / 8, f"largest allocation {peak / 2**20:.1f} MiB"
+    f = torch.cat([feats.double(), torch.ones(images, 1, dtype=torch.float64)], 1)
+    assert torch.allclose(stats.cross, f.T @ F.one_hot(labels, CLASSES).double())
+    assert torch.allclose(stats.gram, f.T @ f)
+
+
+def test_onboarding_scores_its_test_images_in_chunks():
+    """Onboarding tests on every earlier test image: scored at once that was images x classes logits."""
+    import torch
+
+    from skuvision.onboarding.task import hits
+
+    images, dim = 4000, 16
+    layer = torch.nn.Linear(dim, CLASSES)
+    feats, labels = torch.randn(images, dim), torch.randint(0, CLASSES, (images,))
+    result = {}
+    peak = _largest_allocation(lambda: result.update(zip(("top1", "top5"), hits(layer, feats, labels, 5))))
+    assert peak < images * CLASSES * 4 / 2, f"largest allocation {peak / 2**20:.1f} MiB"
+    with torch.no_grad():
+        logits = layer(feats)
+    assert torch.equal(result["top1"], logits.argmax(1) == labels)
+    assert torch.equal(result["top5"], (logits.topk(5, 1).indices == labels[:, None]).any(1))
