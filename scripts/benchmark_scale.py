@@ -62,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rehearsal", action="store_true", help="every stage of a month at each --skus size")
     p.add_argument("--image-size", type=int, default=32, help="--rehearsal: the model's input side (px)")
     p.add_argument("--originals", help="--rehearsal: a catalogue `skuvision synth` rendered (enough SKUs)")
+    p.add_argument("--from-json", help="--rehearsal: re-render the section from this saved --json output")
+    p.add_argument("--partial", nargs="*", help="--from-json: rehearsal dirs of sizes stopped part-way")
     p.add_argument("--onboard-fraction", type=float, default=0.05, help="--rehearsal: new SKUs onboarded")
     p.add_argument("--subset", type=int, default=500, help="smaller catalogue (first N SKUs) to compare against")
     p.add_argument("--workers", type=int, default=2, help="render and build processes")
@@ -208,8 +210,35 @@ loops in hot paths) and what was fixed on the way (issue 20, item 4; tests/test_
 """
 
 
+def stage_row(stage: str, sizes: list[dict]) -> str:
+    """One stage: s / MiB per size, and its growth from the first size to the last that ran it."""
+    ran = [r for r in sizes if stage in r["stages"]]
+    cells = [
+        f"{r['stages'][stage]['s']:.1f} / {r['stages'][stage]['rss_mb']:.0f}" if stage in r["stages"] else "not run"
+        for r in sizes
+    ]
+    if len(ran) < 2:
+        return f"| {stage} | {' | '.join(cells)} | — |"
+    a, b, k = ran[0]["stages"][stage], ran[-1]["stages"][stage], ran[-1]["skus"] / ran[0]["skus"]
+    flag = " **worse than linear**" if b["s"] / a["s"] > 1.2 * k or b["rss_mb"] / a["rss_mb"] > 1.2 * k else ""
+    span = f"{ran[0]['skus']:,}→{ran[-1]['skus']:,}"
+    return (
+        f"| {stage} | {' | '.join(cells)} | {span}: ×{b['s'] / a['s']:.1f} / ×{b['rss_mb'] / a['rss_mb']:.2f}{flag} |"
+    )
+
+
+def outcome_row(r: dict) -> str:
+    c, m = r.get("counts", {}), r.get("metrics", {})
+    get = lambda run, key: f"{m[run][key]:.3f}" if m.get(run, {}).get(key) is not None else "—"  # noqa: E731
+    return (
+        f"| {r['skus']:,} | {r.get('images', 0):,} ({c.get('train', 0):,}/{c.get('val', 0):,}/{c.get('test', 0):,}) "
+        f"| {r.get('new_skus', '—')} | {get('train', 'test/top1')} | {get('evaluate', 'test/top1')} | "
+        f"{get('onboard', 'test/top1_old')} / {get('onboard', 'test/top1_new')} |"
+    )
+
+
 def rehearsal_markdown(res: dict, args) -> str:
-    """The rehearsal's table: seconds and peak RSS per stage and size, and the growth first -> last size."""
+    """The rehearsal's tables: seconds and peak RSS per stage and size, growth first -> last size, outcomes."""
     from rehearsal import STAGES
 
     sizes = res["sizes"]
@@ -218,30 +247,32 @@ def rehearsal_markdown(res: dict, args) -> str:
         "## 12,000-SKU rehearsal — `scripts/benchmark_scale.py --rehearsal`",
         "",
         f"`python scripts/benchmark_scale.py {' '.join(res['argv'])}` — {res['date']}, {res['machine']}, "
-        f"load average before {res['load_before']}, after {res['load_after']}. Synthetic catalogue, "
-        f"{args.images_per_sku} images per SKU rendered at {args.size} px; every stage its own process "
-        "(wall seconds / peak RSS of it and its reaped children, GNU time's `%M`).",
+        f"load average (1, 5, 15 min) before {res['load_before']}, after {res['load_after']}. Synthetic catalogue, "
+        f"{args.images_per_sku} images per SKU rendered at {args.size} px, model input {args.image_size} px; "
+        "every stage its own process (wall seconds / peak RSS of it and its reaped children, GNU time's `%M`; "
+        "`import torch` alone is ~660 MiB here). Growth flagged when above 1.2× the growth in SKUs.",
         "",
-        f"| stage | {head} | growth s / RSS (SKUs ×{sizes[-1]['skus'] / sizes[0]['skus']:.1f}) |",
+        f"| stage | {head} | growth s / RSS |",
         "|---|" + "---|" * (len(sizes) + 1),
+        *[stage_row(stage, sizes) for stage in STAGES],
+        "",
+        "| SKUs | images (train/val/test) | new SKUs | train.py test top-1 | evaluate top-1 | onboard top-1 old / new |",
+        "|---|---|---|---|---|---|",
+        *[outcome_row(r) for r in sizes],
     ]
-    for stage in STAGES:
-        cells = [f"{r['stages'][stage]['s']:.1f} / {r['stages'][stage]['rss_mb']:.0f}" for r in sizes]
-        a, b = sizes[0]["stages"][stage], sizes[-1]["stages"][stage]
-        flag = " **worse than linear**" if b["s"] / a["s"] > 1.2 * sizes[-1]["skus"] / sizes[0]["skus"] else ""
-        lines.append(
-            f"| {stage} | {' | '.join(cells)} | ×{b['s'] / a['s']:.1f} / ×{b['rss_mb'] / a['rss_mb']:.2f}{flag} |"
-        )
-    lines += ["", "| SKUs | images (train/val/test) | new SKUs | train top-1 (test) | onboard top-1 old / new |",
-              "|---|---|---|---|---|"]  # fmt: skip
-    for r in sizes:
-        c, m = r["counts"], r["metrics"]
-        lines.append(
-            f"| {r['skus']:,} | {r['images']:,} ({c.get('train', 0):,}/{c.get('val', 0):,}/{c.get('test', 0):,}) | "
-            f"{r['new_skus']} | {m['train'].get('test/top1', float('nan')):.3f} | "
-            f"{m['onboard'].get('test/top1_old', float('nan')):.3f} / {m['onboard'].get('test/top1_new', float('nan')):.3f} |"
-        )
     return "\n".join([*lines, "", REHEARSAL_FINDINGS])
+
+
+def republish(args) -> int:
+    """Re-render the section from a saved ``--json`` run, plus sizes stopped part-way (their stages.json)."""
+    res = json.loads(Path(args.from_json).read_text())
+    for work in args.partial or []:
+        stages = json.loads((Path(work) / "stages.json").read_text())
+        manifest = json.loads((Path(work) / "shards" / "manifest.json").read_text())
+        counts = {k: v["count"] for k, v in manifest["splits"].items()}
+        res["sizes"].append({"skus": manifest["num_classes"], "images": sum(counts.values()), "counts": counts,
+                             "stages": stages})  # fmt: skip
+    return publish("benchmark_rehearsal", rehearsal_markdown(res, args), res, args)
 
 
 def load_average() -> str:
@@ -271,7 +302,7 @@ def main(argv=None) -> int:
         "argv": sys.argv[1:] if argv is None else list(argv),
     }
     if args.rehearsal:
-        return run_rehearsal(args, res)
+        return republish(args) if args.from_json else run_rehearsal(args, res)
     originals = ensure_originals(args)
     for key, n in (("subset", args.subset), ("full", args.skus)):
         log(f"build + load {n} SKUs ...")
