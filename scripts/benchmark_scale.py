@@ -204,6 +204,7 @@ loops in hot paths) and what was fixed on the way (issue 20, item 4; tests/test_
   training batch. Now `index_add_`: O(images x features).
 - Onboarding scored every test (and val) image against every class at once: images x classes logits
   (12,000 x 12,600 float32 = 605 MB). Now 1,024 rows at a time (`onboarding.task.hits`).
+- Before/after of the first two at 12,000 classes: `scripts/benchmark_scale_fixes.py` (below).
 - Already sparse, left as they were: confusions (`report.confusions`: only the (true, predicted)
   pairs that occurred, at most one per misclassified image; the plot is 20 x 21), the training
   run's per-SKU counts (two vectors of N), W&B (the 50 worst SKUs), `compare` (one row per run).
