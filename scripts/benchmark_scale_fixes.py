@@ -51,12 +51,18 @@ def variant(which: str) -> None:
     print(f"| {which} | {time.perf_counter() - start:.2f} | {peak_mb() - before:.0f} |", flush=True)
 
 
+VARIANTS = ("eval_old", "eval_new", "ridge_old", "ridge_new")
+
+
 def main() -> int:
     if len(sys.argv) > 1:
+        if sys.argv[1] not in VARIANTS:
+            print(__doc__ + f"\nusage: {Path(__file__).name} [{'|'.join(VARIANTS)}]")
+            return 0 if sys.argv[1] in ("-h", "--help") else 2
         variant(sys.argv[1])
         return 0
     print(f"| variant ({CLASSES:,} classes) | s | peak RSS above imports, MiB |\n|---|---|---|", flush=True)
-    for which in ("eval_old", "eval_new", "ridge_old", "ridge_new"):
+    for which in VARIANTS:
         subprocess.run([sys.executable, str(Path(__file__).resolve()), which], check=True)
     return 0
 
