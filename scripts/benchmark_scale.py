@@ -9,6 +9,13 @@ and resident memory). Per-image build time and per-SKU start-up cost should be
 flat between the two sizes: nothing may grow quadratically with the catalogue.
 Also times LabelMap lookups at 100,000 SKUs. Writes the ``benchmark_scale``
 section of BENCHMARKS.md; ``--json`` prints the figures.
+
+``--rehearsal --skus 1200,3000,12000``: the month end to end at each catalogue size (issue 20's
+rehearsal; stages in scripts/rehearsal.py): build (P=1, and P=4 + merge, checked equal), data
+module start-up, one training epoch of a tiny model with an N-class head, evaluate, export,
+predict, onboarding the next 5 % of SKUs, compare; wall time and peak RSS per stage, and each
+stage's growth from the smallest size to the largest against the growth in SKUs. Writes the
+``benchmark_rehearsal`` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -49,14 +56,25 @@ print(json.dumps({"import_s": imported - t0, "setup_s": ready - imported, "first
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=str(ROOT / "data" / "benchmark"))
-    p.add_argument("--skus", type=int, default=2000)
-    p.add_argument("--images-per-sku", type=int, default=20)
-    p.add_argument("--size", type=int, default=112, help="side of the rendered images (px)")
+    p.add_argument("--skus", default="2000", help="catalogue size; with --rehearsal a comma-separated list")
+    p.add_argument("--images-per-sku", type=int, default=None, help="default 20; 10 with --rehearsal")
+    p.add_argument("--size", type=int, default=None, help="side of the rendered images (px); default 112, 48")
+    p.add_argument("--rehearsal", action="store_true", help="every stage of a month at each --skus size")
+    p.add_argument("--image-size", type=int, default=32, help="--rehearsal: the model's input side (px)")
+    p.add_argument("--originals", help="--rehearsal: a catalogue `skuvision synth` rendered (enough SKUs)")
+    p.add_argument("--from-json", help="--rehearsal: re-render the section from this saved --json output")
+    p.add_argument("--partial", nargs="*", help="--from-json: rehearsal dirs of sizes stopped part-way")
+    p.add_argument("--onboard-fraction", type=float, default=0.05, help="--rehearsal: new SKUs onboarded")
     p.add_argument("--subset", type=int, default=500, help="smaller catalogue (first N SKUs) to compare against")
     p.add_argument("--workers", type=int, default=2, help="render and build processes")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-markdown", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.sizes = [int(x) for x in args.skus.split(",")]
+    args.skus = max(args.sizes)
+    args.images_per_sku = args.images_per_sku or (10 if args.rehearsal else 20)
+    args.size = args.size or (48 if args.rehearsal else 112)
+    return args
 
 
 def log(msg: str) -> None:
@@ -172,16 +190,121 @@ def markdown(res: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+REHEARSAL_FINDINGS = """\
+What the rehearsal looked for (classes x classes or images x classes structures, per-class Python
+loops in hot paths) and what was fixed on the way (issue 20, item 4; tests/test_scale_memory.py):
+
+- `skuvision evaluate` kept the logits of the whole split (test images x classes float32: 576 MB at
+  12,000 SKUs and 12,000 test images), arg-sorted them whole (int64, twice that) and took a float
+  softmax of all of them for brand accuracy. Now each batch is reduced to its top-5 SKUs and top-5
+  brands (`export.evaluate.TopK`): images x 5 at any catalogue size.
+- Ridge sums (`model.ridge.RidgeStats.add`, run on the whole train split after every training run
+  and on the new images of every onboarding) built a one-hot images x classes float64 matrix and
+  multiplied it: 484 MB for a 12,000-SKU month's new images, and O(images x classes) work per
+  training batch. Now `index_add_`: O(images x features).
+- Onboarding scored every test (and val) image against every class at once: images x classes logits
+  (12,000 x 12,600 float32 = 605 MB). Now 1,024 rows at a time (`onboarding.task.hits`).
+- Before/after of the first two at 12,000 classes: `scripts/benchmark_scale_fixes.py` (below).
+- Already sparse, left as they were: confusions (`report.confusions`: only the (true, predicted)
+  pairs that occurred, at most one per misclassified image; the plot is 20 x 21), the training
+  run's per-SKU counts (two vectors of N), W&B (the 50 worst SKUs), `compare` (one row per run).
+"""
+
+
+def stage_row(stage: str, sizes: list[dict]) -> str:
+    """One stage: s / MiB per size, and its growth from the first size to the last that ran it."""
+    ran = [r for r in sizes if stage in r["stages"]]
+    cells = [
+        f"{r['stages'][stage]['s']:.1f} / {r['stages'][stage]['rss_mb']:.0f}" if stage in r["stages"] else "not run"
+        for r in sizes
+    ]
+    if len(ran) < 2:
+        return f"| {stage} | {' | '.join(cells)} | — |"
+    a, b, k = ran[0]["stages"][stage], ran[-1]["stages"][stage], ran[-1]["skus"] / ran[0]["skus"]
+    flag = " **worse than linear**" if b["s"] / a["s"] > 1.2 * k or b["rss_mb"] / a["rss_mb"] > 1.2 * k else ""
+    span = f"{ran[0]['skus']:,}→{ran[-1]['skus']:,}"
+    return (
+        f"| {stage} | {' | '.join(cells)} | {span}: ×{b['s'] / a['s']:.1f} / ×{b['rss_mb'] / a['rss_mb']:.2f}{flag} |"
+    )
+
+
+def outcome_row(r: dict) -> str:
+    c, m = r.get("counts", {}), r.get("metrics", {})
+    get = lambda run, key: f"{m[run][key]:.3f}" if m.get(run, {}).get(key) is not None else "—"  # noqa: E731
+    return (
+        f"| {r['skus']:,} | {r.get('images', 0):,} ({c.get('train', 0):,}/{c.get('val', 0):,}/{c.get('test', 0):,}) "
+        f"| {r.get('new_skus', '—')} | {get('train', 'test/top1')} | {get('evaluate', 'test/top1')} | "
+        f"{get('onboard', 'test/top1_old')} / {get('onboard', 'test/top1_new')} |"
+    )
+
+
+def rehearsal_markdown(res: dict, args) -> str:
+    """The rehearsal's tables: seconds and peak RSS per stage and size, growth first -> last size, outcomes."""
+    from rehearsal import STAGES
+
+    sizes = res["sizes"]
+    head = " | ".join(f"{r['skus']:,} SKUs: s / MiB" for r in sizes)
+    lines = [
+        "## 12,000-SKU rehearsal — `scripts/benchmark_scale.py --rehearsal`",
+        "",
+        f"`python scripts/benchmark_scale.py {' '.join(res['argv'])}` — {res['date']}, {res['machine']}, "
+        f"load average (1, 5, 15 min) before {res['load_before']}, after {res['load_after']}. Synthetic catalogue, "
+        f"{args.images_per_sku} images per SKU rendered at {args.size} px, model input {args.image_size} px; "
+        "every stage its own process (wall seconds / peak RSS of it and its reaped children, GNU time's `%M`; "
+        "`import torch` alone is ~660 MiB here). Growth flagged when above 1.2× the growth in SKUs.",
+        "",
+        f"| stage | {head} | growth s / RSS |",
+        "|---|" + "---|" * (len(sizes) + 1),
+        *[stage_row(stage, sizes) for stage in STAGES],
+        "",
+        "| SKUs | images (train/val/test) | new SKUs | train.py test top-1 | evaluate top-1 | onboard top-1 old / new |",
+        "|---|---|---|---|---|---|",
+        *[outcome_row(r) for r in sizes],
+    ]
+    return "\n".join([*lines, "", REHEARSAL_FINDINGS])
+
+
+def republish(args) -> int:
+    """Re-render the section from a saved ``--json`` run, plus sizes stopped part-way (their stages.json)."""
+    res = json.loads(Path(args.from_json).read_text())
+    for work in args.partial or []:
+        stages = json.loads((Path(work) / "stages.json").read_text())
+        manifest = json.loads((Path(work) / "shards" / "manifest.json").read_text())
+        counts = {k: v["count"] for k, v in manifest["splits"].items()}
+        res["sizes"].append({"skus": manifest["num_classes"], "images": sum(counts.values()), "counts": counts,
+                             "stages": stages})  # fmt: skip
+    return publish("benchmark_rehearsal", rehearsal_markdown(res, args), res, args)
+
+
+def load_average() -> str:
+    import os
+
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_rehearsal(args, res: dict) -> int:
+    from rehearsal import rehearse
+
+    args.skus = round(max(args.sizes) * (1 + args.onboard_fraction))  # the delta's SKUs rendered too
+    originals = Path(args.originals) if args.originals else ensure_originals(args)
+    res["load_before"] = load_average()
+    res["sizes"] = [rehearse(originals, n, args) for n in args.sizes]
+    res["load_after"] = load_average()
+    return publish("benchmark_rehearsal", rehearsal_markdown(res, args), res, args)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import skuvision  # noqa: F401
 
-    originals = ensure_originals(args)
     res = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "argv": sys.argv[1:] if argv is None else list(argv),
     }
+    if args.rehearsal:
+        return republish(args) if args.from_json else run_rehearsal(args, res)
+    originals = ensure_originals(args)
     for key, n in (("subset", args.subset), ("full", args.skus)):
         log(f"build + load {n} SKUs ...")
         res[key] = build_and_load(listing(originals, n), Path(args.data_dir) / f"scale-shards-{n}", args)

@@ -247,3 +247,23 @@ def test_train_crop_is_the_same_from_shards_of_any_size():
     photo = read_image(str(Path(__file__).parent / "data" / "imagenet" / "banana.jpg"))
     crops = _same_crop_at(photo, (256, 183))
     assert (crops[256] - crops[183]).abs().mean() < 4
+
+
+@pytest.mark.slow  # ~5 min on 2 loaded cores: 15 processes, each importing torch
+def test_benchmark_scale_rehearsal_runs_every_stage_on_a_tiny_catalogue(tmp_path):
+    """The 12,000-SKU rehearsal's script, at 20 and 40 SKUs: every stage runs and is timed, P=1 = P=4."""
+    from skuvision.data.synthetic import write_catalogue
+
+    write_catalogue(tmp_path / "originals", 42, 10, size=48, progress=False)
+    result = run_cli(
+        "scripts/benchmark_scale.py",
+        *("--rehearsal", "--skus", "20,40", "--workers", "1", "--json", "--no-markdown"),
+        *("--originals", str(tmp_path / "originals"), "--data-dir", str(tmp_path / "runs")),
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = json.loads(result.stdout)
+    assert [r["skus"] for r in res["sizes"]] == [20, 40] and [r["new_skus"] for r in res["sizes"]] == [1, 2]
+    for r in res["sizes"]:
+        assert len(r["stages"]) == 10 and all(s["s"] > 0 and s["rss_mb"] > 0 for s in r["stages"].values())
+        assert r["metrics"]["onboard"]["onboard/new_skus"] == r["new_skus"]

@@ -33,15 +33,61 @@ def _class_mapping(shard_label_map: dict, model_labels: LabelMap) -> list[int]:
     return [model_labels.sku_to_index.get(s, -1) for s in shard.skus]
 
 
+TOPK = 5  # what metrics.json reports: top-1 and top-5, of SKUs and of brands
+
+
+class TopK:
+    """What evaluate keeps of each image: its top-5 SKUs and brands, never its row of logits.
+
+    Holding the logits of a split is images x classes: at 12,000 SKUs and 12,000 test images,
+    576 MB of float32, and the arg-sort and softmax of it several times that (the 12,000-SKU
+    rehearsal, BENCHMARKS.md). Reduced batch by batch, memory is images x 5 at any catalogue size.
+    """
+
+    def __init__(self, brand_of: list[int] | None) -> None:
+        self.brand_of = torch.as_tensor(brand_of) if brand_of is not None else None
+        self.top: list[np.ndarray] = []
+        self.brand_top: list[np.ndarray] = []
+
+    def add(self, logits: np.ndarray) -> None:
+        self.top.append(top_indices(logits, TOPK))
+        if self.brand_of is not None:
+            probs = torch.from_numpy(logits).double().softmax(dim=1)
+            brands = probs.new_zeros(len(probs), int(self.brand_of.max()) + 1).index_add_(1, self.brand_of, probs)
+            self.brand_top.append(top_indices(brands.numpy(), TOPK))
+
+    def result(self, num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+        k = min(TOPK, num_classes)
+        top = np.concatenate(self.top) if self.top else np.zeros((0, k), np.int64)
+        brand_top = np.concatenate(self.brand_top) if self.brand_top else None
+        return top, brand_top
+
+
+def top_indices(values: np.ndarray, k: int) -> np.ndarray:
+    """The indices of each row's ``k`` largest values, largest first; ties go to the lower index
+    (as a stable arg-sort of the whole row would), in O(row) per row rather than O(row log row)."""
+    k = min(k, values.shape[1])
+    if k == values.shape[1]:
+        return np.argsort(-values, axis=1, kind="stable")
+    kth = -np.partition(-values, k - 1, axis=1)[:, k - 1 : k]  # each row's k-th largest value
+    rows = []
+    for row, bound in zip(values, kth[:, 0]):
+        cand = np.flatnonzero(row >= bound)  # ascending indices: every value above the bound, and its ties
+        rows.append(cand[np.argsort(-row[cand], kind="stable")[:k]])
+    return np.asarray(rows, np.int64).reshape(len(values), k)
+
+
 def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress: bool = True):
-    """(logits (N, C), true model class indices (N,), images of unknown SKUs)."""
+    """(top-5 model class indices (N, 5), brand top-5 (N, 5) or None, true model class indices (N,),
+    images of unknown SKUs); logits are reduced batch by batch (:class:`TopK`)."""
     _, count = split_images(shards_dir, split)
     mapping = _class_mapping(manifest_label_map(shards_dir), predictor.labels)
-    logits, labels, batch, unknown = [], [], [], 0
+    kept = TopK(predictor.labels.attribute_targets("brand"))
+    labels, batch, unknown = [], [], 0
 
     def flush() -> None:
         if batch:
-            logits.append(predictor.logits(torch.stack(batch)))
+            kept.add(predictor.logits(torch.stack(batch)))
             batch.clear()
 
     for image, shard_label in tqdm(
@@ -56,12 +102,8 @@ def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress
         if len(batch) >= batch_size:
             flush()
     flush()
-    num_classes = len(predictor.labels)
-    return (
-        (np.concatenate(logits) if logits else np.zeros((0, num_classes), np.float32)),
-        np.asarray(labels, np.int64),
-        unknown,
-    )
+    top, brand_top = kept.result(len(predictor.labels))
+    return top, brand_top, np.asarray(labels, np.int64), unknown
 
 
 def _group_accuracy(labels: np.ndarray, pred: np.ndarray, group_of: dict[str, str], skus: list[str]) -> dict:
@@ -81,33 +123,27 @@ def _group_accuracy(labels: np.ndarray, pred: np.ndarray, group_of: dict[str, st
     }
 
 
-def brand_accuracy(logits: np.ndarray, labels: np.ndarray, model_labels: LabelMap, split: str) -> dict:
+def brand_accuracy(brand_top: np.ndarray | None, labels: np.ndarray, model_labels: LabelMap, split: str) -> dict:
     """``{split}/brand_top1`` and ``brand_top5``: each brand scores the summed probability of its SKUs, as
     the training run's test computes them (the GroceryStoreDataset's coarse accuracy); {} without brands."""
     brand_of = model_labels.attribute_targets("brand")
-    if brand_of is None or not len(labels):
+    if brand_of is None or brand_top is None or not len(labels):
         return {}
-    brand_of = np.asarray(brand_of)
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
-    probs = shifted / shifted.sum(1, keepdims=True)
-    brand_probs = np.zeros((len(probs), brand_of.max() + 1))
-    np.add.at(brand_probs.T, brand_of, probs.T)
-    top = np.argsort(-brand_probs, axis=1, kind="stable")[:, : min(5, brand_probs.shape[1])]
-    target = brand_of[labels]
+    target = np.asarray(brand_of)[labels]
     return {
-        f"{split}/brand_top1": float(np.mean(top[:, 0] == target)),
-        f"{split}/brand_top5": float(np.mean((top == target[:, None]).any(1))),
+        f"{split}/brand_top1": float(np.mean(brand_top[:, 0] == target)),
+        f"{split}/brand_top5": float(np.mean((brand_top == target[:, None]).any(1))),
     }
 
 
-def compute_metrics(logits: np.ndarray, labels: np.ndarray, model_labels: LabelMap, split: str) -> dict:
-    n, num_classes = len(labels), logits.shape[1]
-    k = min(5, num_classes)
-    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+def compute_metrics(
+    top: np.ndarray, brand_top: np.ndarray | None, labels: np.ndarray, model_labels: LabelMap, split: str
+) -> dict:
+    n = len(labels)
     pred = top[:, 0] if n else np.zeros(0, np.int64)
     skus = model_labels.skus
     return {
-        **brand_accuracy(logits, labels, model_labels, split),
+        **brand_accuracy(brand_top, labels, model_labels, split),
         f"{split}/top1": float(np.mean(pred == labels)) if n else float("nan"),
         f"{split}/top5": float(np.mean((top == labels[:, None]).any(1))) if n else float("nan"),
         "images": int(n),
@@ -134,9 +170,9 @@ def evaluate(
     split_images(shards_dir, split)  # bad shard dir or split: one line before the model loads
     predictor = load_predictor(model, image_size=image_size, int8=int8)
     started = time.perf_counter()
-    logits, labels, unknown = score(predictor, shards_dir, split, batch_size, progress)
+    top, brand_top, labels, unknown = score(predictor, shards_dir, split, batch_size, progress)
     seconds = time.perf_counter() - started
-    metrics = compute_metrics(logits, labels, predictor.labels, split)
+    metrics = compute_metrics(top, brand_top, labels, predictor.labels, split)
     metrics.update(
         model=str(model),
         backend=predictor.backend,
@@ -148,7 +184,7 @@ def evaluate(
     out_dir = Path(out) if out else default_out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     num_classes = len(predictor.labels)
-    pred = logits.argmax(1) if len(labels) else np.zeros(0, np.int64)
+    pred = top[:, 0] if len(labels) else np.zeros(0, np.int64)
     totals = np.bincount(labels, minlength=num_classes)
     correct = np.bincount(labels[pred == labels], minlength=num_classes)
     label_map = predictor.labels.to_dict()

@@ -12,9 +12,11 @@ import csv
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from skuvision.data.datamodule import resolve_root
@@ -181,7 +183,7 @@ def _choose_ridge(ob: OnboardSettings, stats: RidgeStats, cache, month: Month, e
     scores = {}
     for penalty in sorted(ob.ridge_grid):
         weight, bias = stats.solve(penalty)
-        scores[penalty] = float(((feats @ weight.T + bias).argmax(1) == labels).float().mean())
+        scores[penalty] = float(hits(partial(F.linear, weight=weight, bias=bias), feats, labels, 1)[0].float().mean())
     best = max(scores, key=lambda p: (scores[p], p))  # ties: the larger penalty, the smoother head
     log.info("onboard.ridge=%s chosen on %d val images (top-1 by penalty: %s)", best, len(labels), scores)
     return best, scores
@@ -210,15 +212,30 @@ def fit_head(ob: OnboardSettings, model, old_count: int, cache, month: Month, tr
     return {**info, "replay_images": len(train_old)}
 
 
+CHUNK = 1024  # feature rows scored at a time
+
+
+def hits(layer, feats: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-1 hit, top-k hit) per image, scored CHUNK rows at a time.
+
+    The whole test split's logits at once are images x classes: with every earlier test image at
+    12,000 SKUs, 12,000 x 12,600 float32 = 605 MB, and the top-k as much again.
+    """
+    top1, topk = [], []
+    with torch.no_grad():
+        for start in range(0, len(labels), CHUNK):
+            logits, y = layer(feats[start : start + CHUNK]), labels[start : start + CHUNK]
+            top1.append(logits.argmax(1) == y)
+            topk.append((logits.topk(k, 1).indices == y[:, None]).any(1))
+    return torch.cat(top1), torch.cat(topk)
+
+
 def evaluate(cache: FeatureCache, layer, picks: list[Pick], transform, old_count: int, num_classes: int) -> dict:
     """Top-1/top-5 overall, on old and on new SKUs, and per-class counts for per_sku.csv."""
     feats, labels = cache.extract(read_picks(picks), transform)
     if not len(labels):
         return {"n": 0}
-    with torch.no_grad():
-        logits = layer(feats)
-    hit = logits.argmax(1) == labels
-    top5 = (logits.topk(min(5, num_classes), 1).indices == labels[:, None]).any(1)
+    hit, top5 = hits(layer, feats, labels, min(5, num_classes))
     old = labels < old_count
     return {
         "n": len(labels),
