@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from skuvision.data.remote import S3ShardUploader, explain, is_s3, join_key, s3_client, split_s3_uri
+from skuvision.data.remote import S3ShardUploader, explain, is_s3, join_key, keys_under, s3_client, split_s3_uri
 from skuvision.data.shard_dirs import PARTITIONS, STAGING
 from skuvision.errors import DataError
 
@@ -80,9 +80,7 @@ class S3Partitions:
             raise explain(exc, f"--out {self.uri}", self.bucket) from None
 
     def _keys(self, under: str) -> list[str]:
-        with self._errors():
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{under}/")
-            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+        return keys_under(self.client, self.bucket, under, f"--out {self.uri}")
 
     def records(self) -> dict[str, dict]:
         found = {}

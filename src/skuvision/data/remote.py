@@ -72,17 +72,22 @@ def read_object(uri: str) -> bytes:
     return client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def list_keys(uri: str) -> list[str]:
-    """Every key under ``uri`` (a prefix), sorted; one line for a missing bucket or denied access."""
+def keys_under(client, bucket: str, prefix: str, what: str) -> list[str]:
+    """Every key in the folder ``prefix`` ("" = the whole bucket), as S3 lists them; an AWS error is one
+    line naming ``what`` (the option and URI the user gave)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, prefix = split_s3_uri(uri)
-    client = s3_client()
     try:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "")
-        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
     except (BotoCoreError, ClientError) as exc:
-        raise explain(exc, f"--input {uri}", bucket) from None
+        raise explain(exc, what, bucket) from None
+
+
+def list_keys(uri: str) -> list[str]:
+    """Every key under ``uri`` (a prefix), sorted; one line for a missing bucket or denied access."""
+    bucket, prefix = split_s3_uri(uri)
+    return sorted(keys_under(s3_client(), bucket, prefix, f"--input {uri}"))
 
 
 def explain(exc: Exception, what: str, bucket: str) -> DataError:
@@ -204,14 +209,7 @@ class S3ShardUploader:
 
         check_bucket(self.client, self.uri)
         base = f"{self.prefix}/" if self.prefix else ""
-        try:
-            keys = [
-                o["Key"]
-                for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base)
-                for o in page.get("Contents", [])
-            ]
-        except (BotoCoreError, ClientError) as exc:
-            raise explain(exc, f"--out {self.uri}", self.bucket) from None
+        keys = keys_under(self.client, self.bucket, self.prefix, f"--out {self.uri}")
         foreign = [k for k in keys if not self._ours(k[len(base) :])]
         if foreign:
             raise DataError(
