@@ -18,9 +18,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from skuvision.data.remote import S3ShardUploader, explain, is_s3, join_key, keys_under, s3_client, split_s3_uri
+from skuvision.data.remote import (
+    S3ShardUploader,
+    delete_keys,
+    explain,
+    is_s3,
+    join_key,
+    keys_under,
+    s3_client,
+    split_s3_uri,
+)
 from skuvision.data.shard_dirs import PARTITIONS, STAGING
-from skuvision.errors import DataError
 
 PARTIAL = "partial.json"
 
@@ -109,14 +117,7 @@ class S3Partitions:
         return bool(self._keys(join_key(self.prefix, name)))
 
     def _delete(self, keys: list[str]) -> None:
-        for start in range(0, len(keys), 1000):
-            with self._errors():
-                reply = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
-                )
-            if reply.get("Errors"):
-                err = reply["Errors"][0]
-                raise DataError(f"{self.uri}: cannot delete s3://{self.bucket}/{err.get('Key')} ({err.get('Code')})")
+        delete_keys(self.client, self.bucket, keys, f"--out {self.uri}")
 
     def publish(self, staging: Path, name: str) -> None:
         """Replace partition ``name`` with ``staging``'s files: its old marker goes first, the new one last."""

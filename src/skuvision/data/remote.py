@@ -84,6 +84,23 @@ def keys_under(client, bucket: str, prefix: str, what: str) -> list[str]:
         raise explain(exc, what, bucket) from None
 
 
+def delete_keys(client, bucket: str, keys: list[str], what: str, hint: str = "") -> None:
+    """Delete ``keys`` in order, 1,000 per request (S3's limit); the first key S3 refuses, or an AWS
+    error, is one line naming ``what`` (then ``hint``, what to do)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    for start in range(0, len(keys), 1000):
+        try:
+            reply = client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise explain(exc, what, bucket) from None
+        if reply.get("Errors"):
+            err = reply["Errors"][0]
+            raise DataError(f"{what}: cannot delete s3://{bucket}/{err.get('Key')} ({err.get('Code')}){hint}")
+
+
 def list_keys(uri: str) -> list[str]:
     """Every key under ``uri`` (a prefix), sorted; one line for a missing bucket or denied access."""
     bucket, prefix = split_s3_uri(uri)
@@ -205,7 +222,6 @@ class S3ShardUploader:
 
     def prepare(self) -> None:
         """Check bucket and credentials, refuse foreign objects, clear an earlier build of ours."""
-        from botocore.exceptions import BotoCoreError, ClientError
 
         check_bucket(self.client, self.uri)
         base = f"{self.prefix}/" if self.prefix else ""
@@ -219,19 +235,13 @@ class S3ShardUploader:
         keys = [k for k in keys if k[len(base) :].split("/", 1)[0] != PARTITIONS]
         manifest = join_key(self.prefix, "manifest.json")  # first: a half-replaced build never looks complete
         keys.sort(key=lambda k: k != manifest)
-        for start in range(0, len(keys), 1000):
-            try:
-                reply = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
-                )
-            except (BotoCoreError, ClientError) as exc:
-                raise explain(exc, f"--out {self.uri}: clearing the earlier build", self.bucket) from None
-            if reply.get("Errors"):
-                err = reply["Errors"][0]
-                raise DataError(
-                    f"--out {self.uri}: cannot delete s3://{self.bucket}/{err.get('Key')} of the earlier "
-                    f"build ({err.get('Code')}); check delete permission on the prefix"
-                )
+        delete_keys(
+            self.client,
+            self.bucket,
+            keys,
+            f"--out {self.uri}: clearing the earlier build",
+            "; check delete permission on the prefix",
+        )
 
     @staticmethod
     def _ours(rel: str) -> bool:
