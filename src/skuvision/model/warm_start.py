@@ -18,21 +18,27 @@ from skuvision.data.labels import LabelMap
 from skuvision.errors import ConfigError
 from skuvision.model.module import SKUClassifier
 
+INIT_FROM_HINT = "pass a .ckpt of train.py or onboard.py"
 
-def check_path(path: str) -> None:
+
+def check_path(path: str, key: str = "init_from", error: type[Exception] = ConfigError, hint: str = INIT_FROM_HINT):
     """Before the run spends minutes on data: a missing file is one line at once."""
     if not Path(path).is_file():
-        raise ConfigError(f"init_from={path}: file not found; pass a .ckpt of train.py or onboard.py")
+        raise error(f"{key}={path}: file not found; {hint}")
 
 
-def read_checkpoint(path: str) -> dict:
-    check_path(path)
+def read_checkpoint(
+    path: str, key: str = "init_from", error: type[Exception] = ConfigError, hint: str = INIT_FROM_HINT
+) -> dict:
+    """A checkpoint of train.py or onboard.py (weights, hyperparameters, label map), or one line naming
+    ``key`` and the file; ``init_from`` and ``onboard.from`` both read theirs here."""
+    check_path(path, key, error, hint)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling / zip errors differ between torch versions
-        raise ConfigError(f"init_from={path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or not ckpt.get("state_dict") or not ckpt.get("label_map"):
-        raise ConfigError(f"init_from={path}: no state_dict or label_map; pass a .ckpt of train.py or onboard.py")
+        raise error(f"{key}={path}: not a readable checkpoint ({type(exc).__name__}); {hint}") from None
+    if not isinstance(ckpt, dict) or not all(ckpt.get(k) for k in ("state_dict", "hyper_parameters", "label_map")):
+        raise error(f"{key}={path}: no state_dict, hyper_parameters or label_map; {hint}")
     return ckpt
 
 

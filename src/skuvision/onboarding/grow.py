@@ -8,30 +8,13 @@ from torch import nn
 from skuvision.data.labels import LabelMap
 from skuvision.errors import DataError
 from skuvision.model.module import SKUClassifier, rebuild_classifier
+from skuvision.model.warm_start import read_checkpoint
 from skuvision.onboarding.heads import grow_linear
 
 
 def load_checkpoint(path: str) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(
-            f"onboard.from={path}: file not found; pass last month's checkpoint (a .ckpt of train.py)"
-        ) from None
-    except Exception as exc:  # unpickling / zip errors differ between torch versions
-        raise DataError(
-            f"onboard.from={path}: not a readable checkpoint ({type(exc).__name__}); pass a .ckpt of train.py"
-        ) from None
-    if (
-        not isinstance(ckpt, dict)
-        or "state_dict" not in ckpt
-        or "hyper_parameters" not in ckpt
-        or not ckpt.get("label_map")
-    ):
-        raise DataError(
-            f"onboard.from={path}: no state_dict, hyper_parameters or label_map; pass a .ckpt written by train.py"
-        )
-    return ckpt
+    """Last month's checkpoint (``onboard.from``), or one line naming it."""
+    return read_checkpoint(path, "onboard.from", DataError, "pass last month's checkpoint (a .ckpt of train.py)")
 
 
 def _grow_aux(old: nn.Linear, new: nn.Linear, old_vocab: list[str], new_vocab: list[str]) -> None:
