@@ -133,6 +133,7 @@ def test_a_sweep_reports_the_job_whose_rank_died_and_runs_the_next(tiny_shards, 
     assert last[1] == f"skuvision: sweep: 1 of 2 job(s) failed; outputs in {sweep_dir}"
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_a_sweep_job_with_bad_input_is_reported_and_the_next_job_runs(tiny_shards, tmp_path):
     """In-process jobs (one device): a job's one-line error no longer ends the sweep there."""
     missing = tmp_path / "no-shards-here"
@@ -147,6 +148,7 @@ def test_a_sweep_job_with_bad_input_is_reported_and_the_next_job_runs(tiny_shard
     assert last[1] == f"skuvision: sweep: 1 of 2 job(s) failed; outputs in {sweep_dir}"
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_a_sweep_whose_jobs_all_succeed_ends_with_where_they_are(tiny_shards, tmp_path):
     sweep_dir, output, status = sweep(tmp_path, f"data.root={tiny_shards}", *IN_PROCESS, "model.freeze_depth=0,5")
     assert status == 0, output[-3000:]

@@ -366,6 +366,7 @@ def test_bad_onboard_setting_is_one_line_naming_the_key(month, tmp_path, overrid
         read_settings(_onboard_cfg(month, tmp_path, override))
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_onboard_cli_without_a_checkpoint_and_train_experiment_onboard_stop_with_one_line(month, tmp_path):
     result = run_cli("onboard.py", f"data.root={month['delta']}", f"hydra.run.dir={tmp_path / 'a'}")
     assert result.returncode == 2, result.stderr[-2000:]

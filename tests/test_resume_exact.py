@@ -85,6 +85,7 @@ def test_sigterm_mid_epoch_then_resume_ends_bit_identical_to_an_uninterrupted_ru
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_sigterm_from_outside_saves_last_ckpt_and_exits_non_zero(tiny_shards, tmp_path):
     """A local ``kill`` mid-epoch: last.ckpt is written at the step it landed on, exit status 143."""
     run_dir = tmp_path / "run"

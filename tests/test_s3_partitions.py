@@ -43,6 +43,7 @@ def split_samples(root: str, cache: Path) -> dict[str, list[tuple[bytes, int]]]:
     return result
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_two_partitions_built_to_s3_and_merged_there_equal_a_local_one_machine_build(aws, tiny_catalogue, tmp_path):
     s3 = make_bucket(aws)
     for k in (0, 1):

@@ -45,6 +45,7 @@ def build(aws, catalogue, out: str = URI, *extra: str):
     )
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_build_to_s3_then_train_from_it_through_a_local_cache(aws, tiny_catalogue, tmp_path):
     s3 = make_bucket(aws)
     result = build(aws, tiny_catalogue)
@@ -75,6 +76,7 @@ def test_build_to_s3_then_train_from_it_through_a_local_cache(aws, tiny_catalogu
     assert cached <= {k.rsplit("/", 1)[1] for k in stored}
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_rebuild_replaces_our_objects_and_reads_the_previous_label_map_from_s3(aws, tiny_catalogue, tmp_path):
     s3 = make_bucket(aws)
     assert build(aws, tiny_catalogue).returncode == 0

@@ -115,6 +115,7 @@ def test_what_the_server_does_not_store_is_what_was_sent(aws, tmp_path):
     assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == settings.max_run
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_dry_run_prints_the_request_and_submits_nothing(aws, tmp_path):
     s3 = make_buckets(aws, "sm-bucket")
     result = shards_build_cli(

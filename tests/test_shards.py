@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from skuvision.data.manifest import read_manifest
@@ -140,6 +141,7 @@ def test_label_map_keeps_old_indices_and_appends_new_skus(tmp_path):
     assert sorted(i for s, i in new.items() if s not in old_map) == [4, 5, 6]
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_verify_fails_when_counts_do_not_match(tiny_shards, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_shards, copy)
@@ -153,6 +155,7 @@ def test_verify_fails_when_counts_do_not_match(tiny_shards, tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_bad_inputs_fail_with_one_clear_line(tmp_path):
     missing = run_cli(
         "-m", "skuvision.cli", "shards", "build", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o")
@@ -215,6 +218,7 @@ def test_exif_orientation_is_applied_so_phone_photos_are_stored_upright(tmp_path
     assert split_of_each_image(tmp_path / "out") == {hashlib.sha1(photo.read_bytes()).hexdigest(): "train"}
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_a_build_that_runs_out_of_room_says_so_in_one_line_and_keeps_the_earlier_build(tiny_catalogue, tmp_path):
     """The write fails as on a full disk (a file size limit with SIGXFSZ ignored gives EFBIG, as ENOSPC would)."""
     import resource

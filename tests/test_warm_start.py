@@ -83,6 +83,7 @@ def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, make_oth
         warm_start(_model(["a", "b"], seed=1), str(path))
 
 
+@pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_train_py_starts_from_the_checkpoint_and_trains(tiny_shards, tmp_path):
     skus = LabelMap.from_dict(json.loads((tiny_shards / "manifest.json").read_text())["label_map"]).skus
     known = skus[:-1]  # the checkpoint predates the last SKU
