@@ -7,10 +7,10 @@ averaging, the swap around validation and the checkpoint layout (``state_dict`` 
 ``current_model_state`` = the raw weights, for resuming).
 
 One change: outside fit, in the trainer that just fitted (``trainer.test(ckpt_path=best)`` as
-``skuvision.train`` does, or ``trainer.validate``), the parent would load the checkpoint's raw
-weights over the averaged ones it had just restored, and swap the end-of-training average in
-around validation, so the scores would be of weights the best checkpoint does not hold. Here a
-checkpoint loaded outside fit keeps its ``state_dict`` (the average) and nothing is swapped.
+``skuvision.train`` does), the parent loads the checkpoint's raw weights over the averaged ones
+just restored; its swap around validation puts the average back for ``trainer.validate``, but
+nothing does for the test, which would score weights validation never saw. Here a checkpoint
+loaded outside fit keeps its ``state_dict`` (the average), so nothing is swapped outside fit either.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ class WeightEMA(EMAWeightAveraging):
         if not 0.0 < float(decay) < 1.0:
             raise ConfigError(f"callbacks.ema.decay={decay}: must be in (0, 1), e.g. 0.99 (an average over ~100 steps)")
         super().__init__(decay=float(decay), update_starting_at_step=update_starting_at_step)
-        self.decay = float(decay)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if _fitting(trainer):  # resuming: raw weights to train on, the average beside them

@@ -222,7 +222,6 @@ class S3ShardUploader:
 
     def prepare(self) -> None:
         """Check bucket and credentials, refuse foreign objects, clear an earlier build of ours."""
-
         check_bucket(self.client, self.uri)
         base = f"{self.prefix}/" if self.prefix else ""
         keys = keys_under(self.client, self.bucket, self.prefix, f"--out {self.uri}")
