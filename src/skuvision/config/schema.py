@@ -18,6 +18,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from skuvision.errors import ConfigError
 from skuvision.model.backbone import check_backbone
+from skuvision.model.mixing import check_mix
 
 
 @dataclass
@@ -46,6 +47,7 @@ class ModelConfig:
     channels_last: bool = False
     frozen_precision: str = "fp32"
     fold_frozen_bn: bool = False
+    mix: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,6 +112,7 @@ def validate(cfg: DictConfig, need_data: bool = True) -> None:
         )
     if not 0.0 <= model.label_smoothing < 1.0:
         raise ConfigError(f"model.label_smoothing={model.label_smoothing}: must be in [0, 1)")
+    check_mix(model.mix)
     if data is None:
         return
     try:

@@ -22,6 +22,7 @@ from skuvision.errors import ConfigError, DataError
 from skuvision.model.backbone import build_backbone
 from skuvision.model.gather import gather_pairs
 from skuvision.model.heads import mlp_head
+from skuvision.model.mixing import BatchMix, check_mix
 
 REFERENCE_BATCH = 256  # the learning rate in configs is the one for a global batch of 256
 
@@ -58,6 +59,7 @@ class SKUClassifier(L.LightningModule):
         frozen_precision: str = "fp32",
         fold_frozen_bn: bool = False,
         batch_size: int | None = None,
+        mix: dict | None = None,
     ):
         super().__init__()
         head, optimizer, scheduler, label_map = (plain(x) or {} for x in (head, optimizer, scheduler, label_map))
@@ -81,8 +83,10 @@ class SKUClassifier(L.LightningModule):
                 "frozen_precision": str(frozen_precision),
                 "fold_frozen_bn": bool(fold_frozen_bn),
                 "batch_size": int(batch_size) if batch_size else None,
+                "mix": check_mix(plain(mix)),
             }
         )
+        self.mixer = BatchMix(**self.hparams.mix)
         self.label_map = label_map
         self.preprocess: dict | None = None  # set from a checkpoint; saved into checkpoints (on_save_checkpoint)
         self.backbone = build_backbone(
@@ -159,13 +163,23 @@ class SKUClassifier(L.LightningModule):
 
     def _step(self, batch: dict, split: str) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]
+        lam = 1.0  # model.mix: the weight of each image's own targets (train only; metrics read them alone)
+        if split == "train":
+            images, lam = self.mixer(images)
         features = self.backbone(images)
         logits = self.head(features)
         smoothing = self.hparams.label_smoothing if split == "train" else 0.0
-        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+
+        def mixed_loss(out: torch.Tensor, targets: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
+            loss = F.cross_entropy(out, targets, label_smoothing=smooth)
+            if lam < 1.0:
+                loss = lam * loss + (1.0 - lam) * F.cross_entropy(out, targets.flip(0), label_smoothing=smooth)
+            return loss
+
+        loss = mixed_loss(logits, labels, smoothing)
         for kind, head in self.aux.items():
             aux_targets = getattr(self, f"{kind}_of_class")[labels]
-            loss = loss + self.hparams.aux_weight * F.cross_entropy(head(features), aux_targets)
+            loss = loss + self.hparams.aux_weight * mixed_loss(head(features), aux_targets)
         top1, top5 = getattr(self, f"{split}_top1"), getattr(self, f"{split}_top5")
         top1(logits, labels)
         top5(logits, labels)
