@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -303,6 +304,7 @@ def main(argv=None) -> int:
         "prep_s": prep_seconds,
         "data": args.data or "synthetic",
         "machine": machine(),
+        "load_end": list(os.getloadavg()),
     }
     table = render(results, drift)
     plot(
@@ -663,14 +665,21 @@ def _pct(x) -> str:
 def render(results: dict, drift: dict) -> str:
     meta, base, full = results["_meta"], results["base"], results["full retrain"]
     png = "benchmark_onboarding.png" if meta["data"] == "synthetic" else "benchmark_onboarding_grocery.png"
+    title = (
+        "## Monthly onboarding vs full retrain (`scripts/benchmark_onboarding.py`)"
+        if meta["data"] == "synthetic"
+        else "## Monthly onboarding on real photos vs a full retrain (`scripts/benchmark_onboarding.py --data`)"
+    )
+    load = meta.get("load_end")
+    where = f"load average (1/5/15 min) at the end {' / '.join(f'{x:.2f}' for x in load)}" if load else "on 2 CPU cores"
     lines = [
-        "## Monthly onboarding vs full retrain (`scripts/benchmark_onboarding.py`)",
+        title,
         "",
         f"{meta['data']}: base model on {meta['old_skus']} SKUs ({meta['base_train_images']} train images, "
         f"{meta['epochs']} epochs, {meta['recipe']}), then +{meta['new_skus']} new SKUs"
         + (" from the same brand families" if meta["same_family_new"] else "")
         + f"; replay {meta['replay_per_sku']} "
-        f"images per old SKU. {meta['machine']}; all rows measured in the same run, on 2 CPU cores shared with other work.",
+        f"images per old SKU. {meta['machine']}; all rows measured in the same run; {where}.",
         "",
         f"Base model: old-SKU test top-1 {_pct(base['top1_old'])} %"
         + (
