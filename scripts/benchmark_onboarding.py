@@ -197,6 +197,9 @@ def per_sku_top1(run_dir: Path, skus: set[str]) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from skuvision.quiet import quiet_library_noise
+
+    quiet_library_noise()  # the in-process evaluator opens one litdata dataset per shard set
     work = Path(args.work)
     if not args.resume:
         shutil.rmtree(work, ignore_errors=True)

@@ -137,3 +137,21 @@ def test_a_run_prints_no_repeated_library_noise_and_ends_with_where_its_outputs_
         assert noise not in output, noise
     last = [line for line in result.stdout.splitlines() if line.strip()][-2:]  # the log (Hydra: stdout)
     assert last[0].endswith(f"metrics: {run_dir}/metrics.json") and f"outputs: {run_dir} (" in last[1], last
+
+
+def test_litdata_small_cache_advice_is_dropped_once_quieted(tiny_shards, caplog):
+    """The replay reader (10 GB) and the S3 partition merge (1 GB per reader) cap litdata's cache on purpose;
+    litdata advises against it once per dataset opened, which was one console line per shard set per round."""
+    import logging
+
+    from litdata import StreamingDataset
+
+    from skuvision.quiet import quiet_library_noise
+
+    quiet_library_noise()
+    with caplog.at_level(logging.WARNING, logger="litdata.streaming.dataset"):
+        StreamingDataset(str(tiny_shards / "train"), max_cache_size="1GB")
+        logging.getLogger("litdata.streaming.dataset").warning("another litdata warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "another litdata warning" in messages  # real warnings still show
+    assert not any("max_cache_size" in m for m in messages), messages

@@ -26,9 +26,20 @@ class _DropTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip:")
 
 
+class _DropSmallCacheAdvice(logging.Filter):
+    """litdata's advice against a ``max_cache_size`` under 25 GB, once per dataset opened: the replay
+    reader and the partition merge set small caps on purpose (bounded disk), one dataset per split."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("The provided `max_cache_size` is less than")
+
+
 def quiet_library_noise() -> None:
-    """Idempotent; called by the train task in every process (ranks included)."""
+    """Idempotent; called by the train and onboarding tasks in every process (ranks included)."""
     logging.getLogger("litdata").setLevel(logging.WARNING)
+    dataset_logger = logging.getLogger("litdata.streaming.dataset")
+    if not any(isinstance(f, _DropSmallCacheAdvice) for f in dataset_logger.filters):
+        dataset_logger.addFilter(_DropSmallCacheAdvice())
     for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropTips) for f in logger.filters):

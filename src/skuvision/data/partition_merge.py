@@ -33,6 +33,7 @@ from skuvision.data.shards import (
 )
 from skuvision.data.sku_work import Sample, SKUResult
 from skuvision.errors import DataError
+from skuvision.quiet import quiet_library_noise
 
 CACHE = "1GB"  # litdata's max_cache_size per partition and split read from S3 (P x 3 readers at most)
 
@@ -43,6 +44,7 @@ def merge_partitions(out: str | Path, progress: bool = True) -> dict:
     ``out`` may be ``s3://``: the partitions are iterated from S3 through a local litdata cache (whole chunks) and the
     merged shard set is uploaded chunk by chunk, manifest last (as a one-machine build to S3 does).
     """
+    quiet_library_noise()  # one litdata dataset per partition and split, each with its small-cache advice
     store = partition_store(out)
     records = load_partitions(store)
     first = records[0]

@@ -34,6 +34,7 @@ from skuvision.onboarding.features import FeatureCache
 from skuvision.onboarding.grow import grown_model, load_checkpoint
 from skuvision.onboarding.replay import Pick, old_sku_picks, read_picks, split_picks
 from skuvision.onboarding.settings import OnboardSettings, projection_of, read_settings
+from skuvision.quiet import quiet_library_noise
 from skuvision.report.per_sku import write_per_sku_report
 
 # Deferred on purpose: boto3/botocore are slow to import and only S3 paths need them.
@@ -300,6 +301,7 @@ def onboarding_metrics(ob, month: Month, val: dict, test: dict, cost: dict, info
 
 def run(cfg: DictConfig) -> float | None:
     """Onboard the delta's SKUs onto ``onboard.from``; returns the metric named by ``optimized_metric``."""
+    quiet_library_noise()
     ob = read_settings(cfg)
     torch.manual_seed(int(cfg.seed))
     output_dir = Path(cfg.paths.output_dir)
