@@ -54,6 +54,11 @@ def machine() -> str:
     return f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 min load averages: how shared the cores were while a benchmark ran."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> Path:
     """Replace (or append) the ``name`` section of BENCHMARKS.md, keeping every other section."""
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"

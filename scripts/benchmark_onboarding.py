@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_common import ROOT, machine, publish  # noqa: E402
+from benchmark_common import ROOT, load_average, machine, publish  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -307,7 +306,7 @@ def main(argv=None) -> int:
         "prep_s": prep_seconds,
         "data": args.data or "synthetic",
         "machine": machine(),
-        "load_end": list(os.getloadavg()),
+        "load_average": load_average(),
     }
     table = render(results, drift)
     plot(
@@ -498,7 +497,7 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
         "test_images": len(evaluator.labels),
         "prep_s": prep_s,
         "machine": machine(),
-        "load_average": Path("/proc/loadavg").read_text().split()[:3],
+        "load_average": load_average(),
     }
     results = {
         "meta": meta,
@@ -673,8 +672,8 @@ def render(results: dict, drift: dict) -> str:
         if meta["data"] == "synthetic"
         else "## Monthly onboarding on real photos vs a full retrain (`scripts/benchmark_onboarding.py --data`)"
     )
-    load = meta.get("load_end")
-    where = f"load average (1/5/15 min) at the end {' / '.join(f'{x:.2f}' for x in load)}" if load else "on 2 CPU cores"
+    load = meta.get("load_average")
+    where = f"load average (1, 5, 15 min) at the end {load}" if load else "on 2 CPU cores"
     lines = [
         title,
         "",

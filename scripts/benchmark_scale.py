@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_common import ROOT, dir_bytes, machine, publish  # noqa: E402
+from benchmark_common import ROOT, dir_bytes, load_average, machine, publish  # noqa: E402
 
 STARTUP = r"""
 import json, resource, sys, time
@@ -274,12 +274,6 @@ def republish(args) -> int:
         res["sizes"].append({"skus": manifest["num_classes"], "images": sum(counts.values()), "counts": counts,
                              "stages": stages})  # fmt: skip
     return publish("benchmark_rehearsal", rehearsal_markdown(res, args), res, args)
-
-
-def load_average() -> str:
-    import os
-
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def run_rehearsal(args, res: dict) -> int:

@@ -18,16 +18,16 @@ import torch
 
 from skuvision.errors import ConfigError
 
-KEYS = ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob")
+DEFAULTS = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.5}  # off
 
 
 def check_mix(mix: Mapping | None) -> dict[str, float]:
     """``model.mix`` as floats with every key present; one line naming a bad key."""
     mix = dict(mix or {})
-    unknown = sorted(set(mix) - set(KEYS))
+    unknown = sorted(set(mix) - set(DEFAULTS))
     if unknown:
-        raise ConfigError(f"model.mix.{unknown[0]}: unknown key; expected some of {', '.join(KEYS)}")
-    out = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.5}
+        raise ConfigError(f"model.mix.{unknown[0]}: unknown key; expected some of {', '.join(DEFAULTS)}")
+    out = dict(DEFAULTS)
     for key, value in mix.items():
         try:
             out[key] = float(value)
