@@ -29,9 +29,9 @@ import skuvision  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from benchmark_common import machine, publish  # noqa: E402
-from torchvision.transforms import v2  # noqa: E402
-from torchvision.transforms.v2 import functional as F  # noqa: E402
 
+from skuvision.data.transforms import eval_transform  # noqa: E402
+from skuvision.export.evaluate import view_logits  # noqa: E402
 from skuvision.export.runtime import TorchPredictor  # noqa: E402
 from skuvision.export.shard_reader import iter_split  # noqa: E402
 
@@ -48,44 +48,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def crop_boxes(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
-    """(top, left) of each crop: the centre first, then the long side's ends (3) or the corners (5)."""
-    centre = ((height - size) // 2, (width - size) // 2)
-    if crops == 1:
-        return [centre]
-    if crops == 3:
-        ends = (
-            [(centre[0], 0), (centre[0], width - size)]
-            if width >= height
-            else [(0, centre[1]), (height - size, centre[1])]
-        )
-        return [centre, *ends]
-    if crops == 5:
-        return [centre, (0, 0), (0, width - size), (height - size, 0), (height - size, width - size)]
-    raise SystemExit(f"--views: CROPS={crops}: use 1, 3 or 5")
-
-
-def view_batch(images, spec: dict, size: int, crop_pct: float, crops: int) -> torch.Tensor:
-    mode = v2.InterpolationMode.BICUBIC if spec["interpolation"] == "bicubic" else v2.InterpolationMode.BILINEAR
-    normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec["mean"], spec["std"])])
-    out = []
-    for image in images:
-        resized = F.resize(image, int(math.floor(size / crop_pct)), interpolation=mode, antialias=True)
-        height, width = resized.shape[-2:]
-        out += [normalise(F.crop(resized, t, left, size, size)) for t, left in crop_boxes(height, width, size, crops)]
-    return torch.stack(out)
+def view_spec(spec: dict, size: int, crop_pct: float) -> dict:
+    """The checkpoint's preprocessing with another crop size and resize (mean/std, interpolation kept)."""
+    return {**spec, "crop": size, "crop_pct": crop_pct, "resize": int(math.floor(size / crop_pct))}
 
 
 def score_view(predictor, images, view: str, batch: int) -> tuple[np.ndarray, float]:
-    """Predicted class per image under ``view`` and the seconds it took."""
+    """Predicted class per image under ``view`` and the seconds it took: the transform and the averaging of
+    a training run's test with ``data.test_crops`` (``eval_transform``, ``evaluate.view_logits``)."""
     size, crop_pct, crops = view.split(":")
-    size, crop_pct, crops = int(size), float(crop_pct), int(crops)
+    transform = eval_transform(view_spec(predictor.spec, int(size), float(crop_pct)), int(crops))
     started, predictions = time.perf_counter(), []
     for i in range(0, len(images), batch):
-        chunk = images[i : i + batch]
-        logits = torch.as_tensor(predictor.logits(view_batch(chunk, predictor.spec, size, crop_pct, crops)))
-        probs = logits.softmax(-1).view(len(chunk), crops, -1).mean(1)
-        predictions.append(probs.argmax(1).numpy())
+        stacked = torch.stack([transform(image) for image in images[i : i + batch]])
+        predictions.append(view_logits(predictor, stacked).argmax(1))
     return np.concatenate(predictions), time.perf_counter() - started
 
 

@@ -135,6 +135,14 @@ def _add_evaluate(sub) -> None:
         default=None,
         help="a checkpoint outside its run dir: the run's data.image_size",
     )
+    v.add_argument(
+        "--crops",
+        type=int,
+        choices=(1, 3, 5),
+        default=1,
+        help="views per image, softmax-averaged: 1 the centre crop (default), 3 + both ends of the long side, "
+        "5 + the four corners; a run with data.test_crops=N tested this way (experiment=photos: 5)",
+    )
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(command_name="evaluate")
 

@@ -74,10 +74,12 @@ def evaluate(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         int8=args.int8,
         progress=not args.quiet,
+        crops=args.crops,
     )
     s = args.split
+    views = f", {args.crops} crops each" if args.crops > 1 else ""
     print(
-        f"{s}/top1 {metrics[f'{s}/top1']:.4f}  {s}/top5 {metrics[f'{s}/top5']:.4f}  on {metrics['images']} images "
+        f"{s}/top1 {metrics[f'{s}/top1']:.4f}  {s}/top5 {metrics[f'{s}/top5']:.4f}  on {metrics['images']} images{views} "
         f"({metrics['backend']}); {metrics['skipped_unknown_sku']} images of SKUs unknown to the model skipped"
     )
     for line in metrics["most_confused"]:

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from skuvision.data.transforms import check_eval_crops
 from skuvision.errors import ConfigError
 from skuvision.model.backbone import check_backbone
 from skuvision.model.mixing import check_mix
@@ -70,6 +71,7 @@ class DataConfig:
     augment_on_device: bool = MISSING
     decode_on_device: bool = MISSING
     max_bad_samples: int = MISSING
+    test_crops: int = MISSING
     synthetic: Optional[dict[str, Any]] = MISSING
     backbone: str = MISSING  # ${model.backbone}: preprocessing follows the backbone's weights
 
@@ -130,3 +132,4 @@ def validate(cfg: DictConfig, need_data: bool = True) -> None:
         raise ConfigError(f"data.image_size={data.image_size}: must be at least 32 pixels")
     if data.num_workers < 0:
         raise ConfigError(f"data.num_workers={data.num_workers}: must be >= 0")
+    check_eval_crops(data.test_crops, "data.test_crops")

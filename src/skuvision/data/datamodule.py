@@ -29,7 +29,7 @@ from skuvision.data.manifest import MANIFEST, read_manifest, split_dir
 from skuvision.data.preprocess import preprocess_spec
 from skuvision.data.quickstart_data import ensure_synthetic_shards
 from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
-from skuvision.data.transforms import AugmentConfig, eval_transform, train_transform
+from skuvision.data.transforms import AugmentConfig, check_eval_crops, eval_transform, train_transform
 from skuvision.errors import ConfigError, DataError
 
 
@@ -185,6 +185,7 @@ class SKUDataModule(L.LightningDataModule):
         backbone: str,
         decode_on_device: bool,
         max_bad_samples: int,
+        test_crops: int,
     ):
         super().__init__()
         self.root = resolve_root(root)
@@ -214,6 +215,8 @@ class SKUDataModule(L.LightningDataModule):
         self._label_map: LabelMap | None = None
         self.datasets: dict[str, SKUShardDataset] = {}
         self.bad_samples = integrity.BadSamples(max_bad_samples, self.root)  # see skuvision.data.integrity
+        # views per test image, softmax-averaged by the model; val (and so the best checkpoint) stays at one
+        self.test_crops = check_eval_crops(test_crops, "data.test_crops")
 
     # -- what the model needs before any data is read --------------------------------
     @property
@@ -269,7 +272,7 @@ class SKUDataModule(L.LightningDataModule):
             if is_s3(self.root):
                 allow_http_endpoint_for_litdata()
             if not train:
-                transform = eval_transform(self.preprocess)
+                transform = eval_transform(self.preprocess, self.test_crops if split == "test" else 1)
             elif self.augment_on_device:  # the worker only decodes; see on_after_batch_transfer
                 transform = _uint8_as_is
             else:

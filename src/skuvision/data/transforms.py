@@ -41,6 +41,8 @@ import torch.nn.functional as nnF
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from skuvision.errors import ConfigError
+
 # Defaults for constructing a transform by hand only; the data module takes mean/std from
 # preprocess_spec, i.e. from the pretrained config of the weights in use.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -217,8 +219,59 @@ def _train_mode(interpolation: str) -> str:
     return interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
 
 
-def eval_transform(spec: dict) -> v2.Compose:
-    """Shorter side to ``spec['resize']``, centre crop, scale, normalise: exactly ``preprocess_spec``."""
+EVAL_CROPS = (1, 3, 5)  # the eval-time views: the centre; + both ends of the long side; + the four corners
+
+
+def check_eval_crops(crops: int, key: str) -> int:
+    """``crops`` if it is a view count :func:`crop_boxes` knows, else one line naming ``key``."""
+    if crops not in EVAL_CROPS:
+        raise ConfigError(
+            f"{key}={crops}: use 1 (the centre crop), 3 (+ both ends of the long side) or 5 (+ the corners)"
+        )
+    return crops
+
+
+def crop_boxes(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
+    """(top, left) of each ``size`` px view: the centre first, then the long side's ends (3) or the
+    corners (5). Never a mirror: packaging text is not symmetric."""
+    centre = (int(round((height - size) / 2.0)), int(round((width - size) / 2.0)))  # as v2.CenterCrop
+    if crops == 1:
+        return [centre]
+    if crops == 3:
+        if width >= height:
+            return [centre, (centre[0], 0), (centre[0], width - size)]
+        return [centre, (0, centre[1]), (height - size, centre[1])]
+    if crops == 5:
+        return [centre, (0, 0), (0, width - size), (height - size, 0), (height - size, width - size)]
+    raise ValueError(f"crops={crops}: use one of {EVAL_CROPS}")
+
+
+class MultiCrop(torch.nn.Module):
+    """(3, H, W) -> (crops, 3, size, size): the views of :func:`crop_boxes`, stacked; the model averages
+    their softmax (``SKUClassifier`` and ``skuvision evaluate`` take a view axis after the batch)."""
+
+    def __init__(self, size: int, crops: int) -> None:
+        super().__init__()
+        check_eval_crops(crops, "crops")  # a bad count fails here, before any image
+        self.size, self.crops = size, crops
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        return torch.stack(
+            [
+                F.crop(image, top, left, self.size, self.size)
+                for top, left in crop_boxes(height, width, self.size, self.crops)
+            ]
+        )
+
+
+def eval_transform(spec: dict, crops: int = 1) -> v2.Compose:
+    """Shorter side to ``spec['resize']``, centre crop, scale, normalise: exactly ``preprocess_spec``.
+
+    ``crops`` 3 or 5: the same resize, then that many ``spec['crop']`` px views (centre first) stacked
+    as (crops, 3, S, S); the centre view is the one-crop image, bit for bit.
+    """
+    crop = v2.CenterCrop(int(spec["crop"])) if crops == 1 else MultiCrop(int(spec["crop"]), crops)
     return v2.Compose(
         [
             v2.Resize(
@@ -226,7 +279,7 @@ def eval_transform(spec: dict) -> v2.Compose:
                 interpolation=_MODES.get(spec["interpolation"], v2.InterpolationMode.BILINEAR),
                 antialias=True,
             ),
-            v2.CenterCrop(int(spec["crop"])),
+            crop,
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(list(spec["mean"]), list(spec["std"])),
         ]

@@ -21,8 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from skuvision.data.labels import LabelMap
+from skuvision.data.transforms import check_eval_crops, eval_transform
 from skuvision.export.runtime import load_predictor
 from skuvision.export.shard_reader import iter_split, manifest_label_map, split_images
+from skuvision.model.views import average_views
 from skuvision.report.confusions import confusion_pairs, plot_confusions, write_confusions_csv
 from skuvision.report.per_sku import write_per_sku_report
 
@@ -77,17 +79,27 @@ def top_indices(values: np.ndarray, k: int) -> np.ndarray:
     return np.asarray(rows, np.int64).reshape(len(values), k)
 
 
-def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress: bool = True):
+def view_logits(predictor, images: torch.Tensor) -> np.ndarray:
+    """Logits of a batch from :func:`eval_transform`: (N, 3, S, S), or (N, views, 3, S, S) scored as the log of
+    the views' mean softmax, as a training run's test with ``data.test_crops`` scores them."""
+    if images.ndim == 4:
+        return predictor.logits(images)
+    views = images.shape[1]
+    return average_views(torch.from_numpy(predictor.logits(images.flatten(0, 1))), views).numpy()
+
+
+def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress: bool = True, crops: int = 1):
     """(top-5 model class indices (N, 5), brand top-5 (N, 5) or None, true model class indices (N,),
-    images of unknown SKUs); logits are reduced batch by batch (:class:`TopK`)."""
+    images of unknown SKUs); logits are reduced batch by batch (:class:`TopK`). ``crops``: views per image."""
     _, count = split_images(shards_dir, split)
     mapping = _class_mapping(manifest_label_map(shards_dir), predictor.labels)
     kept = TopK(predictor.labels.attribute_targets("brand"))
+    transform = predictor.transform if crops == 1 else eval_transform(predictor.spec, crops)
     labels, batch, unknown = [], [], 0
 
     def flush() -> None:
         if batch:
-            kept.add(predictor.logits(torch.stack(batch)))
+            kept.add(view_logits(predictor, torch.stack(batch)))
             batch.clear()
 
     for image, shard_label in tqdm(
@@ -97,7 +109,7 @@ def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress
         if target < 0:
             unknown += 1
             continue
-        batch.append(predictor.transform(image))
+        batch.append(transform(image))
         labels.append(target)
         if len(batch) >= batch_size:
             flush()
@@ -165,12 +177,16 @@ def evaluate(
     image_size: int | None = None,
     int8: bool = False,
     progress: bool = True,
+    crops: int = 1,
 ) -> tuple[dict, Path]:
-    """Score ``model`` on ``split`` and write the report files; returns (metrics, output dir)."""
+    """Score ``model`` on ``split`` and write the report files; returns (metrics, output dir).
+
+    ``crops`` 3 or 5 averages that many views of each image (``data.test_crops`` of a training run)."""
+    check_eval_crops(crops, "--crops")
     split_images(shards_dir, split)  # bad shard dir or split: one line before the model loads
     predictor = load_predictor(model, image_size=image_size, int8=int8)
     started = time.perf_counter()
-    top, brand_top, labels, unknown = score(predictor, shards_dir, split, batch_size, progress)
+    top, brand_top, labels, unknown = score(predictor, shards_dir, split, batch_size, progress, crops)
     seconds = time.perf_counter() - started
     metrics = compute_metrics(top, brand_top, labels, predictor.labels, split)
     metrics.update(
@@ -178,6 +194,7 @@ def evaluate(
         backend=predictor.backend,
         shards=str(shards_dir),
         split=split,
+        crops=crops,
         skipped_unknown_sku=unknown,
         seconds=round(seconds, 2),
     )

@@ -23,6 +23,7 @@ from skuvision.model.backbone import build_backbone
 from skuvision.model.gather import gather_pairs
 from skuvision.model.heads import mlp_head
 from skuvision.model.mixing import BatchMix, check_mix
+from skuvision.model.views import average_views
 
 REFERENCE_BATCH = 256  # the learning rate in configs is the one for a global batch of 256
 
@@ -166,8 +167,9 @@ class SKUClassifier(L.LightningModule):
         lam = 1.0  # model.mix: the weight of each image's own targets (train only; metrics read them alone)
         if split == "train":
             images, lam = self.mixer(images)
-        features = self.backbone(images)
-        logits = self.head(features)
+        views = images.shape[1] if images.ndim == 5 else 1  # data.test_crops: (N, views, 3, S, S), scored as one
+        features = self.backbone(images.flatten(0, 1) if views > 1 else images)
+        logits = average_views(self.head(features), views)
         smoothing = self.hparams.label_smoothing if split == "train" else 0.0
 
         def mixed_loss(out: torch.Tensor, targets: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
@@ -179,7 +181,7 @@ class SKUClassifier(L.LightningModule):
         loss = mixed_loss(logits, labels, smoothing)
         for kind, head in self.aux.items():
             aux_targets = getattr(self, f"{kind}_of_class")[labels]
-            loss = loss + self.hparams.aux_weight * mixed_loss(head(features), aux_targets)
+            loss = loss + self.hparams.aux_weight * mixed_loss(average_views(head(features), views), aux_targets)
         top1, top5 = getattr(self, f"{split}_top1"), getattr(self, f"{split}_top5")
         top1(logits, labels)
         top5(logits, labels)
