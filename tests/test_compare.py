@@ -83,6 +83,35 @@ def test_several_run_dirs_compare_by_their_differing_overrides(tmp_path):
     ]  # unset (the default) last
 
 
+def test_seeds_of_one_setting_collapse_into_a_mean_and_std(tmp_path, capsys):
+    """`-m seed=1,2,3 model.mix.cutmix_alpha=0,1`: one row per alpha over its seeds; a failed seed is counted, not averaged."""
+    from skuvision.report.compare import compare, seed_table
+    from skuvision.report.runs import load_local_runs
+
+    val = {("0", "1"): 0.80, ("0", "2"): 0.84, ("0", "3"): 0.82, ("1", "1"): 0.83, ("1", "2"): 0.83}
+    for num, ((alpha, seed), v) in enumerate(val.items()):
+        metrics = {"val/top1": v, "test/top1": v - 0.01, "train/seconds": 10.0, "epochs": 1}
+        fake_job(tmp_path, str(num), [f"seed={seed}", f"model.mix.cutmix_alpha={alpha}", "data.root=/x"], metrics)
+    fake_job(tmp_path, "5", ["seed=3", "model.mix.cutmix_alpha=1", "data.root=/x"], None)  # still running
+    header, rows = seed_table(load_local_runs([tmp_path]))
+    assert header[:3] == ["model.mix.cutmix_alpha", "seeds", "runs"]
+    assert [(r["model.mix.cutmix_alpha"], r["seeds"], r["runs"]) for r in rows] == [
+        ("0", "1,2,3", "3/3"),
+        ("1", "1,2", "2/3"),
+    ]
+    assert rows[0]["val/top1 mean"] == pytest.approx(0.82) and rows[0]["val/top1 std"] == pytest.approx(0.02)
+    assert rows[1]["val/top1 std"] == pytest.approx(0.0) and rows[1]["test/top1 mean"] == pytest.approx(0.82)
+    written = compare([str(tmp_path)], out=str(tmp_path / "report"), plot=False)
+    md = written["seeds_md"].read_text()
+    assert "| model.mix.cutmix_alpha | seeds | runs | val/top1 mean | val/top1 std |" in md and "0.8200 | 0.0200" in md
+    assert "settings over seeds" in capsys.readouterr().out
+    one_seed = tmp_path / "no_seeds"
+    for num, depth in enumerate([2, 3]):
+        fake_job(one_seed, str(num), [f"model.freeze_depth={depth}"], metrics_for(depth))
+    assert seed_table(load_local_runs([one_seed])) is None
+    assert "seeds_md" not in compare([str(one_seed)], plot=False)
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

@@ -3,7 +3,8 @@
 The table has what the freeze-depth question needs: the overrides that differ between runs, val/test
 top-1 and top-5, trainable parameters, training time (total and per epoch) and images/s. Rows are sorted
 by the varying overrides (numerically where they are numbers). Written next to the runs (the multirun
-dir) unless ``--out`` says otherwise: ``compare.md``, ``compare.csv``, ``compare.png``.
+dir) unless ``--out`` says otherwise: ``compare.md``, ``compare.csv``, ``compare.png``; when ``seed`` is one
+of the varying overrides, also ``compare_seeds.{md,csv}``: each setting's mean and std over its seeds.
 """
 
 from __future__ import annotations
@@ -79,8 +80,54 @@ def build_table(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
     return header, rows
 
 
+SEED_KEY = "seed"
+SEED_METRICS = ("val/top1", "test/top1")
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5  # sample std (n - 1)
+
+
+def seed_table(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]] | None:
+    """One row per setting of the other varying overrides: its runs' seeds, mean and std of val/test top-1.
+
+    Why: two runs of one recipe that differ only in ``seed`` land points apart on a few hundred val
+    images, so a sweep that repeats each candidate over seeds (``-m seed=1,2,3 model.x=a,b``) is ranked
+    by these means, with the std saying how far one run can be trusted. None when ``seed`` does not vary.
+    """
+    keys = varying_keys(runs)
+    if SEED_KEY not in keys:
+        return None
+    others = [k for k in keys if k != SEED_KEY]
+    groups: dict[tuple, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: _sort_key(r, others)):
+        groups.setdefault(tuple(run.overrides.get(k, "") for k in others), []).append(run)
+    header = [*others, "seeds", "runs"]
+    for m in SEED_METRICS:
+        header += [f"{m} mean", f"{m} std"]
+    rows = []
+    for values, members in groups.items():
+        done = [r for r in members if r.status == "ok"]
+        row: dict[str, Any] = dict(zip(others, values))
+        row["seeds"] = ",".join(r.overrides.get(SEED_KEY, "(default)") for r in done)
+        row["runs"] = f"{len(done)}/{len(members)}"
+        for m in SEED_METRICS:
+            row[f"{m} mean"], row[f"{m} std"] = _mean_std([v for r in done if (v := metric(r, m)) is not None])
+        rows.append(row)
+    return header, rows
+
+
+def _is_metric(col: str) -> bool:
+    return any(c == col for c, _, _ in METRIC_COLUMNS) or col.endswith((" mean", " std"))
+
+
 def _fmt(col: str, value: Any) -> str:
-    fmt = next((f for c, _, f in METRIC_COLUMNS if c == col), None)
+    fmt = next((f for c, _, f in METRIC_COLUMNS if c == col), "{:.4f}" if col.endswith((" mean", " std")) else None)
     if value is None or value == "":
         return "—" if fmt else str(value)
     return fmt.format(value) if fmt else str(value)
@@ -105,7 +152,7 @@ def write_markdown(header: list[str], rows: list[dict], path: Path, title: str) 
         f"# {title}",
         "",
         "| " + " | ".join(header) + " |",
-        "|" + "|".join("---:" if any(c == h for c, _, _ in METRIC_COLUMNS) else "---" for h in header) + "|",
+        "|" + "|".join("---:" if _is_metric(h) else "---" for h in header) + "|",
     ]
     lines += ["| " + " | ".join(_fmt(h, row[h]).replace("|", "\\|") for h in header) + " |" for row in rows]
     path.write_text("\n".join(lines) + "\n")
@@ -115,7 +162,7 @@ def write_markdown(header: list[str], rows: list[dict], path: Path, title: str) 
 def print_table(header: list[str], rows: list[dict], title: str) -> None:
     table = Table(title=title)
     for h in header:
-        table.add_column(h, justify="right" if any(c == h for c, _, _ in METRIC_COLUMNS) else "left")
+        table.add_column(h, justify="right" if _is_metric(h) else "left")
     for row in rows:
         table.add_row(*(_fmt(h, row[h]) for h in header))
     Console(width=max(shutil.get_terminal_size((200, 24)).columns, 160)).print(table)
@@ -149,6 +196,13 @@ def compare(
         "csv": write_csv(header, rows, out_dir / "compare.csv"),
         "md": write_markdown(header, rows, out_dir / "compare.md", title),
     }
+    seeds = seed_table(runs)
+    if seeds is not None:
+        seed_header, seed_rows = seeds
+        seed_title = f"{len(seed_rows)} settings over seeds: mean and std (n - 1) of each setting's runs"
+        print_table(seed_header, seed_rows, seed_title)
+        written["seeds_csv"] = write_csv(seed_header, seed_rows, out_dir / "compare_seeds.csv")
+        written["seeds_md"] = write_markdown(seed_header, seed_rows, out_dir / "compare_seeds.md", seed_title)
     if plot:
         written["png"] = plot_comparison(rows, keys, out_dir / "compare.png", title)
     missing = [r["run"] for r in rows if r["status"] != "ok"]
