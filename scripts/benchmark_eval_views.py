@@ -19,7 +19,6 @@ side, 5 = centre and the four corners. Never a mirror: packaging text is not sym
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from benchmark_common import machine, publish  # noqa: E402
 
+from skuvision.data.preprocess import with_crop_pct  # noqa: E402
 from skuvision.data.transforms import eval_transform  # noqa: E402
 from skuvision.export.evaluate import view_logits  # noqa: E402
 from skuvision.export.runtime import TorchPredictor  # noqa: E402
@@ -48,16 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def view_spec(spec: dict, size: int, crop_pct: float) -> dict:
-    """The checkpoint's preprocessing with another crop size and resize (mean/std, interpolation kept)."""
-    return {**spec, "crop": size, "crop_pct": crop_pct, "resize": int(math.floor(size / crop_pct))}
-
-
 def score_view(predictor, images, view: str, batch: int) -> tuple[np.ndarray, float]:
     """Predicted class per image under ``view`` and the seconds it took: the transform and the averaging of
     a training run's test with ``data.test_crops`` (``eval_transform``, ``evaluate.view_logits``)."""
     size, crop_pct, crops = view.split(":")
-    transform = eval_transform(view_spec(predictor.spec, int(size), float(crop_pct)), int(crops))
+    transform = eval_transform(with_crop_pct({**predictor.spec, "crop": int(size)}, float(crop_pct)), int(crops))
     started, predictions = time.perf_counter(), []
     for i in range(0, len(images), batch):
         stacked = torch.stack([transform(image) for image in images[i : i + batch]])

@@ -60,25 +60,52 @@ def test_a_view_count_other_than_1_3_5_is_one_line_before_anything_runs(crops, t
         validate(cfg)
 
 
+@pytest.mark.parametrize(("override", "message"), [("data.test_crop_pct=0", "0.0"), ("data.test_crop_pct=1.5", "1.5")])
+def test_a_test_crop_pct_outside_0_1_is_one_line_before_anything_runs(override, message, tiny_shards, tmp_path):
+    from skuvision.config.schema import validate
+
+    cfg = compose_train_cfg(tmp_path, [f"data.root={tiny_shards}", *FAST_TRAIN, override])
+    with pytest.raises(ConfigError, match=rf"^data.test_crop_pct={message}: must be in \(0, 1\]"):
+        validate(cfg)
+
+
+def test_a_closer_test_view_resizes_the_shorter_side_to_crop_over_crop_pct():
+    from skuvision.data.preprocess import with_crop_pct
+
+    closer = with_crop_pct(SPEC, 0.75)
+    assert (closer["resize"], closer["crop"], closer["crop_pct"]) == (213, 160, 0.75)  # floor(160 / 0.75)
+    assert {k: v for k, v in closer.items() if k not in ("resize", "crop_pct")} == {
+        k: v for k, v in SPEC.items() if k not in ("resize", "crop_pct")
+    }
+    assert with_crop_pct(SPEC, None) is SPEC
+    image = torch.randint(0, 256, (3, 348, 348), dtype=torch.uint8)
+    centre = eval_transform(closer)(image)
+    full = eval_transform(closer).transforms[0](image)
+    assert full.shape[-2:] == (213, 213) and torch.equal(
+        centre, v2.Compose(eval_transform(SPEC).transforms[2:])(full[:, 26:186, 26:186])
+    )
+
+
 def test_a_run_tested_on_five_crops_and_evaluate_with_crops_5_agree(tiny_shards, tmp_path, capsys):
     """The training run's test (the model's step on (N, 5, 3, S, S) batches) and ``skuvision evaluate --crops 5``
-    (the predictor on flattened views) are two paths to one figure; ``--crops 1`` is the centre crop's."""
+    (the predictor on flattened views) are two paths to one figure, at the run's own crop_pct or another."""
     from skuvision.export.evaluate import evaluate
     from skuvision.train import run
 
     run_dir = tmp_path / "run"
-    run(compose_train_cfg(run_dir, [f"data.root={tiny_shards}", *FAST_TRAIN, "data.test_crops=5", "logger=csv"]))
+    overrides = [f"data.root={tiny_shards}", *FAST_TRAIN, "data.test_crops=5", "data.test_crop_pct=0.8", "logger=csv"]
+    run(compose_train_cfg(run_dir, overrides))
     trained = json.loads((run_dir / "metrics.json").read_text())
     five, five_dir = evaluate(
-        trained["best_checkpoint"], str(tiny_shards), out=str(tmp_path / "e5"), progress=False, crops=5
+        trained["best_checkpoint"], str(tiny_shards), out=str(tmp_path / "e5"), progress=False, crops=5, crop_pct=0.8
     )
     one, _ = evaluate(trained["best_checkpoint"], str(tiny_shards), out=str(tmp_path / "e1"), progress=False)
     for key in ("test/top1", "test/top5", "test/brand_top1", "test/brand_top5"):
         assert five[key] == pytest.approx(trained[key], abs=1e-6), key
     assert (five_dir / "confusions.csv").read_text() == (run_dir / "confusions.csv").read_text()
-    assert five["crops"] == 5 and one["crops"] == 1 and five["images"] == one["images"] > 0
-    # the views change this model's answers (top-5 0.78 with the centre crop, 0.83 with five): the agreement
-    # above is the five-crop figure's, not the centre crop's
+    assert (five["crops"], five["crop_pct"], one["crops"], one["crop_pct"]) == (5, 0.8, 1, 0.875)
+    assert five["images"] == one["images"] > 0
+    # the views change this model's answers: the agreement above is the five-crop figure's, not the centre crop's
     assert (one["test/top1"], one["test/top5"]) != (five["test/top1"], five["test/top5"])
     from skuvision.cli import main
 
@@ -91,6 +118,8 @@ def test_a_run_tested_on_five_crops_and_evaluate_with_crops_5_agree(tiny_shards,
                 str(tiny_shards),
                 "--crops",
                 "5",
+                "--crop-pct",
+                "0.8",
                 "--quiet",
                 "--out",
                 str(tmp_path / "cli"),
@@ -99,4 +128,4 @@ def test_a_run_tested_on_five_crops_and_evaluate_with_crops_5_agree(tiny_shards,
         == 0
     )
     out = capsys.readouterr().out
-    assert f"test/top1 {trained['test/top1']:.4f}" in out and "5 crops each" in out, out
+    assert f"test/top1 {trained['test/top1']:.4f}" in out and "5 crops each at crop_pct 0.8" in out, out

@@ -143,6 +143,14 @@ def _add_evaluate(sub) -> None:
         help="views per image, softmax-averaged: 1 the centre crop (default), 3 + both ends of the long side, "
         "5 + the four corners; a run with data.test_crops=N tested this way (experiment=photos: 5)",
     )
+    v.add_argument(
+        "--crop-pct",
+        type=float,
+        default=None,
+        metavar="P",
+        help="the crops' share of the resized shorter side (default: the model's, e.g. 0.875); a run with "
+        "data.test_crop_pct=P tested this way",
+    )
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(command_name="evaluate")
 

@@ -75,9 +75,11 @@ def evaluate(args: argparse.Namespace) -> int:
         int8=args.int8,
         progress=not args.quiet,
         crops=args.crops,
+        crop_pct=args.crop_pct,
     )
     s = args.split
     views = f", {args.crops} crops each" if args.crops > 1 else ""
+    views += f" at crop_pct {args.crop_pct}" if args.crop_pct is not None else ""
     print(
         f"{s}/top1 {metrics[f'{s}/top1']:.4f}  {s}/top5 {metrics[f'{s}/top5']:.4f}  on {metrics['images']} images{views} "
         f"({metrics['backend']}); {metrics['skipped_unknown_sku']} images of SKUs unknown to the model skipped"

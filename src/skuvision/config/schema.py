@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from skuvision.data.preprocess import check_crop_pct
 from skuvision.data.transforms import check_eval_crops
 from skuvision.errors import ConfigError
 from skuvision.model.backbone import check_backbone
@@ -72,6 +73,7 @@ class DataConfig:
     decode_on_device: bool = MISSING
     max_bad_samples: int = MISSING
     test_crops: int = MISSING
+    test_crop_pct: Optional[float] = MISSING
     synthetic: Optional[dict[str, Any]] = MISSING
     backbone: str = MISSING  # ${model.backbone}: preprocessing follows the backbone's weights
 
@@ -133,3 +135,4 @@ def validate(cfg: DictConfig, need_data: bool = True) -> None:
     if data.num_workers < 0:
         raise ConfigError(f"data.num_workers={data.num_workers}: must be >= 0")
     check_eval_crops(data.test_crops, "data.test_crops")
+    check_crop_pct(data.test_crop_pct, "data.test_crop_pct")

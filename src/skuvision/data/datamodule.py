@@ -26,7 +26,7 @@ from skuvision.data.device_augment import DeviceAugment, decode_batch, jpeg_coll
 from skuvision.data.imageio import decode_to_tensor
 from skuvision.data.labels import LabelMap
 from skuvision.data.manifest import MANIFEST, read_manifest, split_dir
-from skuvision.data.preprocess import preprocess_spec
+from skuvision.data.preprocess import check_crop_pct, preprocess_spec, with_crop_pct
 from skuvision.data.quickstart_data import ensure_synthetic_shards
 from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
 from skuvision.data.transforms import AugmentConfig, check_eval_crops, eval_transform, train_transform
@@ -186,6 +186,7 @@ class SKUDataModule(L.LightningDataModule):
         decode_on_device: bool,
         max_bad_samples: int,
         test_crops: int,
+        test_crop_pct: float | None,
     ):
         super().__init__()
         self.root = resolve_root(root)
@@ -217,6 +218,8 @@ class SKUDataModule(L.LightningDataModule):
         self.bad_samples = integrity.BadSamples(max_bad_samples, self.root)  # see skuvision.data.integrity
         # views per test image, softmax-averaged by the model; val (and so the best checkpoint) stays at one
         self.test_crops = check_eval_crops(test_crops, "data.test_crops")
+        check_crop_pct(test_crop_pct, "data.test_crop_pct")
+        self.test_crop_pct = test_crop_pct  # the test's resize (None: the backbone's crop_pct, as val)
 
     # -- what the model needs before any data is read --------------------------------
     @property
@@ -271,8 +274,12 @@ class SKUDataModule(L.LightningDataModule):
                 kwargs["cache_dir"] = os.path.join(self.cache_dir, split)
             if is_s3(self.root):
                 allow_http_endpoint_for_litdata()
-            if not train:
-                transform = eval_transform(self.preprocess, self.test_crops if split == "test" else 1)
+            if split == "test":
+                transform = eval_transform(
+                    with_crop_pct(self.preprocess, self.test_crop_pct, "data.test_crop_pct"), self.test_crops
+                )
+            elif not train:
+                transform = eval_transform(self.preprocess)
             elif self.augment_on_device:  # the worker only decodes; see on_after_batch_transfer
                 transform = _uint8_as_is
             else:

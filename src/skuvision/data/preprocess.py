@@ -7,6 +7,8 @@ import math
 import timm.data
 from timm.models import get_pretrained_cfg
 
+from skuvision.errors import ConfigError
+
 # Embedded weights were trained in TensorFlow; timm describes them under the ``tf_`` name, while the
 # plain name's config describes timm's own retrained weights (other mean/std).
 CONFIG_SOURCES = {f"efficientnet_lite{n}": f"tf_efficientnet_lite{n}" for n in (0, 1, 2)}
@@ -45,3 +47,22 @@ def preprocess_spec(backbone: str, image_size: int) -> dict:
         "channel_order": "RGB",
         "scale": 1.0 / 255.0,
     }
+
+
+def check_crop_pct(crop_pct: float | None, key: str) -> None:
+    """None, or a share in (0, 1]; else one line naming ``key``."""
+    if crop_pct is not None and not 0.0 < float(crop_pct) <= 1.0:
+        raise ConfigError(f"{key}={crop_pct}: must be in (0, 1] (the crop's share of the resized shorter side)")
+
+
+def with_crop_pct(spec: dict, crop_pct: float | None, key: str = "crop_pct") -> dict:
+    """``spec`` with the eval resize of another ``crop_pct`` (the crop's share of the resized shorter side).
+
+    Why a test may want its own: a model trained on random resized crops sees products larger than a
+    centre crop at the weights' crop_pct shows them ("FixRes"), so a smaller crop_pct (a closer view)
+    can score better; it is chosen on val (``scripts/benchmark_eval_views.py``). None: ``spec`` as it is.
+    """
+    if crop_pct is None:
+        return spec
+    check_crop_pct(crop_pct, key)
+    return {**spec, "crop_pct": float(crop_pct), "resize": int(math.floor(int(spec["crop"]) / float(crop_pct)))}

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from skuvision.data.labels import LabelMap
+from skuvision.data.preprocess import check_crop_pct, with_crop_pct
 from skuvision.data.transforms import check_eval_crops, eval_transform
 from skuvision.export.runtime import load_predictor
 from skuvision.export.shard_reader import iter_split, manifest_label_map, split_images
@@ -88,13 +89,23 @@ def view_logits(predictor, images: torch.Tensor) -> np.ndarray:
     return average_views(torch.from_numpy(predictor.logits(images.flatten(0, 1))), views).numpy()
 
 
-def score(predictor, shards_dir: str, split: str, batch_size: int = 64, progress: bool = True, crops: int = 1):
+def score(
+    predictor,
+    shards_dir: str,
+    split: str,
+    batch_size: int = 64,
+    progress: bool = True,
+    crops: int = 1,
+    crop_pct: float | None = None,
+):
     """(top-5 model class indices (N, 5), brand top-5 (N, 5) or None, true model class indices (N,),
-    images of unknown SKUs); logits are reduced batch by batch (:class:`TopK`). ``crops``: views per image."""
+    images of unknown SKUs); logits are reduced batch by batch (:class:`TopK`). ``crops``: views per
+    image; ``crop_pct``: their share of the resized shorter side (None: the model's own)."""
     _, count = split_images(shards_dir, split)
     mapping = _class_mapping(manifest_label_map(shards_dir), predictor.labels)
     kept = TopK(predictor.labels.attribute_targets("brand"))
-    transform = predictor.transform if crops == 1 else eval_transform(predictor.spec, crops)
+    views = crops > 1 or crop_pct is not None
+    transform = eval_transform(with_crop_pct(predictor.spec, crop_pct), crops) if views else predictor.transform
     labels, batch, unknown = [], [], 0
 
     def flush() -> None:
@@ -178,15 +189,18 @@ def evaluate(
     int8: bool = False,
     progress: bool = True,
     crops: int = 1,
+    crop_pct: float | None = None,
 ) -> tuple[dict, Path]:
     """Score ``model`` on ``split`` and write the report files; returns (metrics, output dir).
 
-    ``crops`` 3 or 5 averages that many views of each image (``data.test_crops`` of a training run)."""
+    ``crops`` 3 or 5 averages that many views of each image and ``crop_pct`` sets their resize: a training
+    run's ``data.test_crops`` and ``data.test_crop_pct``."""
     check_eval_crops(crops, "--crops")
+    check_crop_pct(crop_pct, "--crop-pct")
     split_images(shards_dir, split)  # bad shard dir or split: one line before the model loads
     predictor = load_predictor(model, image_size=image_size, int8=int8)
     started = time.perf_counter()
-    top, brand_top, labels, unknown = score(predictor, shards_dir, split, batch_size, progress, crops)
+    top, brand_top, labels, unknown = score(predictor, shards_dir, split, batch_size, progress, crops, crop_pct)
     seconds = time.perf_counter() - started
     metrics = compute_metrics(top, brand_top, labels, predictor.labels, split)
     metrics.update(
@@ -195,6 +209,7 @@ def evaluate(
         shards=str(shards_dir),
         split=split,
         crops=crops,
+        crop_pct=crop_pct if crop_pct is not None else predictor.spec["crop_pct"],
         skipped_unknown_sku=unknown,
         seconds=round(seconds, 2),
     )
