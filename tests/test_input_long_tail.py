@@ -276,6 +276,13 @@ def dir_without_images(root: Path) -> Path:
     return root
 
 
+def dir_holding_only_a_csv(root: Path) -> Path:
+    """A user passing the folder a CSV sits in instead of the CSV (catalogue.csv is the one name read)."""
+    root.mkdir()
+    write_csv(root / "grocery.csv", ["path", "sku_id"], [["photos/a/0.jpg", "a"]])
+    return root
+
+
 def images_not_in_sku_folders(root: Path) -> Path:
     root.mkdir()
     (root / "0.jpg").write_bytes(photo(1))
@@ -304,6 +311,10 @@ def every_image_rejected(root: Path) -> Path:
 UNBUILDABLE = {
     "empty_dir": (empty_dir, "no images found; expected DIR/<sku_id>/<image>.jpg"),
     "dir_without_images": (dir_without_images, "no images found; expected DIR/<sku_id>/<image>.jpg"),
+    "dir_holding_only_a_csv": (
+        dir_holding_only_a_csv,
+        "or a CSV with path,sku_id (it holds grocery.csv: pass --input ",
+    ),
     "images_not_in_sku_folders": (images_not_in_sku_folders, "images sit directly in it; put each SKU's images in"),
     "csv_without_required_columns": (csv_without_required_columns, "missing column(s) path, sku_id"),
     "csv_with_a_blank_sku_id": (csv_with_a_blank_sku_id, "list.csv:3: empty path or sku_id"),

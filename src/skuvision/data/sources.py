@@ -160,7 +160,11 @@ def list_sources(input_path: str | Path) -> Listing:
                 f"--input {path}: images sit directly in it; put each SKU's images in {path}/<sku_id>/ "
                 "or list them in a CSV with path,sku_id"
             )
-        raise DataError(f"--input {path}: no images found; expected DIR/<sku_id>/<image>.jpg or a CSV with path,sku_id")
+        listings = sorted(path.glob("*.csv")) if path.is_dir() else []
+        hint = f" (it holds {listings[0].name}: pass --input {listings[0]})" if len(listings) == 1 else ""
+        raise DataError(
+            f"--input {path}: no images found; expected DIR/<sku_id>/<image>.jpg or a CSV with path,sku_id{hint}"
+        )
     listing.images.sort(key=lambda r: (r.sku_id, r.path))
     return listing
 
