@@ -104,6 +104,7 @@ def test_a_run_tested_on_five_crops_and_evaluate_with_crops_5_agree(tiny_shards,
         assert five[key] == pytest.approx(trained[key], abs=1e-6), key
     assert (five_dir / "confusions.csv").read_text() == (run_dir / "confusions.csv").read_text()
     assert (five["crops"], five["crop_pct"], one["crops"], one["crop_pct"]) == (5, 0.8, 1, 0.875)
+    assert (trained["test/crops"], trained["test/crop_pct"]) == (5, 0.8)  # metrics.json says what test/top1 means
     assert five["images"] == one["images"] > 0
     # the views change this model's answers: the agreement above is the five-crop figure's, not the centre crop's
     assert (one["test/top1"], one["test/top5"]) != (five["test/top1"], five["test/top5"])
@@ -129,3 +130,24 @@ def test_a_run_tested_on_five_crops_and_evaluate_with_crops_5_agree(tiny_shards,
     )
     out = capsys.readouterr().out
     assert f"test/top1 {trained['test/top1']:.4f}" in out and "5 crops each at crop_pct 0.8" in out, out
+
+
+def test_the_model_card_says_the_test_used_views_the_export_does_not(tiny_shards, tmp_path):
+    """An export predicts one centre crop; a card quoting a five-crop test figure must say so and how to get both."""
+    from omegaconf import OmegaConf
+
+    from skuvision.export.bundle import export_checkpoint
+    from skuvision.train import run
+
+    run_dir = tmp_path / "run"
+    overrides = [f"data.root={tiny_shards}", *FAST_TRAIN, "trainer.max_epochs=1", "data.test_crops=3", "logger=csv"]
+    cfg = compose_train_cfg(run_dir, overrides)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # what Hydra writes: the card finds the run from it
+    run(cfg)
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert (trained["test/crops"], trained["test/crop_pct"]) == (3, 0.875)
+    export_checkpoint(trained["best_checkpoint"], tmp_path / "export", force=True)
+    card = (tmp_path / "export" / "model_card.md").read_text()
+    assert "the test scored each photo as 3 crops at crop_pct 0.8750" in card
+    assert "this export predicts one centre crop" in card and "--crops 3 --crop-pct 0.875" in card

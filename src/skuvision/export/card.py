@@ -90,6 +90,13 @@ def render_card(
         "",
     ]
     lines += [f"- {k}: {_fmt(v)}" for k, v in shown.items()] or ["- no metrics.json found next to the checkpoint"]
+    crops, crop_pct = metrics.get("test/crops", 1), metrics.get("test/crop_pct", spec["crop_pct"])
+    if "test/top1" in metrics and (crops > 1 or crop_pct != spec["crop_pct"]):
+        lines.append(
+            f"- the test scored each photo as {int(crops)} crops at crop_pct {_fmt(crop_pct)} (`data.test_crops`, "
+            "`data.test_crop_pct`); this export predicts one centre crop: `skuvision evaluate EXPORT SHARDS` gives "
+            f"its accuracy, `--crops {int(crops)} --crop-pct {crop_pct}` the run's"
+        )
     lines += [
         "",
         "## Export checks",
