@@ -98,7 +98,7 @@ def collect_metrics(trainer, model, test_results: list[dict] | None, datamodule=
     )
     if test_results and getattr(datamodule, "test_crops", None) is not None:  # what test/top1 was measured on
         metrics["test/crops"] = datamodule.test_crops
-        metrics["test/crop_pct"] = datamodule.test_crop_pct or datamodule.preprocess["crop_pct"]
+        metrics["test/crop_pct"] = datamodule.test_preprocess["crop_pct"]
     bad = getattr(datamodule, "bad_samples", None)
     if bad is not None:
         metrics["data/bad_samples"] = len(bad.seen)  # skipped, never silently (skuvision.data.integrity)

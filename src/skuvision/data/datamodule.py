@@ -242,6 +242,11 @@ class SKUDataModule(L.LightningDataModule):
         return self._preprocess
 
     @property
+    def test_preprocess(self) -> dict:
+        """``preprocess`` with the test's own ``data.test_crop_pct`` (the resize its views are cut from)."""
+        return with_crop_pct(self.preprocess, self.test_crop_pct, "data.test_crop_pct")
+
+    @property
     def num_classes(self) -> int:
         return int(self.manifest["num_classes"])
 
@@ -275,9 +280,7 @@ class SKUDataModule(L.LightningDataModule):
             if is_s3(self.root):
                 allow_http_endpoint_for_litdata()
             if split == "test":
-                transform = eval_transform(
-                    with_crop_pct(self.preprocess, self.test_crop_pct, "data.test_crop_pct"), self.test_crops
-                )
+                transform = eval_transform(self.test_preprocess, self.test_crops)
             elif not train:
                 transform = eval_transform(self.preprocess)
             elif self.augment_on_device:  # the worker only decodes; see on_after_batch_transfer
