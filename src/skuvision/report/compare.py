@@ -13,6 +13,7 @@ import csv
 import logging
 import re
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,10 @@ SEED_METRICS = ("val/top1", "test/top1")
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); None where there are too few values for either."""
     if not values:
         return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5  # sample std (n - 1)
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def seed_table(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]] | None:
