@@ -17,6 +17,11 @@ GroceryStoreDataset instead (~5 % of its classes held out as new; no drift round
 --holdout-every 4 --per-round 2 --drift-only``: real-photo drift instead: 20 classes held out, ten
 chained ridge rounds (fixed penalty, and penalty on val), each evaluated on test features computed
 once (``onboard.test=false``), then the 4-class delta with each solver and all 20 classes at once.
+A third chain carries RanPAC's projection (its first round replays every base train image, the
+projected sums a base trained with ``callbacks.ridge_statistics.projection`` would leave). ``--retrain``
+adds the reference the drift goal wants: the full retrain on all classes from ImageNet (the recipe's
+epochs) and warm starts from the last round's checkpoint (``init_from``, ``--warm-epochs``), each tested
+on the same images (centre crop, as the chains are evaluated).
 Writes the ``benchmark_onboarding`` section of BENCHMARKS.md and a PNG beside it.
 """
 
@@ -66,6 +71,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="--data: only the base model and the chained ridge rounds (no retrain, no other variants)",
     )
     p.add_argument("--no-variants", action="store_true", help="--drift-only: skip the 4-class delta's solvers")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="--drift-only: also the full retrain on all classes from ImageNet and warm starts from the last round",
+    )
+    p.add_argument(
+        "--warm-epochs",
+        default="2,4",
+        help="--retrain: epochs of each warm-started retrain (init_from the last round's checkpoint)",
+    )
     p.add_argument("--base-only", action="store_true", help="stop after the shards and the base model")
     p.add_argument(
         "--resume",
@@ -222,25 +237,27 @@ def main(argv=None) -> int:
     prep_seconds = time.perf_counter() - t0
 
     # real photos: the real-photo recipe at its own 160 px; synthetic: the quickstart's at --size
-    sized = ["experiment=photos"] if args.data else ["experiment=quickstart", f"data.image_size={args.size}"]
-    recipe = [
-        *sized,
-        f"trainer.max_epochs={args.epochs}",
-        "trainer.enable_progress_bar=false",
-        "~callbacks.progress_bar",
-    ]
+    # real photos: one centre crop at test (not experiment=photos' 5 views), as onboard.py and the drift
+    # chains' evaluator test, so that every row of a table sees the same pixels
+    sized = (
+        ["experiment=photos", "data.test_crops=1"]
+        if args.data
+        else ["experiment=quickstart", f"data.image_size={args.size}"]
+    )
+    recipe = [*sized, "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
+    recipe_epochs = [*recipe, f"trainer.max_epochs={args.epochs}"]
     if args.resume and (work / "runs" / "base" / "metrics.json").is_file():
         base_metrics = json.loads((work / "runs" / "base" / "metrics.json").read_text())
         base_wall = json.loads((work / "runs" / "base" / "wall.json").read_text())["wall_s"]
     else:
-        base_metrics, base_wall = train_py(work / "runs" / "base", *recipe, f"data.root={base}")
+        base_metrics, base_wall = train_py(work / "runs" / "base", *recipe_epochs, f"data.root={base}")
         (work / "runs" / "base" / "wall.json").write_text(json.dumps({"wall_s": base_wall}))
     base_ckpt = base_metrics["best_checkpoint"]
     if args.base_only:
         print(json.dumps({"base": base_metrics, "wall_s": base_wall, "prep_s": prep_seconds}, indent=1, default=str))
         return 0
     if args.drift_only:
-        return grocery_drift(args, work, base, base_metrics, base_wall, deltas, old_skus, prep_seconds)
+        return grocery_drift(args, work, base, base_metrics, base_wall, deltas, old_skus, prep_seconds, recipe)
     results: dict[str, dict] = {
         "base": {
             "top1_old": base_metrics["test/top1"],
@@ -249,7 +266,7 @@ def main(argv=None) -> int:
             "ridge_s": base_metrics.get("ridge/seconds"),
         }
     }
-    full_metrics, full_wall = train_py(work / "runs" / "full", *recipe, f"data.root={full}")
+    full_metrics, full_wall = train_py(work / "runs" / "full", *recipe_epochs, f"data.root={full}")
     epochs = int(full_metrics.get("epochs", args.epochs))
     full_images = epochs * (full_manifest["splits"]["train"]["count"] + full_manifest["splits"]["val"]["count"])
     results["full retrain"] = {
@@ -412,9 +429,10 @@ def _in_trunk(key: str, state: dict) -> bool:
     return not key.startswith(("aux.", f"head.{last}."))
 
 
-def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: float, deltas, old_skus, prep_s):
+def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: float, deltas, old_skus, prep_s, recipe):
     """Chained closed-form ridge rounds on real photos, each from the previous round's checkpoint, evaluated
-    on cached test features; then the 4-class delta (the first two rounds' classes at once) with each solver."""
+    on cached test features; then the 4-class delta (the first two rounds' classes at once) with each solver,
+    and (``--retrain``) the full retrain and warm starts that the chains are measured against."""
     base_ckpt = base_metrics["best_checkpoint"]
     original = len(old_skus)
     evaluator = HeadEvaluator(base_ckpt, [base, *deltas])
@@ -422,18 +440,33 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
     # the same base with its SKU layer re-solved from its own sums (no new class): the ridge head's reference
     base_ridge = evaluator.top1(base_ckpt, original, resolve=1.0)
     quiet = ["onboard.test=false", f"onboard.replay_per_sku={args.replay}"]
-    chains = {"ridge": ["onboard.solver=ridge"], "ridge_val": ["onboard.solver=ridge", "onboard.ridge=null"]}
+    chains = {
+        "ridge": ["onboard.solver=ridge"],
+        "ridge_val": ["onboard.solver=ridge", "onboard.ridge=null"],
+        # RanPAC: the base's sums are of unprojected features, so round 1 replays every base train image
+        # (later rounds' checkpoints carry projected sums and read only their new images); penalty on val
+        "projection": [
+            "onboard.solver=ridge",
+            f"onboard.projection={args.projection}",
+            "onboard.ridge=null",
+            f"onboard.ridge_grid={PROJECTION_GRID}",
+            "onboard.replay_per_sku=1000000",
+        ],
+    }
     series = {}
     for chain, extra in chains.items():
         rounds, ckpt = [], base_ckpt
+        keys = {e.split("=", 1)[0] for e in extra}
+        mine = [q for q in quiet if q.split("=", 1)[0] not in keys]
         for i, delta in enumerate(deltas, 1):
             run_dir = work / "runs" / f"drift_{chain}_{i:02d}"
-            m, wall = onboard_py(run_dir, f"onboard.from={ckpt}", f"data.root={delta}", *extra, *quiet)
+            m, wall = onboard_py(run_dir, f"onboard.from={ckpt}", f"data.root={delta}", *extra, *mine)
             ckpt = m["best_checkpoint"]
             row = {"round": i, "wall_s": wall, "onboard_s": m["onboard/seconds"], **evaluator.top1(ckpt, original)}
             row["backbone_images"] = m["onboard/backbone_images"]
             row["ridge_from_base"] = m.get("onboard/ridge_from_base")
             row["ridge_penalty"] = m.get("onboard/ridge_penalty")
+            row["ckpt"] = ckpt
             rounds.append(row)
             print(json.dumps({chain: row}), flush=True)
         series[chain] = rounds
@@ -483,10 +516,12 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
                 **evaluator.top1(m["best_checkpoint"], original),
             }
             print(json.dumps({name: variants[name]}), flush=True)
+    retrains = retrain_runs(args, work, recipe, deltas, old_skus, rounds[-1]["ckpt"]) if args.retrain else {}
     base_manifest = json.loads((base / "manifest.json").read_text())
     meta = {
         "original": original,
         "held_out": meta_held(deltas),
+        "projection": args.projection,
         "base_train_images": base_manifest["splits"]["train"]["count"],
         "epochs": args.epochs,
         "base_wall_s": base_wall,
@@ -505,7 +540,9 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
         "base_ridge": base_ridge,
         "rounds": rounds,
         "rounds_ridge_val": series["ridge_val"],
+        "rounds_projection": series["projection"],
         "variants": variants,
+        "retrains": retrains,
     }
     (work / "drift.json").write_text(json.dumps(results, indent=1))
     plot_drift(results, ROOT / "docs" / "benchmark_onboarding_grocery_drift.png")
@@ -513,6 +550,41 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
 
 
 PROJECTION_GRID = "[1.0,10.0,100.0,1000.0,10000.0,100000.0]"  # RanPAC's D-dim features want larger penalties
+
+
+def retrain_runs(args, work: Path, recipe: list[str], deltas: list[Path], old_skus: list[str], last: str) -> dict:
+    """The full retrain on every class from ImageNet and warm starts from ``last`` (the chain's final
+    checkpoint), on shards of all classes built with the chain's label map; top-1 on the original and the
+    held-out classes' test images from each run's per_sku.csv (train.py's test, one centre crop)."""
+    old_rows, held_rows = grocery_rows(args)
+    held_rows = [r for part in held_rows for r in part]
+    full = work / "shards" / "full"
+    manifest = build_once(old_rows + held_rows, work / "full.csv", full, deltas[-1], args.size)
+    held = {r["sku_id"] for r in held_rows}
+    runs = {"full retrain from ImageNet": (args.epochs, [])}
+    for epochs in (int(e) for e in args.warm_epochs.split(",") if e.strip()):
+        runs[f"warm start from round {len(deltas)}, {epochs} epochs"] = (epochs, [f"init_from={last}"])
+    out = {}
+    for name, (epochs, extra) in runs.items():
+        run_dir = work / "runs" / ("retrain_" + "".join(c if c.isalnum() else "_" for c in name))
+        if args.resume and (run_dir / "wall.json").is_file():
+            m = json.loads((run_dir / "metrics.json").read_text())
+            wall = json.loads((run_dir / "wall.json").read_text())["wall_s"]
+        else:
+            m, wall = train_py(run_dir, *recipe, f"trainer.max_epochs={epochs}", f"data.root={full}", *extra)
+            (run_dir / "wall.json").write_text(json.dumps({"wall_s": wall}))
+        out[name] = {
+            "epochs": epochs,
+            "top1_original": per_sku_top1(run_dir, set(old_skus)),
+            "top1_onboarded": per_sku_top1(run_dir, held),
+            "top1_all": m["test/top1"],
+            "val_top1": m.get("val/top1"),
+            "train_s": m.get("train/seconds"),
+            "wall_s": wall,
+            "backbone_images": epochs * (manifest["splits"]["train"]["count"] + manifest["splits"]["val"]["count"]),
+        }
+        print(json.dumps({name: out[name]}), flush=True)
+    return out
 
 
 def meta_held(deltas) -> int:
@@ -544,6 +616,40 @@ def render_drift(results: dict) -> str:
             f"{r['onboard_s']:.1f} | {r['wall_s']:.1f} | {r['eval_s']:.1f} | {_pct(v.get('top1_original'))} | "
             f"{_pct(v.get('top1_onboarded'))} | {v.get('ridge_penalty', '—')} |"
         )
+    if results.get("rounds_projection"):
+        lines += [
+            "",
+            f"| round, ridge + projection {meta.get('projection', '')} (penalty on val) | original top-1 % (Δ vs base) "
+            "| onboarded so far % | all % | ridge sums: images | backbone images | onboarding s | command s | penalty |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results["rounds_projection"]:
+            drop = 100 * (r["top1_original"] - base["top1_original"])
+            lines.append(
+                f"| {r['round']} | {_pct(r['top1_original'])} ({drop:+.1f}) | {_pct(r['top1_onboarded'])} | "
+                f"{_pct(r['top1_all'])} | {r['ridge_images']} | {r['backbone_images']} | {r['onboard_s']:.1f} | "
+                f"{r['wall_s']:.1f} | {r['ridge_penalty']} |"
+            )
+    if results.get("retrains"):
+        full = next(iter(results["retrains"].values()))
+        last = results["rounds"][-1]
+        lines += [
+            "",
+            f"| all {last['classes']} classes | epochs | original top-1 % (Δ vs base) | held-out classes % | all % | "
+            "best val top-1 % | fit s | × retrain fit | whole command s |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| round {last['round']} of the ridge chain (frozen trunk) | — | {_pct(last['top1_original'])} "
+            f"({100 * (last['top1_original'] - base['top1_original']):+.1f}) | {_pct(last['top1_onboarded'])} | "
+            f"{_pct(last['top1_all'])} | — | {last['onboard_s']:.1f} (onboarding, last round) | "
+            f"{last['onboard_s'] / full['train_s']:.3f} | {last['wall_s']:.1f} |",
+        ]
+        for name, r in results["retrains"].items():
+            drop = 100 * (r["top1_original"] - base["top1_original"])
+            lines.append(
+                f"| {name} | {r['epochs']} | {_pct(r['top1_original'])} ({drop:+.1f}) | {_pct(r['top1_onboarded'])} "
+                f"| {_pct(r['top1_all'])} | {_pct(r['val_top1'])} | {r['train_s']:.0f} | "
+                f"{r['train_s'] / full['train_s']:.3f} | {r['wall_s']:.0f} |"
+            )
     if results["variants"]:
         lines += [
             "",
@@ -608,6 +714,26 @@ def plot_drift(results: dict, path: Path) -> Path:
             color="tab:purple",
             alpha=0.8,
             label="original, onboard.ridge=null (penalty on val)",
+        )
+    if results.get("rounds_projection"):
+        proj = results["rounds_projection"]
+        ax.plot(
+            xs,
+            [100 * base["top1_original"]] + [100 * r["top1_original"] for r in proj],
+            marker="^",
+            ls="-.",
+            color="tab:red",
+            alpha=0.8,
+            label=f"original, ridge + projection {results['meta'].get('projection', '')} (penalty on val)",
+        )
+    if results.get("retrains"):
+        name, full = next(iter(results["retrains"].items()))
+        ax.axhline(
+            100 * full["top1_original"],
+            color="tab:orange",
+            ls="-",
+            lw=1.2,
+            label=f"original, {name} on all {rounds[-1]['classes']} classes",
         )
     for r in rounds:
         ax.annotate(
