@@ -77,6 +77,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="--drift-only: also the full retrain on all classes from ImageNet and warm starts from the last round",
     )
     p.add_argument(
+        "--retrain-every",
+        type=int,
+        default=0,
+        help="--drift-only: also a chain that runs a warm-started retrain on every class so far after every K "
+        "ridge rounds and onboards the next rounds from it (0: off)",
+    )
+    p.add_argument("--retrain-every-epochs", type=int, default=2, help="--retrain-every: epochs of each retrain")
+    p.add_argument(
         "--warm-epochs",
         default="2,4",
         help="--retrain: epochs of each warm-started retrain (init_from the last round's checkpoint)",
@@ -355,6 +363,7 @@ class HeadEvaluator:
         from skuvision.onboarding.replay import read_picks, split_picks
 
         start = time.perf_counter()
+        self.shard_sets = shard_sets
         base = load_checkpoint(base_ckpt)
         self.preprocess = base["preprocess"]
         self.trunk_state = {k: v for k, v in base["state_dict"].items() if _in_trunk(k, base["state_dict"])}
@@ -517,11 +526,16 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
             }
             print(json.dumps({name: variants[name]}), flush=True)
     retrains = retrain_runs(args, work, recipe, deltas, old_skus, rounds[-1]["ckpt"]) if args.retrain else {}
+    policy = (
+        retrain_policy(args, work, recipe, base, deltas, old_skus, base_ckpt, evaluator) if args.retrain_every else []
+    )
     base_manifest = json.loads((base / "manifest.json").read_text())
     meta = {
         "original": original,
         "held_out": meta_held(deltas),
         "projection": args.projection,
+        "retrain_every": args.retrain_every,
+        "retrain_every_epochs": args.retrain_every_epochs,
         "base_train_images": base_manifest["splits"]["train"]["count"],
         "epochs": args.epochs,
         "base_wall_s": base_wall,
@@ -543,6 +557,7 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
         "rounds_projection": series["projection"],
         "variants": variants,
         "retrains": retrains,
+        "rounds_policy": policy,
     }
     (work / "drift.json").write_text(json.dumps(results, indent=1))
     plot_drift(results, ROOT / "docs" / "benchmark_onboarding_grocery_drift.png")
@@ -550,6 +565,63 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
 
 
 PROJECTION_GRID = "[1.0,10.0,100.0,1000.0,10000.0,100000.0]"  # RanPAC's D-dim features want larger penalties
+
+
+def retrain_policy(args, work: Path, recipe, base: Path, deltas, old_skus, base_ckpt: str, evaluator) -> list[dict]:
+    """Ridge rounds with a warm-started retrain (``init_from``, ``--retrain-every-epochs``) on every class so far
+    after every ``--retrain-every`` rounds; later rounds onboard from the retrain's tested checkpoint (it carries
+    the sums of its whole train split), on deltas rebuilt on top of the retrain's shards. Each round is
+    evaluated on the same test images; a retrain moves the trunk, so the test features are recomputed."""
+    old_rows, held = grocery_rows(args)
+    every, epochs, original = args.retrain_every, args.retrain_every_epochs, len(old_skus)
+    tag = f"policy{every}x{epochs}"
+    ckpt, known, rebased, out = base_ckpt, base, False, []
+    for i, delta in enumerate(deltas, 1):
+        if rebased:  # the month's delta on top of the shards the current checkpoint was trained (or onboarded) on
+            delta = work / "shards" / f"{tag}_delta{i:02d}"
+            build_once(held[i - 1], work / f"{tag}_delta{i:02d}.csv", delta, known, args.size)
+        run_dir = work / "runs" / f"drift_{tag}_{i:02d}"
+        m, wall = onboard_py(
+            run_dir,
+            f"onboard.from={ckpt}",
+            f"data.root={delta}",
+            "onboard.solver=ridge",
+            "onboard.test=false",
+            f"onboard.replay_per_sku={args.replay}",
+        )
+        ckpt, known = m["best_checkpoint"], delta
+        row = {
+            "round": i,
+            "step": "ridge",
+            "wall_s": wall,
+            "onboard_s": m["onboard/seconds"],
+            "ridge_from_base": m.get("onboard/ridge_from_base"),
+            **evaluator.top1(ckpt, original),
+        }
+        out.append(row)
+        print(json.dumps({tag: row}), flush=True)
+        if i % every or i == len(deltas):
+            continue
+        so_far = work / "shards" / f"{tag}_all{i:02d}"
+        build_once(
+            old_rows + [r for part in held[:i] for r in part], work / f"{tag}_all{i:02d}.csv", so_far, known, args.size
+        )
+        run_dir = work / "runs" / f"drift_{tag}_{i:02d}_retrain"
+        m, wall = train_py(run_dir, *recipe, f"trainer.max_epochs={epochs}", f"data.root={so_far}", f"init_from={ckpt}")
+        ckpt, known, rebased = m["best_checkpoint"], so_far, True
+        evaluator = HeadEvaluator(ckpt, evaluator.shard_sets)
+        row = {
+            "round": i,
+            "step": f"warm retrain, {epochs} epochs",
+            "wall_s": wall,
+            "onboard_s": m["train/seconds"],
+            "ridge_s": m.get("ridge/seconds"),
+            "features_s": evaluator.seconds,
+            **evaluator.top1(ckpt, original),
+        }
+        out.append(row)
+        print(json.dumps({tag: row}), flush=True)
+    return out
 
 
 def retrain_runs(args, work: Path, recipe: list[str], deltas: list[Path], old_skus: list[str], last: str) -> dict:
@@ -630,6 +702,27 @@ def render_drift(results: dict) -> str:
                 f"{_pct(r['top1_all'])} | {r['ridge_images']} | {r['backbone_images']} | {r['onboard_s']:.1f} | "
                 f"{r['wall_s']:.1f} | {r['ridge_penalty']} |"
             )
+    if results.get("rounds_policy"):
+        policy = results["rounds_policy"]
+        full = next(iter((results.get("retrains") or {}).values()), None)
+        spent = sum(r["onboard_s"] for r in policy)
+        lines += [
+            "",
+            f"| round, ridge + a warm retrain ({meta['retrain_every_epochs']} epochs) after every "
+            f"{meta['retrain_every']} rounds | step | classes | original top-1 % (Δ vs base) | onboarded so far % "
+            "| all % | onboarding / fit s | command s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in policy:
+            drop = 100 * (r["top1_original"] - base["top1_original"])
+            lines.append(
+                f"| {r['round']} | {r['step']} | {r['classes']} | {_pct(r['top1_original'])} ({drop:+.1f}) | "
+                f"{_pct(r['top1_onboarded'])} | {_pct(r['top1_all'])} | {r['onboard_s']:.1f} | {r['wall_s']:.1f} |"
+            )
+        ratio = f" = {spent / full['train_s']:.3f}× the full retrain's fit" if full else ""
+        lines.append(
+            f"\nThe policy's onboarding and retrain seconds over all {policy[-1]['round']} rounds: {spent:.0f} s{ratio}."
+        )
     if results.get("retrains"):
         full = next(iter(results["retrains"].values()))
         last = results["rounds"][-1]
@@ -673,7 +766,7 @@ def plot_drift(results: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     base, rounds = results["base"], results["rounds"]
-    fig, ax = plt.subplots(1, 1, figsize=(7, 4.2), constrained_layout=True)
+    fig, ax = plt.subplots(1, 1, figsize=(8, 5.5), constrained_layout=True)
     xs = [0] + [r["round"] for r in rounds]
     ax.plot(
         xs,
@@ -726,13 +819,24 @@ def plot_drift(results: dict, path: Path) -> Path:
             alpha=0.8,
             label=f"original, ridge + projection {results['meta'].get('projection', '')} (penalty on val)",
         )
+    if results.get("rounds_policy"):
+        per_round = {r["round"]: r for r in results["rounds_policy"]}  # after a retrain: the retrained model
+        ax.plot(
+            xs,
+            [100 * base["top1_original"]] + [100 * per_round[x]["top1_original"] for x in xs[1:]],
+            marker="D",
+            color="tab:brown",
+            alpha=0.8,
+            label=f"original, ridge + a {results['meta']['retrain_every_epochs']}-epoch warm retrain every "
+            f"{results['meta']['retrain_every']} rounds",
+        )
     if results.get("retrains"):
         name, full = next(iter(results["retrains"].items()))
         ax.axhline(
             100 * full["top1_original"],
-            color="tab:orange",
+            color="tab:olive",
             ls="-",
-            lw=1.2,
+            lw=1.5,
             label=f"original, {name} on all {rounds[-1]['classes']} classes",
         )
     for r in rounds:
@@ -749,7 +853,7 @@ def plot_drift(results: dict, path: Path) -> Path:
         xlabel="round (0 = base)",
         ylabel="test top-1 %",
     )
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=7, loc="lower left")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
