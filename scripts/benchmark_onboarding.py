@@ -197,6 +197,16 @@ def train_py(run_dir: Path, *overrides: str) -> tuple[dict, float]:
     return run_script("train.py", run_dir, "logger=csv", *overrides)
 
 
+def train_once(args, run_dir: Path, *overrides: str) -> tuple[dict, float]:
+    """``train_py``, or (``--resume``) the metrics and wall seconds of an earlier finished run in ``run_dir``."""
+    if args.resume and (run_dir / "wall.json").is_file():
+        wall = json.loads((run_dir / "wall.json").read_text())["wall_s"]
+        return json.loads((run_dir / "metrics.json").read_text()), wall
+    m, wall = train_py(run_dir, *overrides)
+    (run_dir / "wall.json").write_text(json.dumps({"wall_s": wall}))
+    return m, wall
+
+
 def onboard_py(run_dir: Path, *overrides: str) -> tuple[dict, float]:
     """Run ``python onboard.py`` in a fresh process (image size from the checkpoint); (metrics.json, wall seconds)."""
     return run_script("onboard.py", run_dir, *overrides)
@@ -607,7 +617,9 @@ def retrain_policy(args, work: Path, recipe, base: Path, deltas, old_skus, base_
             old_rows + [r for part in held[:i] for r in part], work / f"{tag}_all{i:02d}.csv", so_far, known, args.size
         )
         run_dir = work / "runs" / f"drift_{tag}_{i:02d}_retrain"
-        m, wall = train_py(run_dir, *recipe, f"trainer.max_epochs={epochs}", f"data.root={so_far}", f"init_from={ckpt}")
+        m, wall = train_once(
+            args, run_dir, *recipe, f"trainer.max_epochs={epochs}", f"data.root={so_far}", f"init_from={ckpt}"
+        )
         ckpt, known, rebased = m["best_checkpoint"], so_far, True
         evaluator = HeadEvaluator(ckpt, evaluator.shard_sets)
         row = {
@@ -639,12 +651,7 @@ def retrain_runs(args, work: Path, recipe: list[str], deltas: list[Path], old_sk
     out = {}
     for name, (epochs, extra) in runs.items():
         run_dir = work / "runs" / ("retrain_" + "".join(c if c.isalnum() else "_" for c in name))
-        if args.resume and (run_dir / "wall.json").is_file():
-            m = json.loads((run_dir / "metrics.json").read_text())
-            wall = json.loads((run_dir / "wall.json").read_text())["wall_s"]
-        else:
-            m, wall = train_py(run_dir, *recipe, f"trainer.max_epochs={epochs}", f"data.root={full}", *extra)
-            (run_dir / "wall.json").write_text(json.dumps({"wall_s": wall}))
+        m, wall = train_once(args, run_dir, *recipe, f"trainer.max_epochs={epochs}", f"data.root={full}", *extra)
         out[name] = {
             "epochs": epochs,
             "top1_original": per_sku_top1(run_dir, set(old_skus)),
