@@ -804,39 +804,38 @@ def plot_drift(results: dict, path: Path) -> Path:
         alpha=0.5,
         label="goal: within 1 point",
     )
-    if results.get("rounds_ridge_val"):
-        val = results["rounds_ridge_val"]
-        ax.plot(
-            xs,
-            [100 * base["top1_original"]] + [100 * r["top1_original"] for r in val],
-            marker=".",
-            ls="--",
-            color="tab:purple",
-            alpha=0.8,
-            label="original, onboard.ridge=null (penalty on val)",
-        )
-    if results.get("rounds_projection"):
-        proj = results["rounds_projection"]
-        ax.plot(
-            xs,
-            [100 * base["top1_original"]] + [100 * r["top1_original"] for r in proj],
-            marker="^",
-            ls="-.",
-            color="tab:red",
-            alpha=0.8,
-            label=f"original, ridge + projection {results['meta'].get('projection', '')} (penalty on val)",
-        )
-    if results.get("rounds_policy"):
-        per_round = {r["round"]: r for r in results["rounds_policy"]}  # after a retrain: the retrained model
-        ax.plot(
-            xs,
-            [100 * base["top1_original"]] + [100 * per_round[x]["top1_original"] for x in xs[1:]],
-            marker="D",
-            color="tab:brown",
-            alpha=0.8,
-            label=f"original, ridge + a {results['meta']['retrain_every_epochs']}-epoch warm retrain every "
-            f"{results['meta']['retrain_every']} rounds",
-        )
+    meta = results["meta"]
+    # the policy's rounds 3, 6, 9 appear twice (ridge, then its retrain): plot the retrained model
+    policy = list({r["round"]: r for r in results.get("rounds_policy") or []}.values())
+    chains = [
+        (results.get("rounds_ridge_val"), ".", "--", "tab:purple", "original, onboard.ridge=null (penalty on val)"),
+        (
+            results.get("rounds_projection"),
+            "^",
+            "-.",
+            "tab:red",
+            f"original, ridge + projection {meta.get('projection', '')} (penalty on val)",
+        ),
+        (
+            policy,
+            "D",
+            "-",
+            "tab:brown",
+            f"original, ridge + a {meta.get('retrain_every_epochs')}-epoch warm retrain every "
+            f"{meta.get('retrain_every')} rounds",
+        ),
+    ]
+    for series, marker, ls, color, label in chains:
+        if series:
+            ax.plot(
+                xs,
+                [100 * base["top1_original"]] + [100 * r["top1_original"] for r in series],
+                marker=marker,
+                ls=ls,
+                color=color,
+                alpha=0.8,
+                label=label,
+            )
     if results.get("retrains"):
         name, full = next(iter(results["retrains"].items()))
         ax.axhline(
