@@ -93,7 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="keep --work: reuse its shards and base run (runs/base/metrics.json) when present",
+        help="keep --work: reuse its shards and finished training runs (wall.json beside metrics.json) when present",
     )
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-markdown", action="store_true")
@@ -207,6 +207,11 @@ def train_once(args, run_dir: Path, *overrides: str) -> tuple[dict, float]:
     return m, wall
 
 
+def slug(name: str) -> str:
+    """A table row's name as its run directory's name."""
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
 def onboard_py(run_dir: Path, *overrides: str) -> tuple[dict, float]:
     """Run ``python onboard.py`` in a fresh process (image size from the checkpoint); (metrics.json, wall seconds)."""
     return run_script("onboard.py", run_dir, *overrides)
@@ -264,12 +269,7 @@ def main(argv=None) -> int:
     )
     recipe = [*sized, "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
     recipe_epochs = [*recipe, f"trainer.max_epochs={args.epochs}"]
-    if args.resume and (work / "runs" / "base" / "metrics.json").is_file():
-        base_metrics = json.loads((work / "runs" / "base" / "metrics.json").read_text())
-        base_wall = json.loads((work / "runs" / "base" / "wall.json").read_text())["wall_s"]
-    else:
-        base_metrics, base_wall = train_py(work / "runs" / "base", *recipe_epochs, f"data.root={base}")
-        (work / "runs" / "base" / "wall.json").write_text(json.dumps({"wall_s": base_wall}))
+    base_metrics, base_wall = train_once(args, work / "runs" / "base", *recipe_epochs, f"data.root={base}")
     base_ckpt = base_metrics["best_checkpoint"]
     if args.base_only:
         print(json.dumps({"base": base_metrics, "wall_s": base_wall, "prep_s": prep_seconds}, indent=1, default=str))
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
         ],
     }
     for name, extra in variants.items():
-        run_dir = work / "runs" / "".join(c if c.isalnum() else "_" for c in name)
+        run_dir = work / "runs" / slug(name)
         m, wall = onboard_py(run_dir, *onboard, *extra)
         results[name] = {
             "top1_old": m["test/top1_old"],
@@ -521,7 +521,7 @@ def grocery_drift(args, work: Path, base: Path, base_metrics: dict, base_wall: f
         }
         solvers[joint["name"] + " (= the joint ridge solution)"] = ["onboard.solver=ridge"]
         for name, extra in solvers.items():
-            run_dir = work / "runs" / ("v4_" + "".join(c if c.isalnum() else "_" for c in name))
+            run_dir = work / "runs" / ("v4_" + slug(name))
             delta = every if name.startswith(joint["name"]) else delta4
             keys = {e.split("=", 1)[0] for e in extra}
             mine = [q for q in quiet if q.split("=", 1)[0] not in keys]
@@ -650,7 +650,7 @@ def retrain_runs(args, work: Path, recipe: list[str], deltas: list[Path], old_sk
         runs[f"warm start from round {len(deltas)}, {epochs} epochs"] = (epochs, [f"init_from={last}"])
     out = {}
     for name, (epochs, extra) in runs.items():
-        run_dir = work / "runs" / ("retrain_" + "".join(c if c.isalnum() else "_" for c in name))
+        run_dir = work / "runs" / ("retrain_" + slug(name))
         m, wall = train_once(args, run_dir, *recipe, f"trainer.max_epochs={epochs}", f"data.root={full}", *extra)
         out[name] = {
             "epochs": epochs,
