@@ -38,6 +38,7 @@ def list_s3_sources(uri: str) -> Listing:
 
 def _folders(bucket: str, prefix: str, keys: list[str]) -> Listing:
     images = []
+    skus: dict[str, str] = {}  # one string object per SKU id, shared by its images
     start = len(prefix) + 1 if prefix else 0
     for key in keys:
         parts = key[start:].split("/")
@@ -46,7 +47,7 @@ def _folders(bucket: str, prefix: str, keys: list[str]) -> Listing:
             and not parts[0].startswith(".")
             and PurePosixPath(parts[1]).suffix.lower() in IMAGE_SUFFIXES
         ):
-            images.append(SourceImage(f"s3://{bucket}/{key}", parts[0]))
+            images.append(SourceImage(f"s3://{bucket}/{key}", skus.setdefault(parts[0], parts[0])))
     return Listing(images)
 
 
