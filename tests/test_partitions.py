@@ -89,6 +89,25 @@ def test_the_merged_build_does_not_depend_on_the_number_of_partitions(catalogue,
         assert verify_shards(out, progress=False) == []
 
 
+def test_several_merge_writers_keep_every_split_in_listing_order(catalogue, tmp_path):
+    """Small chunks, so a writer's range starts and ends inside partition chunks; only the chunk layout may differ."""
+    settings = BuildSettings(**SETTINGS, chunk_bytes="16KB")
+    reference = build_shards(catalogue, tmp_path / "one-machine", settings, progress=False)
+    for k in range(3):
+        build_partition(catalogue, tmp_path / "p3", settings, 3, k, progress=False)
+    merged = merge_partitions(tmp_path / "p3", progress=False, workers=2)
+    layout = ("chunk_sha256",)
+    assert {k: v for k, v in without_timing(merged).items() if k not in layout} == {
+        k: v for k, v in without_timing(reference).items() if k not in layout
+    }
+    assert samples(tmp_path / "p3") == samples(tmp_path / "one-machine")
+    train = sorted(p.name for p in (tmp_path / "p3" / "train").glob("chunk-*.bin"))
+    assert len({name.split("-")[1] for name in train}) > 1  # written by several ranks
+    assert not list((tmp_path / "p3" / "train").glob("*.index.json"))  # joined into index.json
+    assert set(merged["chunk_sha256"]["train"]) == set(train)
+    assert verify_shards(tmp_path / "p3", progress=False) == []
+
+
 def test_partitions_are_whole_skus_balanced_by_images(catalogue):
     listing = read_listing(catalogue)
     owner = assign_partitions(listing, 3)

@@ -45,21 +45,25 @@ def split_samples(root: str, cache: Path) -> dict[str, list[tuple[bytes, int]]]:
 
 @pytest.mark.slow  # 10-25 s: the fast suite stays under ~10 min on 2 cores
 def test_two_partitions_built_to_s3_and_merged_there_equal_a_local_one_machine_build(aws, tiny_catalogue, tmp_path):
+    """Small chunks and two merge writers: each writer fetches the partition chunks of its ranges from S3."""
     s3 = make_bucket(aws)
+    settings = {**SETTINGS, "chunk_bytes": "8KB"}
     for k in (0, 1):
-        build_partition(tiny_catalogue, OUT, BuildSettings(**SETTINGS), 2, k, progress=False)
+        build_partition(tiny_catalogue, OUT, BuildSettings(**settings), 2, k, progress=False)
     stored = keys(s3, "catalogue/p2/partitions/")
     for k in (0, 1):
         assert f"catalogue/p2/partitions/{k}-of-2/partial.json" in stored
-        assert any(key.startswith(f"catalogue/p2/partitions/{k}-of-2/train/chunk-") for key in stored)
+        assert sum(key.startswith(f"catalogue/p2/partitions/{k}-of-2/train/chunk-") for key in stored) > 2
 
-    merged = merge_partitions(OUT, progress=False)
-    one = build_shards(tiny_catalogue, tmp_path / "one", BuildSettings(**SETTINGS), progress=False)
+    merged = merge_partitions(OUT, progress=False, workers=2)
+    one = build_shards(tiny_catalogue, tmp_path / "one", BuildSettings(**settings), progress=False)
     manifest = s3_json(s3, "shards", "catalogue/p2/manifest.json")
     assert manifest["label_map"] == merged["label_map"] == one["label_map"]
     assert manifest["splits"] == one["splits"] and manifest["partitions"]["count"] == 2
     for key in ("rejects.csv", "train/index.json", "val/index.json", "test/index.json"):
         assert f"catalogue/p2/{key}" in keys(s3, "catalogue/p2/")
+    assert any(key.startswith("catalogue/p2/train/chunk-1-") for key in keys(s3, "catalogue/p2/train/"))  # rank 1
+    assert not any(key.endswith(".index.json") for key in keys(s3, "catalogue/p2/"))  # the ranks' indexes joined
     assert split_samples(OUT, tmp_path / "cache") == split_samples(str(tmp_path / "one"), tmp_path)
     assert verify_shards(OUT, progress=False) == []
 

@@ -303,6 +303,12 @@ def _add_shards_merge(shards) -> None:
         "OUT/{train,val,test}, manifest.json and rejects.csv as a one-machine build would.",
     )
     m.add_argument("out", metavar="OUT", help="the --out the partitions were built into")
+    m.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=all_cores(),
+        help="processes rewriting the samples (each writes contiguous ranges of a split; the order is kept)",
+    )
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(command_name="shards merge")
 

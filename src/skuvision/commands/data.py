@@ -129,7 +129,7 @@ def _build_flags(args: argparse.Namespace) -> list[str]:
 
 
 def shards_merge(args: argparse.Namespace) -> int:
-    manifest = merge_partitions(args.out, progress=not args.quiet)
+    manifest = merge_partitions(args.out, progress=not args.quiet, workers=args.workers)
     print_build_summary(args.out, manifest)
     return 0
 

@@ -1,27 +1,26 @@
 """``shards merge``: join the partitions of one build into the shard set a one-machine build would write.
 
 The merge walks the whole listing in SKU order, as a one-machine build does: it finds the same
-bytes under two SKUs across partitions, assigns the label map once, and rewrites each kept sample
-with its label into one litdata dataset per split. So the result (label map, split of every image,
+bytes under two SKUs across partitions, assigns the label map once, and plans each kept sample's
+place; then several processes rewrite the samples with their labels into one litdata dataset per
+split (``skuvision.data.merge_writers``), in listing order. So the result (label map, split of every image,
 sample bytes per split, rejects, conflicts) does not depend on how many partitions built it.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from litdata import StreamingDataset
 from tqdm.auto import tqdm
 
 from skuvision.data.build_settings import BuildSettings
+from skuvision.data.merge_writers import PlannedSplit, write_planned
 from skuvision.data.partition_store import partition_store
-from skuvision.data.partitions import build_fingerprint, partition_name, rebuild_command
-from skuvision.data.remote import allow_http_endpoint_for_litdata, is_s3
-from skuvision.data.shard_writers import SplitWriters
+from skuvision.data.partitions import build_fingerprint, partition_name, read_record, rebuild_command
+from skuvision.data.remote import is_s3
 from skuvision.data.shards import (
     BuildState,
     by_sku,
@@ -31,18 +30,18 @@ from skuvision.data.shards import (
     previous_for,
     read_listing,
 )
-from skuvision.data.sku_work import Sample, SKUResult
+from skuvision.data.sku_work import SKUResult
+from skuvision.data.splits import SPLITS
 from skuvision.errors import DataError
 from skuvision.quiet import quiet_library_noise
 
-CACHE = "1GB"  # litdata's max_cache_size per partition and split read from S3 (P x 3 readers at most)
 
-
-def merge_partitions(out: str | Path, progress: bool = True) -> dict:
+def merge_partitions(out: str | Path, progress: bool = True, workers: int = 1) -> dict:
     """Check that every partition under ``out/partitions`` is there, complete and of one build; write the shard set.
 
-    ``out`` may be ``s3://``: the partitions are iterated from S3 through a local litdata cache (whole chunks) and the
-    merged shard set is uploaded chunk by chunk, manifest last (as a one-machine build to S3 does).
+    ``workers`` processes rewrite the samples (``skuvision.data.merge_writers``). ``out`` may be ``s3://``:
+    each writer fetches the partition chunks its range needs, one at a time, and uploads its chunks as
+    they close; the manifest goes up last (as a one-machine build to S3 does).
     """
     quiet_library_noise()  # one litdata dataset per partition and split, each with its small-cache advice
     store = partition_store(out)
@@ -58,21 +57,19 @@ def merge_partitions(out: str | Path, progress: bool = True) -> dict:
         )
     if not is_s3(out):
         return into_local_out(
-            Path(out), lambda staging: _merge(records, store, listing, previous, settings, staging, progress)
+            Path(out), lambda staging: _merge(records, store, listing, previous, settings, staging, progress, workers)
         )
-    allow_http_endpoint_for_litdata()
-    with tempfile.TemporaryDirectory(prefix="skuvision-merge-cache-") as cache:
-        manifest = into_s3_out(
-            str(out),
-            lambda local, upload: _merge(records, store, listing, previous, settings, local, progress, upload, cache),
-        )
+    manifest = into_s3_out(
+        str(out),
+        lambda local, _: _merge(records, store, listing, previous, settings, local, progress, workers, str(out)),
+    )
     manifest["output"] = str(out)
     return manifest
 
 
 def load_partitions(store) -> list[dict]:
     """Each partition's partial.json, in partition order; one line naming a missing, partial or foreign one."""
-    found = store.records()
+    found = store.records(parse=read_record)
     if not found:
         raise DataError(
             f"{store.where('')}: no complete partition; build them with "
@@ -110,77 +107,78 @@ def _rebuild_hint(record: dict, k, partitions: int) -> str:
     return ""
 
 
-class _PartitionReader:
-    """A partition's samples of one split, read in order: each sample is taken once, by its listing index.
-
-    On S3 the samples are iterated, not indexed: litdata's iterator downloads whole chunks (a few
-    ahead, evicted past ``max_cache_size``), where ``dataset[i]`` would send a ranged GET per sample,
-    millions of round trips at catalogue scale.
-    """
-
-    def __init__(self, directory: str, cache: str | None = None):
-        self.directory = directory
-        if cache:
-            kwargs = {"cache_dir": os.path.join(cache, directory[5:]), "max_cache_size": CACHE}
-            self.samples = iter(StreamingDataset(directory, shuffle=False, **kwargs))
-        else:
-            dataset = StreamingDataset(directory, shuffle=False)
-            self.samples = (dataset[i] for i in range(len(dataset)))
-
-    def image(self, index: int) -> bytes:
-        for sample in self.samples:
-            if int(sample["index"]) == index:
-                return bytes(sample["image"])
-            if int(sample["index"]) > index:
-                break
-        raise DataError(f"{self.directory}: no sample for listing index {index}; rebuild this partition")
-
-
 def _merge(
-    records, store, listing, previous, settings, staging: Path, progress: bool, on_chunk=None, cache=None
+    records, store, listing, previous, settings, staging: Path, progress: bool, workers: int, upload_to=None
 ) -> dict:
-    owner = {sku: k for k, record in enumerate(records) for sku in record["skus"]}
-    hashes = _content_hashes(records, listing)
-    state = BuildState.start(listing, previous, same_bytes=lambda other, digest: hashes.get(other) == digest)
-    readers: dict[tuple[int, str], _PartitionReader] = {}
-    writers = SplitWriters(staging, settings.chunk_bytes, on_chunk)
     start = time.perf_counter()
-    with tqdm(total=len(listing.images), desc="shards merge", unit="img", disable=not progress) as bar:
+    state, planned = _decide(records, listing, previous, settings, progress)
+    decided = time.perf_counter()
+    sources = [store.where(partition_name(k, len(records))) for k in range(len(records))]
+    counts, sha256 = write_planned(planned, sources, staging, settings.chunk_bytes, workers, upload_to, progress)
+    elapsed = time.perf_counter() - start
+    built_in = {
+        "count": len(records),
+        "build_seconds": [r["build_seconds"] for r in records],
+        "merge_seconds": {"decide": round(decided - start, 2), "write": round(start + elapsed - decided, 2)},
+        "merge_workers": workers,
+    }
+    return finish_build(
+        state,
+        Written(counts, sha256),
+        staging,
+        records[0]["input"],
+        settings,
+        previous,
+        elapsed,
+        {"partitions": built_in},
+    )
+
+
+@dataclass
+class Written:
+    """What the writers of a merged set wrote: samples per split, and split -> chunk file -> sha256."""
+
+    counts: Counter
+    sha256: dict[str, dict[str, str]]
+
+
+def _decide(records, listing, previous, settings, progress: bool) -> tuple[BuildState, dict[str, PlannedSplit]]:
+    """Walk the listing in SKU order as a one-machine build does: conflicts, label map, and each kept sample's place.
+
+    A sample's place is its partition and its position in that partition's split: partitions wrote
+    every sample they kept, in listing order, so the position counts the SKU's recorded samples.
+    """
+    owner = {sku: k for k, record in enumerate(records) for sku in record["skus"]}
+    offsets = {images[0].sku_id: offset for images, offset in by_sku(listing.images)}
+
+    def same_bytes(other: int, digest: str) -> bool:
+        """Whether the sample at listing index ``other`` (an earlier SKU's, any partition) has this content hash."""
+        sku = listing.images[other].sku_id
+        return records[owner[sku]]["skus"][sku]["samples"].digest_at(other - offsets[sku]) == digest
+
+    state = BuildState.start(listing, previous, same_bytes=same_bytes)
+    planned = {split: PlannedSplit() for split in SPLITS}
+    written = Counter()  # (partition, split) -> samples that partition wrote before this SKU's
+    with tqdm(total=len(listing.images), desc="shards merge (decide)", unit="img", disable=not progress) as bar:
         for images, offset in by_sku(listing.images):
             k = owner[images[0].sku_id]
             result = _sku_result(records[k]["skus"][images[0].sku_id])
             kept = state.drop_cross_sku_copies(result, offset)
             state.record(result, kept, images[0], offset, settings.dedup_distance)
-            for sample in kept:
-                if (k, sample.split) not in readers:
-                    where = f"{store.where(partition_name(k, len(records)))}/{sample.split}"
-                    readers[k, sample.split] = _PartitionReader(where, cache)
-                jpeg = readers[k, sample.split].image(offset + sample.position)
-                label = state.label_map.index(result.sku_id)
-                writers.add(sample.split, {"image": jpeg, "label": label, "key": sample.content_hash})
+            label = state.label_map.index(result.sku_id) if kept else -1
+            kept = set(kept)
+            for sample in result.samples:
+                if sample in kept:
+                    index = offset + sample.position
+                    planned[sample.split].add(k, written[k, sample.split], index, label, sample.content_hash)
+                written[k, sample.split] += 1
             bar.update(len(images))
-    writers.close()
-    built_in = {"count": len(records), "build_seconds": [r["build_seconds"] for r in records]}
-    elapsed = time.perf_counter() - start
-    return finish_build(
-        state, writers, staging, records[0]["input"], settings, previous, elapsed, {"partitions": built_in}
-    )
-
-
-def _content_hashes(records: list[dict], listing) -> dict[int, str]:
-    """Listing index -> content hash of every sample the partitions kept: confirms a cross-SKU copy."""
-    offsets = {images[0].sku_id: offset for images, offset in by_sku(listing.images)}
-    hashes = {}
-    for record in records:
-        for sku, decided in record["skus"].items():
-            for _, digest, position in decided["samples"]:
-                hashes[offsets[sku] + position] = digest
-    return hashes
+    return state, planned
 
 
 def _sku_result(record: dict) -> SKUResult:
     values = dict(record)
-    values["samples"] = [Sample(split, b"", digest, position) for split, digest, position in record["samples"]]
+    values["samples"] = record["samples"].samples()
     values["rejects"] = [tuple(r) for r in record["rejects"]]
     return SKUResult(**values)
 

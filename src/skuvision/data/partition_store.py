@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,10 +46,10 @@ class LocalPartitions:
         self.root.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f"{STAGING}{name}-", dir=self.root))
 
-    def records(self) -> dict[str, dict]:
-        """name -> partial.json of every partition renamed into place (a staging folder is not one)."""
+    def records(self, parse: Callable[[bytes], dict] = json.loads) -> dict[str, dict]:
+        """name -> partial.json of every partition renamed into place (a staging folder is not one), read by ``parse``."""
         paths = sorted(p for p in self.root.glob(f"*/{PARTIAL}") if not p.parent.name.startswith(STAGING))
-        return {p.parent.name: json.loads(p.read_text()) for p in paths}
+        return {p.parent.name: parse(p.read_bytes()) for p in paths}
 
     def complete(self, name: str) -> bool:
         return (self.root / name / PARTIAL).is_file()
@@ -90,13 +90,13 @@ class S3Partitions:
     def _keys(self, under: str) -> list[str]:
         return keys_under(self.client, self.bucket, under, f"--out {self.uri}")
 
-    def records(self) -> dict[str, dict]:
+    def records(self, parse: Callable[[bytes], dict] = json.loads) -> dict[str, dict]:
         found = {}
         for key in self._keys(self.prefix):
             name, _, rest = key[len(self.prefix) + 1 :].partition("/")
             if rest == PARTIAL:
                 with self._errors():
-                    found[name] = json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+                    found[name] = parse(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         return dict(sorted(found.items()))
 
     def complete(self, name: str) -> bool:

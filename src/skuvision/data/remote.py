@@ -280,6 +280,10 @@ class S3ShardUploader:
             except (BotoCoreError, ClientError) as exc:
                 raise explain(exc, f"--out {self.uri}: upload", self.bucket) from None
 
+    def wait(self) -> None:
+        """Until every submitted upload is done (a merge writer's chunks, before it reports its range written)."""
+        self._drain()
+
     def finish(self, manifest: Path, rel: str = "manifest.json") -> None:
         """Wait for every upload, then publish the manifest (or a partition's completion marker)."""
         self._drain()

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.out}: partition(s) {names} not complete after {args.merge_timeout:g} s; rebuild them and "
             f"merge with `{retry_command(args, missing)}`"
         )
-    print_build_summary(args.out, merge_partitions(args.out, progress=not args.quiet))
+    print_build_summary(args.out, merge_partitions(args.out, progress=not args.quiet, workers=args.workers))
     return 0
 
 
