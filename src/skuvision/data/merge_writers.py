@@ -125,14 +125,14 @@ class RangeTask:
     upload_to: str | None = None  # s3:// of the merged set: chunks go up as they close, not after the merge
 
 
-def write_range(task: RangeTask, scratch: str | None = None, tick=None) -> tuple[str, int, dict[str, str]]:
+def write_range(task: RangeTask, tick=None) -> tuple[str, int, dict[str, str]]:
     """Write one rank's range; returns (split, samples written, chunk file -> sha256)."""
     uploader = S3ShardUploader(task.upload_to, threads=2) if task.upload_to else None
     on_chunk = uploader.submit if uploader else None
     readers: dict[int, PartitionSplitReader] = {}
     writers = SplitWriters(Path(task.out), task.chunk_bytes, on_chunk, rank=task.rank, ranks=task.ranks)
     planned, d = task.planned, DIGEST_BYTES
-    with tempfile.TemporaryDirectory(prefix="skuvision-merge-", dir=scratch) as local:
+    with tempfile.TemporaryDirectory(prefix="skuvision-merge-") as local:
         try:
             for i in range(len(planned)):
                 k = planned.partition[i]
@@ -169,10 +169,10 @@ def write_planned(
     progress: bool = True,
 ) -> tuple[Counter, dict[str, dict[str, str]]]:
     """Write every split's planned samples with ``workers`` processes; returns the counts and chunk hashes."""
-    tasks = []
+    tasks, ranks_of = [], {}
     for split in SPLITS:
         n = len(planned[split])
-        ranks = min(n, workers * RANKS_PER_WORKER) if workers > 1 else min(n, 1)
+        ranks = ranks_of[split] = min(n, workers * RANKS_PER_WORKER) if workers > 1 else min(n, 1)
         for r in range(ranks):
             start, stop = n * r // ranks, n * (r + 1) // ranks
             tasks.append(
@@ -183,8 +183,8 @@ def write_planned(
     total = sum(len(p) for p in planned.values())
     with tqdm(total=total, desc="shards merge (write)", unit="img", disable=not progress) as bar:
         if workers <= 1:
-            done = (write_range(t, tick=bar.update) for t in tasks)
-            _collect(done, counts, sha256)
+            for task in tasks:
+                _collect(write_range(task, tick=bar.update), counts, sha256)
         else:
             # the platform's start method, as the build's pool: a forked writer starts in milliseconds, a spawned
             # one re-imports torch and litdata (~5 CPU-s); the parent holds no reader or upload thread yet
@@ -195,18 +195,17 @@ def write_planned(
                     for future in as_completed(futures):
                         result = future.result()
                         bar.update(result[1])
-                        _collect([result], counts, sha256)
+                        _collect(result, counts, sha256)
             finally:
                 gc.unfreeze()
-    for split in SPLITS:
-        ranks = sum(1 for t in tasks if t.split == split)
+    for split, ranks in ranks_of.items():
         if ranks > 1:
             join_ranks(out / split, chunk_bytes, ranks)
     return counts, sha256
 
 
-def _collect(results, counts: Counter, sha256: dict) -> None:
-    for split, written, hashes in results:
-        counts[split] += written
-        if hashes:
-            sha256.setdefault(split, {}).update(hashes)
+def _collect(result: tuple[str, int, dict[str, str]], counts: Counter, sha256: dict) -> None:
+    split, written, hashes = result
+    counts[split] += written
+    if hashes:
+        sha256.setdefault(split, {}).update(hashes)

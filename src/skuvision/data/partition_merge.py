@@ -43,7 +43,7 @@ def merge_partitions(out: str | Path, progress: bool = True, workers: int = 1) -
     each writer fetches the partition chunks its range needs, one at a time, and uploads its chunks as
     they close; the manifest goes up last (as a one-machine build to S3 does).
     """
-    quiet_library_noise()  # one litdata dataset per partition and split, each with its small-cache advice
+    quiet_library_noise()  # each writer opens a litdata dataset per partition and split it reads
     store = partition_store(out)
     records = load_partitions(store)
     first = records[0]
@@ -166,9 +166,9 @@ def _decide(records, listing, previous, settings, progress: bool) -> tuple[Build
             kept = state.drop_cross_sku_copies(result, offset)
             state.record(result, kept, images[0], offset, settings.dedup_distance)
             label = state.label_map.index(result.sku_id) if kept else -1
-            kept = set(kept)
+            keep = set(kept)
             for sample in result.samples:
-                if sample in kept:
+                if sample in keep:
                     index = offset + sample.position
                     planned[sample.split].add(k, written[k, sample.split], index, label, sample.content_hash)
                 written[k, sample.split] += 1

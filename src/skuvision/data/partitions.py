@@ -206,9 +206,6 @@ class PackedSamples:
         self.digests = b"".join(bytes.fromhex(digest) for _, digest, _ in recorded)
         self.positions = array("I", (position for _, _, position in recorded))
 
-    def __len__(self) -> int:
-        return len(self.splits)
-
     def digest(self, i: int) -> str:
         return self.digests[i * DIGEST_BYTES : (i + 1) * DIGEST_BYTES].hex()
 
