@@ -1,9 +1,9 @@
 """`shards merge` with one writer vs several: wall time, CPU, peak RSS, and the same samples either way.
 
-Builds P partitions of ``--input`` once (kept under ``--work``; reused when their listing and
-settings match), then merges copies of them with each ``--workers`` value, every merge a
-``skuvision shards merge`` process of its own (CPU and peak RSS of it and its writer processes,
-from getrusage). The first value is the baseline of the ratios. Checks that every merge wrote
+Builds P partitions of ``--input`` once (kept under ``--work/built``; reused while all P
+``partial.json`` are there: delete it after changing --input or --size), then merges copies of them
+with each ``--workers`` value, every merge a ``skuvision shards merge`` process of its own (CPU and
+peak RSS of it and its writer processes, from that process's own rusage). The first value is the baseline of the ratios. Checks that every merge wrote
 the same samples, labels and keys per split, in the same order, as the first.
 
     python scripts/benchmark_merge.py --input /data/GroceryStoreDataset/dataset --size 320 --workers 1,2
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -49,17 +48,16 @@ def merge(partitions: Path, out: Path, workers: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     shutil.copytree(partitions / "partitions", out / "partitions")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    command = [*SKUVISION, "shards", "merge", str(out), "--workers", str(workers), "--quiet"]
     start = time.perf_counter()
-    subprocess.run(
-        [*SKUVISION, "shards", "merge", str(out), "--workers", str(workers), "--quiet"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # this merge's own rusage (its writers included), not the running maximum of every child so far
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed; run it by hand to see why")
+    cpu = usage.ru_utime + usage.ru_stime
     manifest = json.loads((out / "manifest.json").read_text())
     samples = sum(manifest["splits"][s]["count"] for s in SPLITS)
     phases = manifest["partitions"]["merge_seconds"]  # inside the merge: after imports, listing and checks
@@ -69,7 +67,7 @@ def merge(partitions: Path, out: Path, workers: int) -> dict:
         "cpu_s": cpu,
         "decide_s": phases["decide"],
         "write_s": phases["write"],
-        "peak_rss_mib": after.ru_maxrss / 1024,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
         "samples": samples,
     }
 
