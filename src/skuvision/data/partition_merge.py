@@ -115,11 +115,11 @@ def _merge(
     decided = time.perf_counter()
     sources = [store.where(partition_name(k, len(records))) for k in range(len(records))]
     counts, sha256 = write_planned(planned, sources, staging, settings.chunk_bytes, workers, upload_to, progress)
-    elapsed = time.perf_counter() - start
+    end = time.perf_counter()
     built_in = {
         "count": len(records),
         "build_seconds": [r["build_seconds"] for r in records],
-        "merge_seconds": {"decide": round(decided - start, 2), "write": round(start + elapsed - decided, 2)},
+        "merge_seconds": {"decide": round(decided - start, 2), "write": round(end - decided, 2)},
         "merge_workers": workers,
     }
     return finish_build(
@@ -129,7 +129,7 @@ def _merge(
         records[0]["input"],
         settings,
         previous,
-        elapsed,
+        end - start,
         {"partitions": built_in},
     )
 

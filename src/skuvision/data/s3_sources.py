@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import sys
 from pathlib import PurePosixPath
 
 from skuvision.data.remote import explain, is_s3, join_key, list_keys, read_object, split_s3_uri
@@ -38,7 +39,6 @@ def list_s3_sources(uri: str) -> Listing:
 
 def _folders(bucket: str, prefix: str, keys: list[str]) -> Listing:
     images = []
-    skus: dict[str, str] = {}  # one string object per SKU id, shared by its images
     start = len(prefix) + 1 if prefix else 0
     for key in keys:
         parts = key[start:].split("/")
@@ -47,7 +47,7 @@ def _folders(bucket: str, prefix: str, keys: list[str]) -> Listing:
             and not parts[0].startswith(".")
             and PurePosixPath(parts[1]).suffix.lower() in IMAGE_SUFFIXES
         ):
-            images.append(SourceImage(f"s3://{bucket}/{key}", skus.setdefault(parts[0], parts[0])))
+            images.append(SourceImage(f"s3://{bucket}/{key}", sys.intern(parts[0])))  # one SKU id string for its images
     return Listing(images)
 
 

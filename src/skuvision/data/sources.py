@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -83,7 +84,6 @@ def read_csv_rows(fh, csv_path, resolve) -> Listing:
     listing = Listing([])
     first: dict[str, tuple[int, str]] = {}  # normalised path -> (line, sku_id) of its first row
     reader = csv.DictReader(fh)
-    shared: dict[str, str] = {}  # one string object per SKU id, brand, category: ~300 rows share each
     missing = {"path", "sku_id"} - set(reader.fieldnames or [])
     if missing:
         raise DataError(
@@ -119,17 +119,14 @@ def read_csv_rows(fh, csv_path, resolve) -> Listing:
         listing.images.append(
             SourceImage(
                 str(path),
-                _shared(shared, sku_id),
-                _shared(shared, (row.get("brand") or "").strip()),
-                _shared(shared, (row.get("category") or "").strip()),
-                _shared(shared, split.lower()),
+                # interned: one string object per SKU id, brand, category, shared by the SKU's ~300 rows
+                sys.intern(sku_id),
+                sys.intern((row.get("brand") or "").strip()),
+                sys.intern((row.get("category") or "").strip()),
+                sys.intern(split.lower()),
             )
         )
     return listing
-
-
-def _shared(shared: dict[str, str], value: str) -> str:
-    return shared.setdefault(value, value)
 
 
 def read_image_folder(root: Path) -> list[SourceImage]:
